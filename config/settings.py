@@ -1,0 +1,134 @@
+"""One typed settings object, built once at the entry point and passed down.
+
+Every variable is read from the environment: ``DD_API_KEY`` and ``DD_SITE`` as Datadog's own
+tools name them, everything else under the ``FORWARDER_`` prefix.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_KEY_PREFIX_PATTERN = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+
+
+class SettingsError(ValueError):
+    """A setting is missing or invalid; the message names the environment variable."""
+
+
+class Settings(BaseSettings):
+    """Everything a producer, a worker or the CLI can be told, with its default."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="FORWARDER_",
+        extra="ignore",
+        frozen=True,
+        populate_by_name=True,
+        hide_input_in_errors=True,
+    )
+
+    dd_api_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("DD_API_KEY", "dd_api_key")
+    )
+    dd_site: str = Field(
+        default="datadoghq.com", validation_alias=AliasChoices("DD_SITE", "dd_site")
+    )
+    api_url: str | None = None
+    redis_url: str = Field(default="redis://localhost:6379/0", repr=False)
+    key_prefix: str = "dora"
+
+    ingest_batch: int = Field(default=500, ge=1, le=10_000)
+    max_in_flight: int = Field(default=32, ge=1, le=1_000)
+    lease_s: float = Field(default=60.0, gt=0, le=3_600)
+    http_timeout_s: float = Field(default=10.0, gt=0, le=300)
+    publish_timeout_s: float = Field(default=1.0, gt=0, le=60)
+    reclaim_idle_s: float = Field(default=60.0, gt=0)
+    orphan_wait_s: float = Field(default=6 * 3600.0, ge=0)
+    retention_s: float = Field(default=30 * 86_400.0, gt=0)
+    backoff_base_s: float = Field(default=1.0, gt=0)
+    backoff_max_s: float = Field(default=300.0, gt=0)
+    tick_s: float = Field(default=1.0, gt=0, le=60)
+    task_budget_s: float = Field(default=5.0, gt=0, le=300)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("dd_site")
+    @classmethod
+    def _bare_site(cls, value: str) -> str:
+        site = value.strip().lower()
+        if not site or "/" in site or site.startswith(("api.", "app.")):
+            raise ValueError("must be a bare site such as datadoghq.com or datadoghq.eu")
+        return site
+
+    @field_validator("api_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in {"http", "https"} or not parts.netloc:
+            raise ValueError("must be an http:// or https:// base URL, e.g. http://127.0.0.1:8080")
+        return value.rstrip("/")
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str) -> str:
+        if urlsplit(value).scheme not in {"redis", "rediss", "unix"}:
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return value
+
+    @field_validator("key_prefix")
+    @classmethod
+    def _key_prefix(cls, value: str) -> str:
+        if not _KEY_PREFIX_PATTERN.match(value):
+            raise ValueError("must be 1-64 characters of A-Z a-z 0-9 . _ : -")
+        return value
+
+    @property
+    def api_base_url(self) -> str:
+        """Where requests go: ``FORWARDER_API_URL`` if set, else ``https://api.<DD_SITE>``."""
+        return self.api_url or f"https://api.{self.dd_site}"
+
+    @property
+    def redis_url_for_logs(self) -> str:
+        """The Redis URL with any password masked, safe to print."""
+        return mask_url_password(self.redis_url)
+
+
+def mask_url_password(url: str) -> str:
+    """Replace the password of a URL by ``***`` (user names stay, to help debugging)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
+def _variable_name(field: str) -> str:
+    alias = Settings.model_fields[field].validation_alias
+    if isinstance(alias, AliasChoices):
+        return str(alias.choices[0])
+    return f"FORWARDER_{field.upper()}"
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build the settings from the environment (``overrides`` win), or raise ``SettingsError``.
+
+    The error lists every bad variable by its environment name and says why, e.g.
+    ``FORWARDER_MAX_IN_FLIGHT: Input should be greater than or equal to 1``.
+    """
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            field = str(error["loc"][0]) if error["loc"] else "?"
+            name = _variable_name(field) if field in Settings.model_fields else field
+            problems.append(f"{name}: {error['msg']}")
+        raise SettingsError("invalid configuration:\n  " + "\n  ".join(problems)) from None

@@ -1,0 +1,23 @@
+"""dora-forwarder's producer side: validate incident events and enqueue them into Redis.
+
+Import this from services; it never imports Celery and never talks to Datadog.
+"""
+
+from forwarder._entry import to_event
+from forwarder._errors import FieldError, ForwarderError, InvalidEventError, PublishError
+from forwarder._identity import derive_incident_id
+from forwarder._models import GitInfo, IncidentEvent
+from forwarder._publisher import InvalidEventsError, Publisher
+
+__all__ = [
+    "FieldError",
+    "ForwarderError",
+    "GitInfo",
+    "IncidentEvent",
+    "InvalidEventError",
+    "InvalidEventsError",
+    "PublishError",
+    "Publisher",
+    "derive_incident_id",
+    "to_event",
+]

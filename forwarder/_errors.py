@@ -1,0 +1,63 @@
+"""The exceptions producers see.
+
+ForwarderError
+├── InvalidEventError   (also a ValueError: the event breaks a rule; nothing was enqueued)
+└── PublishError        (Redis did not take the event in time; retry or fail loudly)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from pydantic import ValidationError
+
+
+class ForwarderError(Exception):
+    """Base class of every error dora-forwarder raises on purpose."""
+
+
+@dataclass(frozen=True, slots=True)
+class FieldError:
+    """One broken rule: the field (dotted path, ``-`` for the event itself) and why."""
+
+    field: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.reason}"
+
+
+class InvalidEventError(ForwarderError, ValueError):
+    """An event breaks Datadog's rules; ``errors`` lists each field and reason."""
+
+    def __init__(self, errors: Sequence[FieldError], *, index: int | None = None) -> None:
+        self.errors = tuple(errors)
+        self.index = index
+        where = f"event {index}: " if index is not None else ""
+        super().__init__(where + "; ".join(str(error) for error in self.errors))
+
+
+class PublishError(ForwarderError):
+    """Redis could not be reached or refused the write within the publish timeout."""
+
+
+def field_errors(exc: ValidationError) -> list[FieldError]:
+    """Turn pydantic's report into ``FieldError``s that name the field a user must change."""
+    errors = []
+    for error in exc.errors(include_url=False):
+        path = ".".join(
+            f"[{part}]" if isinstance(part, int) else str(part) for part in error["loc"]
+        ).replace(".[", "[")
+        context = error.get("ctx") or {}
+        field = path or str(context.get("field", "-"))
+        reason = error["msg"]
+        if not path and reason.startswith(field + " "):
+            # Rules across fields say their field in the message (for pydantic's own report).
+            reason = reason.removeprefix(field + " ")
+        if error["type"] == "extra_forbidden":
+            reason = "is not a field Datadog accepts"
+        elif error["type"] == "missing":
+            reason = "is required"
+        errors.append(FieldError(field, reason))
+    return errors

@@ -1,0 +1,83 @@
+"""What each worker process owns: an event loop, a Redis pool, an HTTP client, a pump.
+
+Built on first use inside the process that runs tasks (after Celery forks its children),
+never in the parent: sockets and event loops do not survive a fork.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+
+import redis.asyncio as aioredis
+
+from config import Settings
+from forwarder.protocol import RedisKeys
+from workers._backoff import BackoffPolicy
+from workers._pump import Pump, PumpConfig, PumpReport
+from workers._sender import DatadogSender, Sender, default_transport
+from workers._store import Store
+
+REDIS_SOCKET_TIMEOUT_S = 10.0
+"""Above the longest XREADGROUP BLOCK (1 s) so that a blocked read is never cut short."""
+
+
+# httpx logs every request at INFO; the pump logs each outcome already.
+logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+class MissingApiKeyError(RuntimeError):
+    """Workers need DD_API_KEY to deliver."""
+
+
+def consumer_name() -> str:
+    """This process's name in the consumer group: host and pid, unique in a fleet."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def pump_config(settings: Settings) -> PumpConfig:
+    """The pump's view of the settings, in milliseconds where Redis wants them."""
+    return PumpConfig(
+        consumer=consumer_name(),
+        ingest_batch=settings.ingest_batch,
+        max_in_flight=settings.max_in_flight,
+        lease_ms=int(settings.lease_s * 1000),
+        reclaim_idle_ms=int(settings.reclaim_idle_s * 1000),
+        orphan_wait_ms=int(settings.orphan_wait_s * 1000),
+        retention_ms=int(settings.retention_s * 1000),
+        backoff=BackoffPolicy(settings.backoff_base_s, settings.backoff_max_s),
+    )
+
+
+def datadog_sender(settings: Settings) -> Sender:
+    """The sender that talks to Datadog (or to ``FORWARDER_API_URL``)."""
+    if settings.dd_api_key is None:
+        raise MissingApiKeyError("DD_API_KEY is not set: workers need it to deliver events")
+    return DatadogSender(
+        base_url=settings.api_base_url,
+        api_key=settings.dd_api_key,
+        timeout_s=settings.http_timeout_s,
+        transport=default_transport(settings.max_in_flight),
+    )
+
+
+class Runtime:
+    """One per process: runs the pump on the process's own event loop."""
+
+    def __init__(self, settings: Settings, sender: Sender | None = None) -> None:
+        self.pid = os.getpid()
+        self.loop = asyncio.new_event_loop()
+        client = aioredis.Redis.from_url(
+            settings.redis_url,
+            socket_timeout=REDIS_SOCKET_TIMEOUT_S,
+            socket_connect_timeout=REDIS_SOCKET_TIMEOUT_S,
+            health_check_interval=30,
+        )
+        store = Store(client, RedisKeys(settings.key_prefix))
+        self.pump = Pump(store, sender or datadog_sender(settings), pump_config(settings))
+
+    def run(self, budget_s: float) -> PumpReport:
+        """Run the pump for ``budget_s`` seconds on this process's loop."""
+        return self.loop.run_until_complete(self.pump.run(budget_s))

@@ -1,0 +1,81 @@
+"""The HTTP side: one pooled client per process, POSTing merged incident states to Datadog."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Mapping
+from typing import Any, Final, Protocol
+
+import httpx
+from httpx_aiohttp import AiohttpTransport
+from pydantic import SecretStr
+
+from workers._outcome import Attempt
+
+FAILURE_PATH: Final = "/api/v2/dora/failure"
+MAX_BODY_KEPT: Final = 4096
+"""Bytes of a response body kept for a dead letter or a log line."""
+
+USER_AGENT: Final = "dora-forwarder/0.1"
+
+
+class Sender(Protocol):
+    """Something that delivers one incident's attributes and says what happened."""
+
+    async def send(self, attributes: Mapping[str, Any]) -> Attempt: ...
+
+    async def aclose(self) -> None: ...
+
+
+def default_transport(max_connections: int) -> httpx.AsyncBaseTransport:
+    """aiohttp under httpx: httpx's own async transport collapses at 32+ requests in flight."""
+    return AiohttpTransport(limits=httpx.Limits(max_connections=max_connections))
+
+
+class DatadogSender:
+    """POSTs to ``<base_url>/api/v2/dora/failure`` with the API key; never raises for HTTP.
+
+    ``transport`` is the seam for tests (``httpx.MockTransport``) and other clients.
+    """
+
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        api_key: SecretStr,
+        timeout_s: float,
+        transport: httpx.AsyncBaseTransport,
+    ) -> None:
+        self._timeout_s = timeout_s
+        self._client = httpx.AsyncClient(
+            base_url=base_url,
+            transport=transport,
+            timeout=httpx.Timeout(timeout_s),
+            headers={
+                "DD-API-KEY": api_key.get_secret_value(),
+                "Content-Type": "application/json",
+                "Accept": "application/json",
+                "User-Agent": USER_AGENT,
+            },
+        )
+
+    def __repr__(self) -> str:
+        return f"DatadogSender(base_url={str(self._client.base_url)!r})"
+
+    async def send(self, attributes: Mapping[str, Any]) -> Attempt:
+        """POST one incident; transport failures and timeouts come back as ``Attempt.error``."""
+        body = json.dumps({"data": {"attributes": attributes}}, separators=(",", ":"))
+        try:
+            # A hard bound as well: a transport must not hold a claim past its lease.
+            async with asyncio.timeout(self._timeout_s + 1.0):
+                response = await self._client.post(FAILURE_PATH, content=body)
+        except httpx.HTTPError as exc:
+            return Attempt(None, {}, "", f"{type(exc).__name__}: {exc}"[:MAX_BODY_KEPT])
+        except TimeoutError:
+            return Attempt(None, {}, "", f"no answer within {self._timeout_s + 1.0:g} s")
+        return Attempt(response.status_code, response.headers, response.text[:MAX_BODY_KEPT])
+
+    async def aclose(self) -> None:
+        """Close the pooled connections."""
+        await self._client.aclose()

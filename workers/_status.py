@@ -1,0 +1,72 @@
+"""A snapshot of the forwarder's state in Redis, for ``dora-forwarder status``."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import redis
+
+from forwarder.protocol import CONSUMER_GROUP, RedisKeys
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    """Counts of where events are, and the lifetime counters (times in ms since the epoch)."""
+
+    backlog: int
+    unread: int
+    pending: int
+    due_now: int
+    scheduled: int
+    in_flight: int
+    dead_letters: int
+    delivered_total: int
+    retries_total: int
+    last_success_ms: int | None
+    last_error: str | None
+    last_error_ms: int | None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The snapshot as plain JSON-ready values."""
+        return asdict(self)
+
+
+def _int(value: bytes | None) -> int | None:
+    return int(value) if value is not None else None
+
+
+def read_status(client: redis.Redis, keys: RedisKeys) -> Status:
+    """Read every figure in one pipelined round trip."""
+    now_s, now_us = client.time()
+    now_ms = int(now_s) * 1000 + int(now_us) // 1000
+    pipe = client.pipeline(transaction=False)
+    pipe.xlen(keys.ingest)
+    pipe.exists(keys.ingest)
+    pipe.zcount(keys.due, "-inf", now_ms)
+    pipe.zcard(keys.due)
+    pipe.zcard(keys.inflight)
+    pipe.xlen(keys.dead)
+    pipe.hgetall(keys.stats)
+    backlog, stream_exists, due_now, due_all, in_flight, dead, stats = pipe.execute()
+    pending = 0
+    if stream_exists:
+        try:
+            pending = int(client.xpending(keys.ingest, CONSUMER_GROUP)["pending"])
+        except redis.ResponseError:  # no consumer group yet: no worker has started
+            pending = 0
+    last_error = stats.get(b"last_error")
+    return Status(
+        backlog=int(backlog),
+        unread=int(backlog) - pending,
+        pending=pending,
+        due_now=int(due_now),
+        scheduled=int(due_all) - int(due_now),
+        in_flight=int(in_flight),
+        dead_letters=int(dead),
+        delivered_total=_int(stats.get(b"delivered")) or 0,
+        retries_total=_int(stats.get(b"retries")) or 0,
+        last_success_ms=_int(stats.get(b"last_success_ms")),
+        last_error=last_error.decode() if last_error is not None else None,
+        last_error_ms=_int(stats.get(b"last_error_ms")),
+    )

@@ -1,0 +1,167 @@
+"""Redis side of the workers: the ingest stream, incident state, claims and settlements.
+
+Only carries out decisions made elsewhere (``_fold``, ``_outcome``); every multi-key change
+is one Lua script, so a crash between two commands cannot half-apply it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any, Final, cast
+
+import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
+
+from forwarder.protocol import CONSUMER_GROUP, RedisKeys
+from workers._fold import FoldPlan
+
+_BOOKKEEPING: Final = ("version", "sent", "attempt", "first_ms", "failing_since_ms")
+
+
+def _script(name: str) -> str:
+    return resources.files("workers").joinpath("lua").joinpath(name).read_text()
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """An incident claimed for delivery: its merged attributes and bookkeeping."""
+
+    incident_id: str
+    version: int
+    sent_version: int
+    attempt: int
+    first_seen_ms: int
+    failing_since_ms: int | None
+    attributes: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    """The outcome of one claim, as ``settle.lua`` records it."""
+
+    incident_id: str
+    version: int
+    verdict: str
+    delay_ms: int = 0
+    reason: str = ""
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class FoldResult:
+    """How many incidents a fold changed, left unchanged (duplicates) and dead-lettered."""
+
+    changed: int
+    unchanged: int
+    poison: int
+
+
+class Store:
+    """The Redis operations of one worker process (async, one connection pool)."""
+
+    def __init__(self, client: aioredis.Redis, keys: RedisKeys) -> None:
+        self._redis = client
+        self.keys = keys
+        self._fold = client.register_script(_script("fold.lua"))
+        self._claim = client.register_script(_script("claim.lua"))
+        self._settle = client.register_script(_script("settle.lua"))
+
+    async def ensure_group(self) -> None:
+        """Create the consumer group (and stream) unless it exists; read from the start."""
+        try:
+            await self._redis.xgroup_create(self.keys.ingest, CONSUMER_GROUP, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    async def read(
+        self, consumer: str, count: int, block_ms: int | None
+    ) -> list[tuple[bytes, dict[bytes, bytes]]]:
+        """New entries for ``consumer``; waits up to ``block_ms`` when there are none."""
+        reply = await self._redis.xreadgroup(
+            CONSUMER_GROUP, consumer, {self.keys.ingest: ">"}, count=count, block=block_ms
+        )
+        if not reply:
+            return []
+        return cast(list[tuple[bytes, dict[bytes, bytes]]], reply[0][1])
+
+    async def reclaim(
+        self, consumer: str, min_idle_ms: int, count: int
+    ) -> list[tuple[bytes, dict[bytes, bytes]]]:
+        """Entries another consumer read but never acknowledged within ``min_idle_ms``."""
+        reply = await self._redis.xautoclaim(
+            self.keys.ingest, CONSUMER_GROUP, consumer, min_idle_ms, "0-0", count=count
+        )
+        return [(eid, fields) for eid, fields in reply[1] if fields is not None]
+
+    async def fold(self, plan: FoldPlan, *, retention_ms: int, orphan_wait_ms: int) -> FoldResult:
+        """Apply ``plan`` and acknowledge its entries, in one atomic step."""
+        keys = [
+            self.keys.ingest,
+            self.keys.due,
+            self.keys.inflight,
+            self.keys.dead,
+            self.keys.stats,
+        ]
+        args: list[str | int] = [CONSUMER_GROUP, retention_ms, orphan_wait_ms, len(plan.ack_ids)]
+        args.extend(plan.ack_ids)
+        args.append(len(plan.poison))
+        for poison in plan.poison:
+            args.extend((poison.entry_id, poison.reason, poison.payload))
+        for update in plan.updates:
+            keys.append(self.keys.incident(update.incident_id))
+            args.extend((update.incident_id, len(update.fields)))
+            for item in update.fields:
+                args.extend((item.field, item.position, item.value))
+        changed, unchanged, poison_count = await self._fold(keys=keys, args=args)
+        return FoldResult(int(changed), int(unchanged), int(poison_count))
+
+    async def claim(self, limit: int, lease_ms: int, token: str) -> tuple[int, list[Claim]]:
+        """Claim up to ``limit`` due incidents; return Redis' clock (ms) and the claims."""
+        reply = await self._claim(
+            keys=[self.keys.due, self.keys.inflight, self.keys.stats],
+            args=[self.keys.incident_prefix, limit, lease_ms, token],
+        )
+        now_ms = int(reply[0])
+        return now_ms, [_claim_from(row) for row in reply[1:]]
+
+    async def settle(self, token: str, settlements: Sequence[Settlement]) -> list[int]:
+        """Record outcomes; return counts of delivered, retried, dead and stale settlements."""
+        args: list[str | int] = [self.keys.incident_prefix, token]
+        for s in settlements:
+            args.extend((s.incident_id, s.version, s.verdict, s.delay_ms, s.reason, s.detail))
+        reply = await self._settle(
+            keys=[self.keys.due, self.keys.inflight, self.keys.dead, self.keys.stats], args=args
+        )
+        return [int(x) for x in reply]
+
+    async def next_due_in_ms(self, now_ms: int) -> int | None:
+        """Milliseconds until the earliest due incident (0 if overdue), None if none is due."""
+        first = await self._redis.zrange(self.keys.due, 0, 0, withscores=True)
+        if not first:
+            return None
+        return max(0, int(first[0][1]) - now_ms)
+
+
+def _claim_from(row: Sequence[bytes]) -> Claim:
+    incident_id = row[0].decode()
+    attributes: dict[str, Any] = {}
+    numbers: dict[str, int] = {}
+    for name, value in zip(row[1::2], row[2::2], strict=True):
+        key = name.decode()
+        if key.startswith("a:"):
+            attributes[key[2:]] = json.loads(value)
+        elif key in _BOOKKEEPING:
+            numbers[key] = int(value)
+    return Claim(
+        incident_id=incident_id,
+        version=numbers.get("version", 0),
+        sent_version=numbers.get("sent", 0),
+        attempt=numbers.get("attempt", 0),
+        first_seen_ms=numbers.get("first_ms", 0),
+        failing_since_ms=numbers.get("failing_since_ms"),
+        attributes=attributes,
+    )
