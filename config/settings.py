@@ -7,10 +7,17 @@ tools name them, everything else under the ``FORWARDER_`` prefix.
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Any, Literal, Self
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 _KEY_PREFIX_PATTERN = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
@@ -87,6 +94,15 @@ class Settings(BaseSettings):
             raise ValueError("must be 1-64 characters of A-Z a-z 0-9 . _ : -")
         return value
 
+    @model_validator(mode="after")
+    def _lease_outlasts_request(self) -> Self:
+        if self.lease_s <= self.http_timeout_s + 1:
+            raise ValueError(
+                "FORWARDER_LEASE_S must exceed FORWARDER_HTTP_TIMEOUT_S + 1 s, or a slow "
+                "request could outlive its claim and the incident be sent twice at once"
+            )
+        return self
+
     @property
     def api_base_url(self) -> str:
         """Where requests go: ``FORWARDER_API_URL`` if set, else ``https://api.<DD_SITE>``."""
@@ -128,7 +144,10 @@ def load_settings(**overrides: Any) -> Settings:
     except ValidationError as exc:
         problems = []
         for error in exc.errors():
-            field = str(error["loc"][0]) if error["loc"] else "?"
+            if not error["loc"]:  # a rule across variables names them in its message
+                problems.append(str(error["msg"]).removeprefix("Value error, "))
+                continue
+            field = str(error["loc"][0])
             name = _variable_name(field) if field in Settings.model_fields else field
             problems.append(f"{name}: {error['msg']}")
         raise SettingsError("invalid configuration:\n  " + "\n  ".join(problems)) from None

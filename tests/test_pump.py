@@ -1,0 +1,208 @@
+"""The pump in-process: real Redis, the real sender over httpx.MockTransport."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import httpx
+import pytest
+import redis.asyncio as aioredis
+from pydantic import SecretStr
+
+from forwarder import to_event
+from forwarder._entry import encode_entry
+from forwarder.protocol import RedisKeys
+from workers._backoff import BackoffPolicy
+from workers._pump import Pump, PumpConfig
+from workers._sender import DatadogSender
+from workers._store import Store
+
+pytestmark = pytest.mark.anyio
+
+API_KEY = "pump-test-key-0123456789abcdef"
+ID = "incident-0000000001"
+START = {"id": ID, "started_at": 1_700_000_000, "services": ["checkout"], "env": "prod"}
+FINISH = {"id": ID, "finished_at": 1_700_000_600}
+
+Handler = Callable[[httpx.Request], httpx.Response]
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+async def client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    real = aioredis.Redis.from_url(redis_url)
+    yield real
+    await real.aclose()
+
+
+class FakeDatadog:
+    """Answers from a script of statuses (then 202), and records every request."""
+
+    def __init__(self, *statuses: int, error: Exception | None = None) -> None:
+        self.statuses = list(statuses)
+        self.error = error
+        self.requests: list[httpx.Request] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        if self.error is not None:
+            error, self.error = self.error, None
+            raise error
+        status = self.statuses.pop(0) if self.statuses else 202
+        if status == 202:
+            return httpx.Response(202, json={"data": {"id": ID, "type": "dora_failure"}})
+        return httpx.Response(status, json={"errors": [f"status {status}"]})
+
+    def bodies(self) -> list[dict[str, Any]]:
+        return [json.loads(r.content)["data"]["attributes"] for r in self.requests]
+
+
+def make_pump(client: aioredis.Redis, keys: RedisKeys, api: FakeDatadog, **config: Any) -> Pump:
+    sender = DatadogSender(
+        base_url="https://api.example.test",
+        api_key=SecretStr(API_KEY),
+        timeout_s=5.0,
+        transport=httpx.MockTransport(api),
+    )
+    defaults: dict[str, Any] = {
+        "consumer": "test-consumer",
+        "ingest_batch": 100,
+        "max_in_flight": 8,
+        "lease_ms": 30_000,
+        "reclaim_idle_ms": 30_000,
+        "orphan_wait_ms": 60_000,
+        "retention_ms": 3_600_000,
+        "backoff": BackoffPolicy(base_s=0.01, max_s=0.02),
+    }
+    return Pump(Store(client, keys), sender, PumpConfig(**{**defaults, **config}))
+
+
+async def publish(client: aioredis.Redis, keys: RedisKeys, *events: dict[str, Any]) -> None:
+    for event in events:
+        await client.xadd(keys.ingest, encode_entry(to_event(event)))  # type: ignore[arg-type]
+
+
+async def test_start_and_finish_coalesce_into_one_request(
+    client: aioredis.Redis, keys: RedisKeys
+) -> None:
+    """Published together, a start and its finish cost one request with the merged state."""
+    api = FakeDatadog()
+    await publish(client, keys, START, FINISH, START)
+    report = await make_pump(client, keys, api).run(0.3)
+    assert report.outcomes == {"delivered": 1}
+    (body,) = api.bodies()
+    assert body["finished_at"] == 1_700_000_600_000_000_000
+    assert body["services"] == ["checkout"]
+    request = api.requests[0]
+    assert request.url.path == "/api/v2/dora/failure"
+    assert request.headers["DD-API-KEY"] == API_KEY
+    assert request.headers["Content-Type"] == "application/json"
+
+
+async def test_server_error_then_success_is_delivered(
+    client: aioredis.Redis, keys: RedisKeys
+) -> None:
+    """5xx answers are retried with backoff until a 2xx."""
+    api = FakeDatadog(503, 500)
+    await publish(client, keys, START)
+    report = await make_pump(client, keys, api).run(0.6)
+    assert report.outcomes == {"retry": 2, "delivered": 1}
+    assert len(api.requests) == 3
+    state = await client.hgetall(keys.incident(ID))
+    assert state[b"sent"] == state[b"version"]
+    assert b"attempt" not in state
+
+
+async def test_bad_request_is_dead_lettered_with_the_body(
+    client: aioredis.Redis, keys: RedisKeys
+) -> None:
+    """A 400 is not retried; its dead letter holds status, response and state."""
+    api = FakeDatadog(400)
+    await publish(client, keys, START)
+    report = await make_pump(client, keys, api).run(0.3)
+    assert report.outcomes == {"dead": 1}
+    ((_, letter),) = await client.xrange(keys.dead)
+    detail = json.loads(letter[b"detail"])
+    assert detail["status"] == 400
+    assert "status 400" in detail["response"]
+    assert detail["attributes"]["id"] == ID
+    assert letter[b"reason"] == b"rejected by Datadog (HTTP 400)"
+    assert API_KEY.encode() not in letter[b"detail"]
+
+
+async def test_forbidden_keeps_the_event(client: aioredis.Redis, keys: RedisKeys) -> None:
+    """A 403 never dead-letters: the incident waits for a working key."""
+    api = FakeDatadog(403, 403)
+    await publish(client, keys, START)
+    report = await make_pump(client, keys, api).run(0.5)
+    assert report.outcomes.get("dead", 0) == 0
+    assert report.outcomes["delivered"] == 1
+    assert await client.xlen(keys.dead) == 0
+
+
+async def test_network_error_is_retried(client: aioredis.Redis, keys: RedisKeys) -> None:
+    """A dropped connection is retried, not lost."""
+    api = FakeDatadog(error=httpx.ConnectError("connection refused"))
+    await publish(client, keys, START)
+    report = await make_pump(client, keys, api).run(0.4)
+    assert report.outcomes == {"retry": 1, "delivered": 1}
+    assert len(api.requests) == 2
+
+
+async def test_finish_without_start_is_not_sent(client: aioredis.Redis, keys: RedisKeys) -> None:
+    """A finish alone waits for its start; nothing incomplete reaches Datadog."""
+    api = FakeDatadog()
+    await publish(client, keys, FINISH)
+    await make_pump(client, keys, api).run(0.2)
+    assert api.requests == []
+    assert await client.zscore(keys.due, ID) is not None
+
+
+async def test_orphan_finish_is_dead_lettered_after_the_wait(
+    client: aioredis.Redis, keys: RedisKeys
+) -> None:
+    """A finish whose start never comes becomes a dead letter saying so."""
+    api = FakeDatadog()
+    await publish(client, keys, FINISH)
+    await make_pump(client, keys, api, orphan_wait_ms=50).run(0.4)
+    assert api.requests == []
+    ((_, letter),) = await client.xrange(keys.dead)
+    assert b"never arrived" in letter[b"reason"]
+
+
+async def test_merged_state_breaking_a_rule_is_dead_lettered_unsent(
+    client: aioredis.Redis, keys: RedisKeys
+) -> None:
+    """A finish earlier than its stored start is caught before it costs a request."""
+    api = FakeDatadog()
+    await publish(client, keys, START, {"id": ID, "finished_at": 1_600_000_000})
+    await make_pump(client, keys, api).run(0.3)
+    assert api.requests == []
+    ((_, letter),) = await client.xrange(keys.dead)
+    assert b"finished_at: is before started_at" in letter[b"reason"]
+
+
+async def test_many_incidents_with_bounded_concurrency(
+    client: aioredis.Redis, keys: RedisKeys
+) -> None:
+    """Hundreds of incidents are each delivered once with their final state."""
+    api = FakeDatadog()
+    events = []
+    for i in range(300):
+        incident = f"incident-{i:012d}"
+        events.append({"id": incident, "started_at": 1_700_000_000 + i, "team": "t"})
+        events.append({"id": incident, "finished_at": 1_700_000_500 + i})
+    await publish(client, keys, *events)
+    report = await make_pump(client, keys, api, ingest_batch=50).run(1.5)
+    assert report.outcomes.get("delivered") == len(api.requests)
+    latest = {b["id"]: b for b in api.bodies()}
+    assert len(latest) == 300
+    assert all("finished_at" in body for body in latest.values())
+    assert await client.zcard(keys.due) == 0
+    assert await client.zcard(keys.inflight) == 0

@@ -1,0 +1,98 @@
+"""Settings from the environment: defaults, overrides, errors naming the variable."""
+
+from __future__ import annotations
+
+import pytest
+
+from config import SettingsError, load_settings
+from config.settings import mask_url_password
+
+KEY = "abcdef0123456789abcdef0123456789"
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os  # noqa: PLC0415
+
+    for name in list(os.environ):
+        if name.startswith(("FORWARDER_", "DD_")):
+            monkeypatch.delenv(name)
+
+
+def test_defaults() -> None:
+    """With nothing set, the forwarder targets US1 and a local Redis."""
+    settings = load_settings()
+    assert settings.api_base_url == "https://api.datadoghq.com"
+    assert settings.redis_url == "redis://localhost:6379/0"
+    assert settings.dd_api_key is None
+
+
+def test_site_and_url_override(monkeypatch: pytest.MonkeyPatch) -> None:
+    """DD_SITE picks the API host; FORWARDER_API_URL overrides it (proxies, tests)."""
+    monkeypatch.setenv("DD_SITE", "datadoghq.eu")
+    assert load_settings().api_base_url == "https://api.datadoghq.eu"
+    monkeypatch.setenv("FORWARDER_API_URL", "http://127.0.0.1:8080/")
+    assert load_settings().api_base_url == "http://127.0.0.1:8080"
+
+
+def test_tunables_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every tunable is read under the FORWARDER_ prefix."""
+    monkeypatch.setenv("FORWARDER_MAX_IN_FLIGHT", "7")
+    monkeypatch.setenv("FORWARDER_LEASE_S", "12.5")
+    settings = load_settings()
+    assert (settings.max_in_flight, settings.lease_s) == (7, 12.5)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "reason"),
+    [
+        ("FORWARDER_MAX_IN_FLIGHT", "0", "greater than or equal to 1"),
+        ("FORWARDER_INGEST_BATCH", "many", "valid integer"),
+        ("FORWARDER_LEASE_S", "-1", "greater than 0"),
+        ("FORWARDER_REDIS_URL", "http://x", "redis://"),
+        ("FORWARDER_API_URL", "ftp://x", "http:// or https://"),
+        ("DD_SITE", "api.datadoghq.com", "bare site"),
+        ("FORWARDER_KEY_PREFIX", "has space", "1-64 characters"),
+        ("FORWARDER_LOG_LEVEL", "LOUD", "DEBUG"),
+    ],
+)
+def test_bad_value_names_the_variable(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, reason: str
+) -> None:
+    """A bad value fails at start with the environment variable's name and the reason."""
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(SettingsError, match=rf"{variable}: .*{reason}"):
+        load_settings()
+
+
+def test_lease_must_outlast_a_request(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A lease shorter than a request could let two workers send one incident at once."""
+    monkeypatch.setenv("FORWARDER_LEASE_S", "5")
+    monkeypatch.setenv("FORWARDER_HTTP_TIMEOUT_S", "10")
+    with pytest.raises(SettingsError, match="FORWARDER_LEASE_S"):
+        load_settings()
+
+
+def test_api_key_never_shown(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The key is absent from the settings' repr, str and error messages."""
+    monkeypatch.setenv("DD_API_KEY", KEY)
+    monkeypatch.setenv("FORWARDER_MAX_IN_FLIGHT", "0")
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+    assert KEY not in str(caught.value)
+    monkeypatch.delenv("FORWARDER_MAX_IN_FLIGHT")
+    settings = load_settings()
+    assert KEY not in repr(settings)
+    assert KEY not in str(settings)
+    assert settings.dd_api_key is not None
+    assert settings.dd_api_key.get_secret_value() == KEY
+
+
+def test_redis_password_masked() -> None:
+    """A Redis password never reaches logs or the settings' repr."""
+    url = "rediss://user:hunter2@redis.internal:6380/1"
+    assert mask_url_password(url) == "rediss://user:***@redis.internal:6380/1"
+    assert mask_url_password("redis://localhost:6379/0") == "redis://localhost:6379/0"
+    settings = load_settings(redis_url=url)
+    assert "hunter2" not in repr(settings)
+    assert "hunter2" not in settings.redis_url_for_logs
