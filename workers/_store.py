@@ -81,7 +81,8 @@ class Store:
         self, consumer: str, count: int, block_ms: int | None
     ) -> list[tuple[bytes, dict[bytes, bytes]]]:
         """New entries for ``consumer``; waits up to ``block_ms`` when there are none."""
-        reply = await self._redis.xreadgroup(
+        # RESP2 reply: [[stream, [(id, fields), ...]]] (redis-py types it for RESP3 too).
+        reply: Any = await self._redis.xreadgroup(
             CONSUMER_GROUP, consumer, {self.keys.ingest: ">"}, count=count, block=block_ms
         )
         if not reply:
