@@ -37,7 +37,8 @@ from referencing.jsonschema import DRAFT4
 if TYPE_CHECKING:
     from referencing._core import Resolver  # not re-exported by referencing
 
-DEFAULT_OPENAPI_PATH = Path(__file__).resolve().parents[2] / "shared/reference/dora-openapi.yaml"
+# A copy of Datadog's published spec (DORA paths only), so that a fresh clone is complete.
+DEFAULT_OPENAPI_PATH = Path(__file__).resolve().parent / "data" / "dora-openapi.yaml"
 DEFAULT_API_KEY = "standin-api-key"
 KIND_OF_PATH = {
     "/api/v2/dora/failure": "dora_failure",

@@ -181,3 +181,18 @@ def test_worker_refuses_to_start_without_api_key(start_worker: StartWorker) -> N
     code = worker.process.wait(60)
     assert code != 0
     assert "DD_API_KEY is not set" in worker.log()
+
+
+def test_worker_warns_when_redis_keeps_nothing_on_disk(
+    start_worker: StartWorker,
+    standin: StandinServer,
+    publisher: Publisher,
+    sync_redis: redis.Redis,
+) -> None:
+    """A worker on a memory-only Redis says at start that a restart would lose events."""
+    durable = sync_redis.info("persistence")["aof_enabled"] or sync_redis.config_get("save")["save"]
+    worker = start_worker()
+    incident = publisher.incident_started(team="ops", id="incident-preflight-01")
+    wait_until(lambda: incident in standin.latest(), timeout_s=20, what="delivery")
+    warned = "Redis keeps nothing on disk" in worker.log()
+    assert warned is not bool(durable)

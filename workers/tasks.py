@@ -6,9 +6,11 @@ import logging
 import os
 from typing import Any
 
+import redis
 from celery import Task
 from celery.signals import worker_init
 
+from workers._preflight import judge_redis
 from workers._runtime import Runtime
 from workers.celery_app import PUMP_TASK, TICK_EXPIRES_S, ForwarderCelery
 
@@ -45,10 +47,31 @@ def register(app: ForwarderCelery) -> None:
 
 
 @worker_init.connect
-def _refuse_without_key(sender: Any = None, **_: Any) -> None:
+def _check_before_start(sender: Any = None, **_: Any) -> None:
+    """Refuse to start without a key or on a Redis that cannot work; warn of risky Redis."""
     app = getattr(sender, "app", None)
-    if isinstance(app, ForwarderCelery) and app.settings.dd_api_key is None:
+    if not isinstance(app, ForwarderCelery):
+        return
+    settings = app.settings
+    if settings.dd_api_key is None:
         raise SystemExit(
             "dora-forwarder: DD_API_KEY is not set; workers need it to deliver events "
             "(export DD_API_KEY=<your Datadog API key>)"
         )
+    client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=5, socket_timeout=5)
+    try:
+        info = client.info()
+        try:
+            save = str(client.config_get("save").get("save", ""))
+        except redis.ResponseError:  # CONFIG is often disabled on managed Redis
+            save = "unknown"
+    except redis.RedisError as exc:
+        log.warning("cannot check Redis at %s yet: %s", settings.redis_url_for_logs, exc)
+        return
+    finally:
+        client.close()
+    findings = judge_redis(info, save)
+    for warning in findings.warnings:
+        log.warning("%s", warning)
+    if findings.errors:
+        raise SystemExit("dora-forwarder: " + "; ".join(findings.errors))
