@@ -293,6 +293,23 @@ class DoraStandin:
         with self._lock:
             return dict(self._throttled[kind])
 
+    def regressions(self) -> list[str]:
+        """Ids of accepted requests that sent a start-only state after a finish for that id.
+
+        A forwarder must never send one: Datadog would be left without the finish.
+        """
+        finished: set[str] = set()
+        regressed: list[str] = []
+        for request in self.requests():
+            if request.status not in (200, 202) or request.attributes is None:
+                continue
+            incident = request.attributes.get("id")
+            if "finished_at" in request.attributes:
+                finished.add(str(incident))
+            elif incident in finished:
+                regressed.append(str(incident))
+        return regressed
+
     def state(self, include_latest: bool = True) -> dict[str, Any]:
         """Records and behaviours as JSON; what `GET /_standin/state` answers."""
         with self._lock:

@@ -289,3 +289,18 @@ def test_subprocess_mode() -> None:
     assert statuses == [202, 429]
     assert state["status_counts"] == {"202": 1, "429": 1}
     assert process.returncode == 0
+
+
+def test_regressions_lists_start_only_states_after_a_finish() -> None:
+    """An accepted start-only body after the same id's finish is reported; others are not."""
+    with StandinServer("k") as server, httpx.Client(base_url=server.url) as client:
+        start = {"id": "incident-0000000001", "started_at": 1_700_000_000, "team": "t"}
+        finish = {**start, "finished_at": 1_700_000_100}
+        for attributes in (start, finish, start):
+            response = client.post(
+                "/api/v2/dora/failure",
+                json={"data": {"attributes": attributes}},
+                headers={"DD-API-KEY": "k"},
+            )
+            assert response.status_code == 202
+        assert server.regressions() == ["incident-0000000001"]
