@@ -183,3 +183,24 @@ def test_worker_warns_when_redis_keeps_nothing_on_disk(
     wait_until(lambda: incident in standin.latest(), timeout_s=20, what="delivery")
     warned = "Redis keeps nothing on disk" in worker.log()
     assert warned is not bool(durable)
+
+
+def test_answers_slower_than_the_timeout_are_retried(
+    start_worker: StartWorker,
+    standin: StandinServer,
+    publisher: Publisher,
+    sync_redis: redis.Redis,
+    keys: RedisKeys,
+) -> None:
+    """A request that times out is retried, and delivered once the API answers in time."""
+    standin.latency_s = 3.0
+    start_worker(FORWARDER_HTTP_TIMEOUT_S="1")
+    incident = publisher.incident_started(team="ops", id="incident-slow-000001")
+    last_error = wait_until(
+        lambda: sync_redis.hget(keys.incident(incident), "last_error"),
+        timeout_s=20,
+        what="a timed-out attempt",
+    )
+    assert b"network error" in last_error
+    standin.latency_s = 0.0
+    wait_until(lambda: incident in standin.latest(), timeout_s=30, what="delivery")
