@@ -58,6 +58,9 @@ class Settings(BaseSettings):
     retention_s: float = Field(default=30 * 86_400.0, gt=0)
     backoff_base_s: float = Field(default=1.0, gt=0)
     backoff_max_s: float = Field(default=300.0, gt=0)
+    max_age_s: float = Field(default=3 * 86_400.0, gt=0)
+    auth_pause_s: float = Field(default=60.0, gt=0, le=3_600)
+    max_requests_per_s: float | None = Field(default=None, gt=0)
     tick_s: float = Field(default=1.0, gt=0, le=60)
     task_budget_s: float = Field(default=5.0, gt=0, le=300)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

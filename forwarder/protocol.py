@@ -64,6 +64,11 @@ class RedisKeys:
         return f"{self._tag}:dead"
 
     @property
+    def gate(self) -> str:
+        """Hash: the fleet-wide gate (closed until, why; Datadog's request budget)."""
+        return f"{self._tag}:gate"
+
+    @property
     def stats(self) -> str:
         """Hash of counters and last success / last error, for ``status``."""
         return f"{self._tag}:stats"

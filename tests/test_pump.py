@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -45,6 +46,7 @@ class FakeDatadog:
     """Answers from a script of statuses (then 202), and records every request."""
 
     def __init__(self, *statuses: int, error: Exception | None = None) -> None:
+        self.headers: dict[str, str] = {}
         self.statuses = list(statuses)
         self.error = error
         self.requests: list[httpx.Request] = []
@@ -57,7 +59,7 @@ class FakeDatadog:
         status = self.statuses.pop(0) if self.statuses else 202
         if status == 202:
             return httpx.Response(202, json={"data": {"id": ID, "type": "dora_failure"}})
-        return httpx.Response(status, json={"errors": [f"status {status}"]})
+        return httpx.Response(status, json={"errors": [f"status {status}"]}, headers=self.headers)
 
     def bodies(self) -> list[dict[str, Any]]:
         return [json.loads(r.content)["data"]["attributes"] for r in self.requests]
@@ -136,14 +138,78 @@ async def test_bad_request_is_dead_lettered_with_the_body(
     assert API_KEY.encode() not in letter[b"detail"]
 
 
-async def test_forbidden_keeps_the_event(client: aioredis.Redis, keys: RedisKeys) -> None:
-    """A 403 never dead-letters: the incident waits for a working key."""
-    api = FakeDatadog(403, 403)
-    await publish(client, keys, START)
-    report = await make_pump(client, keys, api).run(0.5)
-    assert report.outcomes.get("dead", 0) == 0
-    assert report.outcomes["delivered"] == 1
+async def test_forbidden_pauses_the_fleet_and_keeps_the_event(
+    client: aioredis.Redis, keys: RedisKeys, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A 403 closes the gate for everyone (one error logged), nothing is dead-lettered."""
+    api = FakeDatadog(403)
+    await publish(client, keys, START, {**START, "id": "incident-0000000002"})
+    report = await make_pump(client, keys, api, auth_pause_s=30.0).run(0.5)
+    assert len(api.requests) == 1  # the probe; nothing else is sent while the gate is closed
+    assert report.outcomes == {"retry": 1}
+    assert await client.hget(keys.gate, "reason") == b"auth"
     assert await client.xlen(keys.dead) == 0
+    errors = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1
+    assert "Check DD_API_KEY" in errors[0].getMessage()
+    assert API_KEY not in caplog.text
+
+
+async def test_rate_limit_closes_the_gate_until_reset(
+    client: aioredis.Redis, keys: RedisKeys
+) -> None:
+    """A 429 with X-RateLimit-Reset stops every send until the reset."""
+    api = FakeDatadog(429)
+    api.headers = {
+        "X-RateLimit-Reset": "30",
+        "X-RateLimit-Limit": "10",
+        "X-RateLimit-Period": "60",
+        "X-RateLimit-Remaining": "0",
+    }
+    await publish(client, keys, START, {**START, "id": "incident-0000000002"})
+    await make_pump(client, keys, api).run(0.5)
+    assert len(api.requests) == 1
+    gate = await client.hgetall(keys.gate)
+    assert gate[b"reason"] == b"rate_limit"
+    assert int(gate[b"closed_until_ms"]) - int(gate[b"closed_at_ms"]) == 30_000
+
+
+async def test_expired_incident_is_dead_lettered_with_its_attempts(
+    client: aioredis.Redis, keys: RedisKeys
+) -> None:
+    """Past FORWARDER_MAX_AGE_S of failures an incident becomes a dead letter, saying so."""
+    api = FakeDatadog(*([503] * 50))
+    await publish(client, keys, START)
+    await make_pump(client, keys, api, max_age_ms=150).run(0.8)
+    ((_, letter),) = await client.xrange(keys.dead)
+    assert letter[b"reason"].startswith(b"expired after ")
+    assert b"last error: HTTP 503 from Datadog" in letter[b"reason"]
+    assert json.loads(letter[b"detail"])["attempts"] >= 2
+
+
+async def test_stop_releases_claims_at_once(client: aioredis.Redis, keys: RedisKeys) -> None:
+    """Asked to stop, a pump gives back what it holds instead of waiting for answers."""
+    never, all_sent = asyncio.Event(), asyncio.Event()
+    seen: list[httpx.Request] = []
+
+    async def hang(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        if len(seen) == 5:
+            all_sent.set()
+        await never.wait()
+        raise AssertionError("unreachable")
+
+    await client.hset(keys.gate, "unlimited_ms", 10**15)
+    await publish(client, keys, *[{**START, "id": f"incident-{i:012d}"} for i in range(5)])
+    pump = make_pump(client, keys, hang)  # type: ignore[arg-type]
+    run = asyncio.create_task(pump.run(30.0))
+    await asyncio.wait_for(all_sent.wait(), timeout=10)
+    assert await client.zcard(keys.inflight) == 5
+    pump.request_stop()
+    report = await asyncio.wait_for(run, timeout=5)
+    assert report.outcomes == {"wait": 5}
+    assert await client.zcard(keys.inflight) == 0
+    assert await client.zcard(keys.due) == 5
 
 
 async def test_network_error_is_retried(client: aioredis.Redis, keys: RedisKeys) -> None:

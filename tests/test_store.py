@@ -18,6 +18,7 @@ from forwarder import to_event
 from forwarder._entry import encode_entry
 from forwarder.protocol import RedisKeys
 from workers._fold import plan_fold
+from workers._gate import Budget, GateUpdate
 from workers._store import Settlement, Store
 
 pytestmark = pytest.mark.anyio
@@ -27,6 +28,7 @@ START = {"id": ID, "started_at": 1_700_000_000, "services": ["checkout"], "env":
 FINISH = {"id": ID, "finished_at": 1_700_000_600}
 RETENTION_MS = 3_600_000
 ORPHAN_WAIT_MS = 60_000
+UNLIMITED_FOREVER = 10**15
 
 
 @pytest.fixture
@@ -48,9 +50,18 @@ async def client(request: pytest.FixtureRequest, redis_url: str) -> AsyncIterato
 
 @pytest.fixture
 async def store(client: Any, keys: RedisKeys) -> Store:
+    """A store whose gate knows the API announces no limits (gate tests reset it)."""
     store = Store(client, keys)
     await store.ensure_group()
+    await client.hset(keys.gate, "unlimited_ms", UNLIMITED_FOREVER)
     return store
+
+
+async def claim(store: Store, lease_ms: int = 60_000, holder: str = "t", **kw: Any) -> Any:
+    return (await store.claim(10, lease_ms, holder, probe_ms=5_000, **kw)).claims
+
+
+NO_GATE = GateUpdate()
 
 
 async def publish(client: Any, keys: RedisKeys, *events: dict[str, Any]) -> None:
@@ -81,8 +92,8 @@ async def test_duplicate_is_not_due_again(store: Store, client: Any, keys: Redis
     """An unchanged state after delivery is not sent again."""
     await publish(client, keys, START)
     await ingest(store)
-    _, claims = await store.claim(10, 60_000, "t")
-    await store.settle("t", [Settlement(ID, claims[0].version, "delivered")])
+    claims = await claim(store, 60_000, "t")
+    await store.settle("t", [Settlement(ID, claims[0].version, "delivered")], NO_GATE)
     await publish(client, keys, START)
     result = await ingest(store)
     assert (result.changed, result.unchanged) == (0, 1)
@@ -95,11 +106,11 @@ async def test_orphan_finish_waits_then_start_makes_it_due(
     """A finish alone waits for its start; the start, folded later, makes it due now."""
     await publish(client, keys, FINISH)
     await ingest(store)
-    _, claims = await store.claim(10, 60_000, "t")
+    claims = await claim(store, 60_000, "t")
     assert claims == []  # due only after the orphan wait
     await publish(client, keys, START)
     await ingest(store)
-    _, claims = await store.claim(10, 60_000, "t")
+    claims = await claim(store, 60_000, "t")
     assert [c.incident_id for c in claims] == [ID]
     assert claims[0].attributes["finished_at"] == 1_700_000_600_000_000_000
     assert claims[0].attributes["services"] == ["checkout"]
@@ -123,11 +134,11 @@ async def test_claim_is_exclusive_until_the_lease_lapses(
     """A claimed incident is invisible to others until its lease ends."""
     await publish(client, keys, START)
     await ingest(store)
-    _, first = await store.claim(10, 0, "a")  # a lease that has already lapsed
+    first = await claim(store, 0, "a")  # a lease that has already lapsed
     assert len(first) == 1
-    _, second = await store.claim(10, 60_000, "b")
+    second = await claim(store, 60_000, "b")
     assert [c.incident_id for c in second] == [ID]
-    _, third = await store.claim(10, 60_000, "c")
+    third = await claim(store, 60_000, "c")
     assert third == []
 
 
@@ -137,10 +148,12 @@ async def test_late_settlement_of_a_lapsed_claim_is_ignored(
     """Only the current claim holder moves the incident."""
     await publish(client, keys, START)
     await ingest(store)
-    await store.claim(10, 0, "old")
-    _, claims = await store.claim(10, 60_000, "new")
-    counts = await store.settle("old", [Settlement(ID, claims[0].version, "retry", 1000, "x")])
-    assert counts == [0, 0, 0, 1]
+    await claim(store, 0, "old")
+    claims = await claim(store, 60_000, "new")
+    counts = await store.settle(
+        "old", [Settlement(ID, claims[0].version, "retry", 1000, "x")], NO_GATE
+    )
+    assert (counts.delivered, counts.retried, counts.dead, counts.stale) == (0, 0, 0, 1)
     assert await client.zscore(keys.inflight, ID) is not None
 
 
@@ -150,12 +163,12 @@ async def test_change_while_in_flight_is_due_again(
     """A finish folded while the start is in flight is sent right after."""
     await publish(client, keys, START)
     await ingest(store)
-    _, claims = await store.claim(10, 60_000, "t")
+    claims = await claim(store, 60_000, "t")
     await publish(client, keys, FINISH)
     await ingest(store)
     assert await client.zcard(keys.due) == 0  # not twice in flight
-    await store.settle("t", [Settlement(ID, claims[0].version, "delivered")])
-    _, again = await store.claim(10, 60_000, "t")
+    await store.settle("t", [Settlement(ID, claims[0].version, "delivered")], NO_GATE)
+    again = await claim(store, 60_000, "t")
     assert again[0].version == claims[0].version + 1
     assert again[0].sent_version == claims[0].version
     assert "finished_at" in again[0].attributes
@@ -165,8 +178,11 @@ async def test_retry_is_due_after_its_delay(store: Store, client: Any, keys: Red
     """A retry counts the attempt and is due no sooner than its delay."""
     await publish(client, keys, START)
     await ingest(store)
-    now_ms, claims = await store.claim(10, 60_000, "t")
-    await store.settle("t", [Settlement(ID, claims[0].version, "retry", 30_000, "HTTP 503")])
+    result = await store.claim(10, 60_000, "t", probe_ms=5_000)
+    now_ms, claims = result.now_ms, result.claims
+    await store.settle(
+        "t", [Settlement(ID, claims[0].version, "retry", 30_000, "HTTP 503")], NO_GATE
+    )
     score = await client.zscore(keys.due, ID)
     assert score >= now_ms + 30_000
     assert await client.hget(keys.incident(ID), "attempt") == b"1"
@@ -179,9 +195,11 @@ async def test_dead_letter_keeps_reason_and_detail(
     """A permanent failure leaves a dead letter with the response, and no claim."""
     await publish(client, keys, START)
     await ingest(store)
-    _, claims = await store.claim(10, 60_000, "t")
+    claims = await claim(store, 60_000, "t")
     detail = json.dumps({"status": 400, "response": "bad"})
-    await store.settle("t", [Settlement(ID, claims[0].version, "dead", 0, "HTTP 400", detail)])
+    await store.settle(
+        "t", [Settlement(ID, claims[0].version, "dead", 0, "HTTP 400", detail)], NO_GATE
+    )
     ((_, letter),) = await client.xrange(keys.dead)
     assert letter[b"incident_id"] == ID.encode()
     assert json.loads(letter[b"detail"])["response"] == "bad"
@@ -200,3 +218,119 @@ async def test_reclaim_takes_entries_of_a_dead_consumer(
     assert len(reclaimed) == 1
     await store.fold(plan_fold(reclaimed), retention_ms=RETENTION_MS, orphan_wait_ms=ORPHAN_WAIT_MS)
     assert (await client.xpending(keys.ingest, "forwarder"))["pending"] == 0
+
+
+# --- the fleet-wide gate (claim.lua spends it, settle.lua feeds it), on a pinned clock ---
+
+
+async def due_incidents(store: Store, client: Any, keys: RedisKeys, count: int) -> int:
+    """Make ``count`` incidents due; return a pinned 'now' after they fell due."""
+    for i in range(count):
+        await publish(client, keys, {**START, "id": f"incident-{i:012d}"})
+    await ingest(store)
+    await client.hdel(keys.gate, "unlimited_ms")  # gate tests start from knowing nothing
+    return await store.redis_time_ms() + 1_000
+
+
+async def test_closed_gate_claims_nothing_and_says_how_long(
+    store: Store, client: Any, keys: RedisKeys
+) -> None:
+    """A 429 closes the gate for every worker until the reset; then claims resume."""
+    t0 = await due_incidents(store, client, keys, 3)
+    closed = await store.settle(
+        "t",
+        [],
+        GateUpdate(close_ms=5_000, close_reason="rate_limit", answered=True, unlimited=True),
+        now_ms=t0,
+    )
+    assert closed.gate_newly_closed
+    result = await store.claim(10, 60_000, "t", probe_ms=1_000, now_ms=t0 + 1_000)
+    assert (result.claims, result.wait_ms, result.gate_reason) == ([], 4_000, "rate_limit")
+    again = await store.settle(
+        "t", [], GateUpdate(close_ms=1_000, close_reason="rate_limit"), now_ms=t0 + 1_500
+    )
+    assert not again.gate_newly_closed  # already closed: one log line, not one per answer
+    result = await store.claim(10, 60_000, "t", probe_ms=1_000, now_ms=t0 + 4_999)
+    assert result.wait_ms == 1  # a shorter closure never shortens a longer one
+    result = await store.claim(10, 60_000, "t", probe_ms=1_000, now_ms=t0 + 5_000)
+    assert len(result.claims) == 3
+
+
+async def test_budget_spent_across_claims_and_renewed_each_window(
+    store: Store, client: Any, keys: RedisKeys
+) -> None:
+    """X-RateLimit-Remaining bounds what the fleet sends until the window ends."""
+    t0 = await due_incidents(store, client, keys, 8)
+    budget = Budget(limit=3, remaining=2, reset_ms=1_000, period_ms=1_000)
+    await store.settle("t", [], GateUpdate(budget=budget, answered=True), now_ms=t0)
+    first = await store.claim(10, 60_000, "a", probe_ms=1_000, now_ms=t0 + 10)
+    assert len(first.claims) == 2
+    second = await store.claim(10, 60_000, "b", probe_ms=1_000, now_ms=t0 + 20)
+    assert (len(second.claims), second.wait_ms, second.gate_reason) == (0, 980, "budget")
+    third = await store.claim(10, 60_000, "c", probe_ms=1_000, now_ms=t0 + 1_000)
+    assert len(third.claims) == 3  # a new window holds the whole limit
+    fourth = await store.claim(10, 60_000, "d", probe_ms=1_000, now_ms=t0 + 2_500)
+    assert len(fourth.claims) == 3  # and the one after that
+
+
+async def test_smallest_remaining_of_one_window_wins(
+    store: Store, client: Any, keys: RedisKeys
+) -> None:
+    """Answers of one window arriving out of order cannot raise the budget back."""
+    t0 = await due_incidents(store, client, keys, 5)
+    for remaining in (1, 4):
+        budget = Budget(limit=5, remaining=remaining, reset_ms=10_000, period_ms=10_000)
+        await store.settle("t", [], GateUpdate(budget=budget, answered=True), now_ms=t0)
+    result = await store.claim(10, 60_000, "t", probe_ms=1_000, now_ms=t0 + 100)
+    assert len(result.claims) == 1
+
+
+async def test_unknown_limits_are_probed_one_request_at_a_time(
+    store: Store, client: Any, keys: RedisKeys
+) -> None:
+    """With nothing known, one request goes out; its answer opens the way for the rest."""
+    t0 = await due_incidents(store, client, keys, 4)
+    probe = await store.claim(10, 60_000, "a", probe_ms=2_000, now_ms=t0)
+    assert len(probe.claims) == 1
+    waiting = await store.claim(10, 60_000, "b", probe_ms=2_000, now_ms=t0 + 10)
+    assert (waiting.claims, waiting.gate_reason) == ([], "probe")
+    await store.settle("a", [], GateUpdate(unlimited=True, answered=True), now_ms=t0 + 20)
+    rest = await store.claim(10, 60_000, "b", probe_ms=2_000, now_ms=t0 + 30)
+    assert len(rest.claims) == 3
+
+
+async def test_probe_without_answer_lets_another_probe_after_its_time(
+    store: Store, client: Any, keys: RedisKeys
+) -> None:
+    """A probe whose worker died does not block the fleet longer than a request can take."""
+    t0 = await due_incidents(store, client, keys, 2)
+    await store.claim(10, 60_000, "a", probe_ms=2_000, now_ms=t0)
+    later = await store.claim(10, 60_000, "b", probe_ms=2_000, now_ms=t0 + 2_000)
+    assert len(later.claims) == 1
+
+
+async def test_refused_key_closes_then_probes(store: Store, client: Any, keys: RedisKeys) -> None:
+    """After an auth pause, one request tests the key before the fleet sends again."""
+    t0 = await due_incidents(store, client, keys, 3)
+    await store.settle("t", [], GateUpdate(unlimited=True, answered=True), now_ms=t0)
+    auth = GateUpdate(close_ms=60_000, close_reason="auth", close_detail="HTTP 403", answered=True)
+    assert (await store.settle("t", [], auth, now_ms=t0 + 1)).gate_newly_closed
+    assert await client.hget(keys.gate, "reason") == b"auth"
+    closed = await store.claim(10, 60_000, "t", probe_ms=1_000, now_ms=t0 + 59_000)
+    assert (closed.claims, closed.gate_reason) == ([], "auth")
+    reopened = await store.claim(10, 60_000, "t", probe_ms=1_000, now_ms=t0 + 60_001)
+    assert len(reopened.claims) == 1
+
+
+async def test_ceiling_limits_the_fleet_per_second(
+    store: Store, client: Any, keys: RedisKeys
+) -> None:
+    """FORWARDER_MAX_REQUESTS_PER_S: a token bucket every worker draws from."""
+    t0 = await due_incidents(store, client, keys, 6)
+    await store.settle("t", [], GateUpdate(unlimited=True, answered=True), now_ms=t0)
+    first = await store.claim(10, 60_000, "t", probe_ms=1_000, ceiling_per_s=2, now_ms=t0)
+    assert len(first.claims) == 2
+    empty = await store.claim(10, 60_000, "t", probe_ms=1_000, ceiling_per_s=2, now_ms=t0 + 1)
+    assert (empty.claims, empty.gate_reason) == ([], "ceiling")
+    later = await store.claim(10, 60_000, "t", probe_ms=1_000, ceiling_per_s=2, now_ms=t0 + 501)
+    assert len(later.claims) == 1

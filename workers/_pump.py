@@ -2,25 +2,31 @@
 
 A pump runs for a bounded time (a Celery task's budget), then stops claiming, waits for
 its requests in flight, settles them and returns: nothing is held in memory between runs,
-and the backlog stays in Redis (at most ``max_in_flight`` claims per process).
+and the backlog stays in Redis (at most ``max_in_flight`` claims per process). Asked to
+stop (warm shutdown), it gives its claims back at once instead of waiting for answers.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import cast
 
+import redis.exceptions
 from pydantic import ValidationError
 
 from forwarder._errors import field_errors
 from forwarder._models import IncidentEvent
 from workers._backoff import BackoffPolicy
 from workers._fold import is_complete, plan_fold
-from workers._outcome import Attempt, Verdict, decide
+from workers._gate import REASON_AUTH, gate_update
+from workers._outcome import AUTH_STATUSES, Attempt, Verdict, decide
 from workers._sender import MAX_BODY_KEPT, Sender
 from workers._store import Claim, Settlement, Store
 
@@ -28,6 +34,8 @@ log = logging.getLogger("dora_forwarder.pump")
 
 IDLE_POLL_S = 1.0
 """Longest an idle process waits before looking for due work folded by other processes."""
+
+REDIS_DOWN_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +50,10 @@ class PumpConfig:
     orphan_wait_ms: int
     retention_ms: int
     backoff: BackoffPolicy
+    max_age_ms: int = 3 * 86_400_000
+    auth_pause_s: float = 60.0
+    probe_ms: int = 11_000
+    ceiling_per_s: float | None = None
 
 
 @dataclass(slots=True)
@@ -52,6 +64,24 @@ class PumpReport:
     dead_entries: int = 0
     sent: int = 0
     outcomes: dict[str, int] = field(default_factory=dict)
+    redis_error: str | None = None
+
+
+@dataclass(slots=True)
+class _Batch:
+    """Settlements not yet recorded, with the answers they came from (for the gate)."""
+
+    settlements: list[Settlement] = field(default_factory=list)
+    answers: list[Attempt] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class _Flight:
+    """One run's claims: the token they carry, the requests in flight, the batch to settle."""
+
+    token: str
+    in_flight: dict[asyncio.Task[Attempt], Claim] = field(default_factory=dict)
+    batch: _Batch = field(default_factory=_Batch)
 
 
 class Pump:
@@ -70,23 +100,46 @@ class Pump:
         self._config = config
         self._clock = clock
         self._group_ready = False
+        self._stop: asyncio.Event | None = None
 
     def _now(self) -> float:
         return self._clock() if self._clock else asyncio.get_running_loop().time()
 
+    def request_stop(self) -> None:
+        """Ask a running ``run`` to give its claims back and return; call on its loop."""
+        if self._stop is not None:
+            self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        """Whether a stop was requested during the current or last run."""
+        return self._stop is not None and self._stop.is_set()
+
     async def run(self, budget_s: float) -> PumpReport:
-        """Work for ``budget_s`` seconds, then finish what is in flight and return."""
-        if not self._group_ready:
-            await self._store.ensure_group()
-            self._group_ready = True
-        deadline = self._now() + budget_s
+        """Work for ``budget_s`` seconds, then finish what is in flight and return.
+
+        If Redis becomes unreachable the run ends early with ``redis_error`` set; claims
+        it held fall due again when their lease ends, and the next run starts afresh.
+        """
+        self._stop = asyncio.Event()
         report = PumpReport()
-        wake = asyncio.Event()
-        ingest = asyncio.create_task(self._ingest(deadline, wake, report))
         try:
-            await self._deliver(deadline, wake, report)
-        finally:
-            await ingest
+            if not self._group_ready:
+                await self._store.ensure_group()
+                self._group_ready = True
+            deadline = self._now() + budget_s
+            wake = asyncio.Event()
+            ingest = asyncio.create_task(self._ingest(deadline, wake, report))
+            try:
+                await self._deliver(deadline, wake, report)
+            finally:
+                if self._stop.is_set():
+                    ingest.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await ingest
+        except REDIS_DOWN_ERRORS as exc:
+            report.redis_error = f"{type(exc).__name__}: {exc}"
+            log.warning("Redis is unreachable (%s); retrying on the next run", exc)
         return report
 
     async def _ingest(self, deadline: float, wake: asyncio.Event, report: PumpReport) -> None:
@@ -107,7 +160,7 @@ class Pump:
                 if result.changed:
                     wake.set()
             remaining_ms = int((deadline - self._now()) * 1000)
-            if remaining_ms <= 0:
+            if remaining_ms <= 0 or self.stopping:
                 return
             # BLOCK 0 would wait forever: always at least 1 ms.
             entries = await self._store.read(
@@ -115,54 +168,95 @@ class Pump:
             )
 
     async def _deliver(self, deadline: float, wake: asyncio.Event, report: PumpReport) -> None:
-        config = self._config
-        token = uuid.uuid4().hex
-        in_flight: dict[asyncio.Task[Attempt], Claim] = {}
-        settled: list[Settlement] = []
-        refill_at = max(1, config.max_in_flight // 4)
-        while True:
-            accepting = self._now() < deadline
-            free = config.max_in_flight - len(in_flight)
-            claimed = 0
-            if accepting and free >= (1 if not in_flight else refill_at):
-                if settled:
-                    await self._settle(token, settled, report)
-                now_ms, claims = await self._store.claim(free, config.lease_ms, token)
-                claimed = len(claims)
-                for claim in claims:
-                    early = self._without_sending(claim, now_ms)
-                    if early is not None:
-                        settled.append(early)
-                    else:
-                        task = asyncio.create_task(self._sender.send(claim.attributes))
-                        in_flight[task] = claim
-                        report.sent += 1
-            if in_flight:
-                done, _ = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
-                for task in done:
-                    claim = in_flight.pop(task)
-                    settled.append(self._settlement(claim, task.result()))
-                if len(settled) >= refill_at or not in_flight:
-                    await self._settle(token, settled, report)
-                continue
-            if settled:
-                await self._settle(token, settled, report)
-            if not accepting:
-                return
-            if claimed < free:
-                await self._idle(deadline, wake, now_ms)
+        assert self._stop is not None  # noqa: S101 - set by run()
+        stop = asyncio.create_task(self._stop.wait())
+        flight = _Flight(token=uuid.uuid4().hex)
+        try:
+            while True:
+                if self.stopping and flight.in_flight:
+                    await self._release(flight)
+                accepting = self._now() < deadline and not self.stopping
+                free = self._config.max_in_flight - len(flight.in_flight)
+                wait_s, claimed = await self._claim_more(flight, accepting, free, report)
+                if flight.in_flight:
+                    await self._collect(flight, stop, report)
+                    continue
+                if flight.batch.settlements:
+                    await self._settle(flight, report)
+                if not accepting:
+                    return
+                if wait_s is not None:
+                    await asyncio.wait([stop], timeout=min(wait_s, IDLE_POLL_S))
+                elif claimed < free:
+                    await self._idle(deadline, wake, stop)
+        finally:
+            stop.cancel()
 
-    async def _idle(self, deadline: float, wake: asyncio.Event, now_ms: int) -> None:
-        next_due_ms = await self._store.next_due_in_ms(now_ms)
+    async def _claim_more(
+        self, flight: _Flight, accepting: bool, free: int, report: PumpReport
+    ) -> tuple[float | None, int]:
+        """Claim and start sending as many as the gate allows; return (gate wait, claimed).
+
+        With requests in flight, claims wait until a quarter of the slots are free, so that
+        each claim round trip serves several requests.
+        """
+        refill_at = 1 if not flight.in_flight else max(1, self._config.max_in_flight // 4)
+        if not accepting or free < refill_at:
+            return None, 0
+        if flight.batch.settlements:
+            await self._settle(flight, report)
+        result = await self._store.claim(
+            free,
+            self._config.lease_ms,
+            flight.token,
+            probe_ms=self._config.probe_ms,
+            ceiling_per_s=self._config.ceiling_per_s,
+        )
+        for claim in result.claims:
+            early = self._without_sending(claim, result.now_ms)
+            if early is not None:
+                flight.batch.settlements.append(early)
+            else:
+                flight.in_flight[asyncio.create_task(self._sender.send(claim.attributes))] = claim
+                report.sent += 1
+        return (result.wait_ms / 1000 if result.wait_ms else None), len(result.claims)
+
+    async def _collect(self, flight: _Flight, stop: asyncio.Task[bool], report: PumpReport) -> None:
+        """Wait for at least one answer (or a stop) and turn answers into settlements."""
+        done, _ = await asyncio.wait([*flight.in_flight, stop], return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            claim = flight.in_flight.pop(cast("asyncio.Task[Attempt]", task), None)
+            if claim is not None:
+                answer = cast(Attempt, task.result())
+                flight.batch.answers.append(answer)
+                flight.batch.settlements.append(self._settlement(claim, answer))
+        refill_at = max(1, self._config.max_in_flight // 4)
+        if len(flight.batch.settlements) >= refill_at or not flight.in_flight:
+            await self._settle(flight, report)
+
+    async def _release(self, flight: _Flight) -> None:
+        """Give claims back due now: another worker sends them (Datadog upserts by id)."""
+        for task, claim in flight.in_flight.items():
+            task.cancel()
+            flight.batch.settlements.append(
+                Settlement(
+                    claim.incident_id, claim.version, Verdict.WAIT, reason="released at shutdown"
+                )
+            )
+        await asyncio.gather(*flight.in_flight, return_exceptions=True)
+        log.info("released %d claim(s) at shutdown", len(flight.in_flight))
+        flight.in_flight.clear()
+
+    async def _idle(self, deadline: float, wake: asyncio.Event, stop: asyncio.Task[bool]) -> None:
+        now_s = await self._store.redis_time_ms() / 1000
+        next_due_ms = await self._store.next_due_in_ms(int(now_s * 1000))
         wait_s = min(IDLE_POLL_S, deadline - self._now())
         if next_due_ms is not None:
             wait_s = min(wait_s, next_due_ms / 1000)
         if wait_s > 0:
-            try:
-                async with asyncio.timeout(wait_s):
-                    await wake.wait()
-            except TimeoutError:
-                pass
+            woken = asyncio.create_task(wake.wait())
+            await asyncio.wait([woken, stop], timeout=wait_s, return_when=asyncio.FIRST_COMPLETED)
+            woken.cancel()
         wake.clear()
 
     def _without_sending(self, claim: Claim, now_ms: int) -> Settlement | None:
@@ -196,25 +290,43 @@ class Pump:
         decision = decide(attempt, failures_so_far=claim.attempt, backoff=self._config.backoff)
         if decision.verdict is Verdict.DEAD:
             return self._dead(claim, decision.reason, attempt)
-        if decision.verdict is Verdict.RETRY:
-            log.warning(
-                "retry incident=%s attempt=%d in=%.1fs reason=%s",
-                claim.incident_id,
-                claim.attempt + 1,
-                decision.delay_s,
-                decision.reason,
-            )
-        else:
+        if decision.verdict is Verdict.DELIVERED:
             log.info(
                 "delivered incident=%s status=%s attempt=%d",
                 claim.incident_id,
                 attempt.status,
                 claim.attempt + 1,
             )
+            return Settlement(claim.incident_id, claim.version, Verdict.DELIVERED)
+        if attempt.status in AUTH_STATUSES:
+            # Never expires: the events wait for a working key, however long that takes.
+            return Settlement(
+                claim.incident_id,
+                claim.version,
+                Verdict.RETRY,
+                delay_ms=int(self._config.auth_pause_s * 1000),
+                reason=decision.reason,
+            )
+        age_ms = _age_ms(claim)
+        if age_ms >= self._config.max_age_ms:
+            return self._dead(
+                claim,
+                f"expired after {claim.attempt + 1} attempts over {age_ms / 3_600_000:.1f} h "
+                f"(FORWARDER_MAX_AGE_S); last error: {decision.reason}",
+                attempt,
+            )
+        log.info(
+            "retry incident=%s status=%s attempt=%d in=%.1fs reason=%s",
+            claim.incident_id,
+            attempt.status,
+            claim.attempt + 1,
+            decision.delay_s,
+            decision.reason,
+        )
         return Settlement(
             claim.incident_id,
             claim.version,
-            decision.verdict,
+            Verdict.RETRY,
             delay_ms=int(decision.delay_s * 1000),
             reason=decision.reason,
         )
@@ -235,8 +347,36 @@ class Pump:
             detail=json.dumps(detail, separators=(",", ":")),
         )
 
-    async def _settle(self, token: str, settled: list[Settlement], report: PumpReport) -> None:
-        await self._store.settle(token, settled)
-        for item in settled:
+    async def _settle(self, flight: _Flight, report: PumpReport) -> None:
+        batch = flight.batch
+        update = gate_update(batch.answers, auth_pause_s=self._config.auth_pause_s)
+        result = await self._store.settle(flight.token, batch.settlements, update)
+        if result.gate_newly_closed:
+            until = datetime.now(UTC).timestamp() + update.close_ms / 1000
+            when = datetime.fromtimestamp(until, UTC).isoformat(timespec="seconds")
+            if update.close_reason == REASON_AUTH:
+                log.error(
+                    "%s: delivery paused for the whole fleet until %s, then one request "
+                    "probes the key; no event is dropped. Check DD_API_KEY and DD_SITE.",
+                    update.close_detail,
+                    when,
+                )
+            else:
+                log.warning(
+                    "%s: delivery paused for the whole fleet until %s", update.close_detail, when
+                )
+        for item in batch.settlements:
             report.outcomes[item.verdict] = report.outcomes.get(item.verdict, 0) + 1
-        settled.clear()
+        batch.settlements.clear()
+        batch.answers.clear()
+
+
+def _age_ms(claim: Claim) -> int:
+    """How long the incident has been failing, counted from its first failed attempt."""
+    if claim.failing_since_ms is None:
+        return 0
+    return max(0, _wall_ms() - claim.failing_since_ms)
+
+
+def _wall_ms() -> int:
+    return int(datetime.now(UTC).timestamp() * 1000)

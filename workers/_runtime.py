@@ -48,6 +48,12 @@ def pump_config(settings: Settings) -> PumpConfig:
         orphan_wait_ms=int(settings.orphan_wait_s * 1000),
         retention_ms=int(settings.retention_s * 1000),
         backoff=BackoffPolicy(settings.backoff_base_s, settings.backoff_max_s),
+        max_age_ms=int(settings.max_age_s * 1000),
+        auth_pause_s=settings.auth_pause_s,
+        # While nothing is known about limits, one request probes: it holds the gate no
+        # longer than it can take.
+        probe_ms=int((settings.http_timeout_s + 1) * 1000),
+        ceiling_per_s=settings.max_requests_per_s,
     )
 
 
@@ -68,6 +74,7 @@ class Runtime:
 
     def __init__(self, settings: Settings, sender: Sender | None = None) -> None:
         self.pid = os.getpid()
+        self.running = False
         self.loop = asyncio.new_event_loop()
         client = aioredis.Redis.from_url(
             settings.redis_url,
@@ -80,4 +87,13 @@ class Runtime:
 
     def run(self, budget_s: float) -> PumpReport:
         """Run the pump for ``budget_s`` seconds on this process's loop."""
-        return self.loop.run_until_complete(self.pump.run(budget_s))
+        self.running = True
+        try:
+            return self.loop.run_until_complete(self.pump.run(budget_s))
+        finally:
+            self.running = False
+
+    def request_stop(self) -> None:
+        """Make a running pump give back its claims and return (from a signal handler)."""
+        if self.running:
+            self.loop.call_soon_threadsafe(self.pump.request_stop)

@@ -17,6 +17,7 @@ from redis.exceptions import ResponseError
 
 from forwarder.protocol import CONSUMER_GROUP, RedisKeys
 from workers._fold import FoldPlan
+from workers._gate import GateUpdate
 
 _BOOKKEEPING: Final = ("version", "sent", "attempt", "first_ms", "failing_since_ms")
 
@@ -48,6 +49,27 @@ class Settlement:
     delay_ms: int = 0
     reason: str = ""
     detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimResult:
+    """What a claim got: Redis' clock, the claims, or how long the gate says to wait."""
+
+    now_ms: int
+    wait_ms: int
+    gate_reason: str
+    claims: list[Claim]
+
+
+@dataclass(frozen=True, slots=True)
+class SettleResult:
+    """Counts of settlements by verdict (stale: the claim had passed to another worker)."""
+
+    delivered: int
+    retried: int
+    dead: int
+    stale: int
+    gate_newly_closed: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,24 +142,79 @@ class Store:
         changed, unchanged, poison_count = await self._fold(keys=keys, args=args)
         return FoldResult(int(changed), int(unchanged), int(poison_count))
 
-    async def claim(self, limit: int, lease_ms: int, token: str) -> tuple[int, list[Claim]]:
-        """Claim up to ``limit`` due incidents; return Redis' clock (ms) and the claims."""
+    async def claim(
+        self,
+        limit: int,
+        lease_ms: int,
+        token: str,
+        *,
+        probe_ms: int,
+        ceiling_per_s: float | None = None,
+        now_ms: int | None = None,
+    ) -> ClaimResult:
+        """Claim up to ``limit`` due incidents if the fleet's gate allows; see ``claim.lua``."""
         reply = await self._claim(
-            keys=[self.keys.due, self.keys.inflight, self.keys.stats],
-            args=[self.keys.incident_prefix, limit, lease_ms, token],
+            keys=[self.keys.due, self.keys.inflight, self.keys.stats, self.keys.gate],
+            args=[
+                self.keys.incident_prefix,
+                limit,
+                lease_ms,
+                token,
+                probe_ms,
+                ceiling_per_s or 0,
+                "" if now_ms is None else now_ms,
+            ],
         )
-        now_ms = int(reply[0])
-        return now_ms, [_claim_from(row) for row in reply[1:]]
+        return ClaimResult(
+            now_ms=int(reply[0]),
+            wait_ms=int(reply[1]),
+            gate_reason=reply[2].decode() if isinstance(reply[2], bytes) else str(reply[2]),
+            claims=[_claim_from(row) for row in reply[3:]],
+        )
 
-    async def settle(self, token: str, settlements: Sequence[Settlement]) -> list[int]:
-        """Record outcomes; return counts of delivered, retried, dead and stale settlements."""
-        args: list[str | int] = [self.keys.incident_prefix, token]
+    async def settle(
+        self,
+        token: str,
+        settlements: Sequence[Settlement],
+        gate: GateUpdate,
+        *,
+        now_ms: int | None = None,
+    ) -> SettleResult:
+        """Record outcomes and the gate's update in one step; see ``settle.lua``."""
+        budget = gate.budget
+        args: list[str | int] = [
+            self.keys.incident_prefix,
+            token,
+            "" if now_ms is None else now_ms,
+            gate.close_ms,
+            gate.close_reason,
+            gate.close_detail,
+            budget.limit if budget else 0,
+            budget.remaining if budget else 0,
+            budget.reset_ms if budget else 0,
+            budget.period_ms if budget else 0,
+            int(gate.unlimited),
+            int(gate.answered),
+        ]
         for s in settlements:
             args.extend((s.incident_id, s.version, s.verdict, s.delay_ms, s.reason, s.detail))
         reply = await self._settle(
-            keys=[self.keys.due, self.keys.inflight, self.keys.dead, self.keys.stats], args=args
+            keys=[
+                self.keys.due,
+                self.keys.inflight,
+                self.keys.dead,
+                self.keys.stats,
+                self.keys.gate,
+            ],
+            args=args,
         )
-        return [int(x) for x in reply]
+        delivered, retried, dead, stale, newly_closed = (int(x) for x in reply)
+        return SettleResult(delivered, retried, dead, stale, bool(newly_closed))
+
+    async def redis_time_ms(self) -> int:
+        """Redis' clock in milliseconds: the one clock every worker's due times use."""
+        seconds, micros = await self._redis.time()
+        return int(seconds) * 1000 + int(micros) // 1000
 
     async def next_due_in_ms(self, now_ms: int) -> int | None:
         """Milliseconds until the earliest due incident (0 if overdue), None if none is due."""

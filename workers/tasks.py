@@ -1,15 +1,24 @@
-"""The one task: pump the stream to Datadog for a bounded time, then hand over."""
+"""The one task: pump the stream to Datadog for a bounded time, then hand over.
+
+Also the worker's life cycle: checks before start, and a warm shutdown (SIGTERM) that makes
+every pool process give its claims back at once instead of holding them to the end.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
+import signal
+from types import FrameType
 from typing import Any
 
 import redis
 from celery import Task
-from celery.signals import worker_init
+from celery.signals import worker_init, worker_process_init, worker_shutting_down
+from kombu.exceptions import OperationalError
 
+from forwarder.protocol import RedisKeys
+from workers._gate import REASON_AUTH
 from workers._preflight import judge_redis
 from workers._runtime import Runtime
 from workers.celery_app import PUMP_TASK, TICK_EXPIRES_S, ForwarderCelery
@@ -17,6 +26,7 @@ from workers.celery_app import PUMP_TASK, TICK_EXPIRES_S, ForwarderCelery
 log = logging.getLogger("dora_forwarder.tasks")
 
 _runtime: Runtime | None = None
+_worker: Any = None
 
 
 def _process_runtime(app: ForwarderCelery) -> Runtime:
@@ -36,19 +46,56 @@ def register(app: ForwarderCelery) -> None:
         The continuation keeps a pump running in this process without waiting for the next
         tick; ticks that find every process busy expire unrun.
         """
-        report = _process_runtime(app).run(app.settings.task_budget_s)
-        pump.apply_async(expires=TICK_EXPIRES_S)
+        runtime = _process_runtime(app)
+        report = runtime.run(app.settings.task_budget_s)
+        if not runtime.pump.stopping:
+            try:
+                pump.apply_async(expires=TICK_EXPIRES_S)
+            except OperationalError as exc:  # broker down: beat's next tick restarts us
+                log.warning("could not queue the next pump run: %s", exc)
         return {
             "entries": report.entries,
             "dead_entries": report.dead_entries,
             "sent": report.sent,
             **report.outcomes,
+            **({"redis_error": report.redis_error} if report.redis_error else {}),
         }
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    # A pool process: a running pump gives its claims back and returns; an idle process
+    # ignores the signal and exits when the pool closes after its warm shutdown.
+    if _runtime is not None and _runtime.pid == os.getpid():
+        _runtime.request_stop()
+
+
+@worker_process_init.connect
+def _install_sigterm_handler(**_: Any) -> None:
+    signal.signal(signal.SIGTERM, _on_sigterm)
+
+
+@worker_shutting_down.connect
+def _forward_warm_shutdown(sig: str = "", how: str = "", **_: Any) -> None:
+    """On a warm shutdown, tell each pool process, so that claims are released at once."""
+    pool = getattr(getattr(_worker, "pool", None), "_pool", None)
+    for process in getattr(pool, "_pool", None) or []:
+        pid = getattr(process, "pid", None)
+        if pid and pid != os.getpid():
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                continue
 
 
 @worker_init.connect
 def _check_before_start(sender: Any = None, **_: Any) -> None:
-    """Refuse to start without a key or on a Redis that cannot work; warn of risky Redis."""
+    """Refuse to start without a key or on a Redis that cannot work; warn of risky Redis.
+
+    A key refused before (the gate closed for ``auth``) is tried again at once: a worker
+    is often (re)started precisely to fix it.
+    """
+    global _worker  # noqa: PLW0603 - the worker of this process, for the shutdown hook
+    _worker = sender
     app = getattr(sender, "app", None)
     if not isinstance(app, ForwarderCelery):
         return
@@ -65,6 +112,10 @@ def _check_before_start(sender: Any = None, **_: Any) -> None:
             save = str(client.config_get("save").get("save", ""))
         except redis.ResponseError:  # CONFIG is often disabled on managed Redis
             save = "unknown"
+        gate = RedisKeys(settings.key_prefix).gate
+        if client.hget(gate, "reason") == REASON_AUTH.encode():
+            client.hset(gate, "closed_until_ms", 0)
+            log.info("the API key was refused before; probing it again now")
     except redis.RedisError as exc:
         log.warning("cannot check Redis at %s yet: %s", settings.redis_url_for_logs, exc)
         return

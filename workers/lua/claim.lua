@@ -1,17 +1,35 @@
--- Claim up to `limit` due incidents for delivery, under a lease, and return their state.
+-- Claim up to `limit` due incidents for delivery, under a lease, if the fleet's gate allows.
 --
+-- The gate (one hash for the whole fleet) is checked and spent in the same step as the
+-- claim, so that no two workers spend the same request of Datadog's budget:
+--   closed_until_ms     nothing is sent before (a 429, or a refused key); `reason` says why
+--   limit, remaining,   Datadog's window as its X-RateLimit-* headers describe it; when the
+--   window_end_ms,      window ends, the next one starts with `limit` requests
+--   period_ms
+--   unlimited_ms        when an answer last came without rate-limit headers
+--   probe_until_ms      while nothing is known about limits, one request at a time
+--   tokens, tokens_ms   the optional fleet-wide ceiling (requests per second)
 -- Claims whose lease lapsed (their worker died or hung) fall due again first. Each claim
 -- stores the caller's token in the incident, so that a late settlement by a worker whose
 -- lease lapsed cannot undo the work of the worker that took over.
 --
--- KEYS: 1 due, 2 inflight, 3 stats
--- ARGV: 1 incident key prefix, 2 limit, 3 lease_ms, 4 token
--- Returns: {now_ms, {id, field, value, ...}, ...} without the s:* bookkeeping fields.
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+-- KEYS: 1 due, 2 inflight, 3 stats, 4 gate
+-- ARGV: 1 incident key prefix, 2 limit, 3 lease_ms, 4 token, 5 probe_ms,
+--       6 ceiling per second (0: none), 7 now_ms ('' for Redis' clock; tests pin it)
+-- Returns: {now_ms, wait_ms, reason, {id, field, value, ...}, ...} without s:* fields.
+local now
+if ARGV[7] ~= '' then
+  now = tonumber(ARGV[7])
+else
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
 local prefix, limit, lease_ms, token = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
+local probe_ms, ceiling = tonumber(ARGV[5]), tonumber(ARGV[6])
+local KNOWLEDGE_MS = 600000  -- what the headers told us is trusted for ten minutes
 
 local function ms(x) return string.format('%.0f', x) end
+local function num(v) if v then return tonumber(v) end return nil end
 
 local lapsed = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ms(now), 'LIMIT', 0, limit)
 for _, id in ipairs(lapsed) do
@@ -21,8 +39,54 @@ for _, id in ipairs(lapsed) do
 end
 if #lapsed > 0 then redis.call('HINCRBY', KEYS[3], 'leases_lapsed', #lapsed) end
 
-local out = {ms(now)}
-local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ms(now), 'LIMIT', 0, limit)
+local g = {}
+local raw = redis.call('HGETALL', KEYS[4])
+for i = 1, #raw, 2 do g[raw[i]] = raw[i + 1] end
+
+local closed_until = num(g.closed_until_ms) or 0
+if closed_until > now then
+  return {ms(now), ms(closed_until - now), g.reason or 'closed'}
+end
+
+local allowed, wait, why = limit, 0, ''
+local budget_limit = num(g.limit)
+local budgeted, probing = false, false
+if budget_limit and now - (num(g.budget_ms) or 0) < KNOWLEDGE_MS then
+  budgeted = true
+  local window_end, period = num(g.window_end_ms), num(g.period_ms)
+  local remaining = num(g.remaining) or 0
+  if now >= window_end then
+    -- Datadog's windows are fixed and back to back: the next one has the full limit.
+    window_end = window_end + (math.floor((now - window_end) / period) + 1) * period
+    remaining = budget_limit
+    redis.call('HSET', KEYS[4], 'window_end_ms', ms(window_end), 'remaining', remaining)
+  end
+  if remaining < allowed then allowed = remaining end
+  if allowed <= 0 then wait, why = window_end - now, 'budget' end
+elseif now - (num(g.unlimited_ms) or -KNOWLEDGE_MS) >= KNOWLEDGE_MS then
+  -- Nothing known about limits (first start, or after a refused key): one request finds out.
+  local probe_until = num(g.probe_until_ms) or 0
+  if probe_until > now then
+    allowed, wait, why = 0, math.min(probe_until - now, 100), 'probe'
+  else
+    allowed, probing = math.min(allowed, 1), true
+  end
+end
+
+if ceiling > 0 and allowed > 0 then
+  local burst = math.max(1, ceiling)
+  local tokens = num(g.tokens) or burst
+  local since = now - (num(g.tokens_ms) or now)
+  tokens = math.min(burst, tokens + since * ceiling / 1000)
+  redis.call('HSET', KEYS[4], 'tokens', tostring(tokens), 'tokens_ms', ms(now))
+  if math.floor(tokens) < allowed then allowed = math.floor(tokens) end
+  if allowed <= 0 then wait, why = math.ceil((1 - tokens) * 1000 / ceiling), 'ceiling' end
+end
+
+if allowed <= 0 then return {ms(now), ms(math.max(wait, 1)), why} end
+
+local out = {ms(now), '0', ''}
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ms(now), 'LIMIT', 0, allowed)
 for _, id in ipairs(ids) do
   redis.call('ZREM', KEYS[1], id)
   local key = prefix .. id
@@ -40,5 +104,12 @@ for _, id in ipairs(ids) do
     end
     out[#out + 1] = kept
   end
+end
+
+local sent = #out - 3
+if sent > 0 then
+  if budgeted then redis.call('HINCRBY', KEYS[4], 'remaining', -sent) end
+  if ceiling > 0 then redis.call('HINCRBYFLOAT', KEYS[4], 'tokens', -sent) end
+  if probing then redis.call('HSET', KEYS[4], 'probe_until_ms', ms(now + probe_ms)) end
 end
 return out

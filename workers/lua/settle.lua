@@ -1,26 +1,41 @@
--- Record the outcome of delivery attempts, atomically per batch.
+-- Record the outcome of delivery attempts and what the answers say about the gate,
+-- atomically per batch.
 --
 -- delivered: the claimed version reached Datadog; due again at once if a newer one was folded
 --            while in flight (never a state older than one delivered: versions only grow).
 -- retry:     due again after `delay_ms`; the attempt count and the first failure are kept.
--- wait:      a finish still waiting for its start: due again after `delay_ms`, no attempt counted.
+-- wait:      due again after `delay_ms`, no attempt counted (a finish waiting for its start,
+--            or a claim released at shutdown).
 -- dead:      a dead letter with the reason and details; the incident stays stored, so a later
 --            change to it is delivered again.
 -- Only the holder of the claim moves the incident; a settlement whose lease lapsed and was
 -- taken over only records a delivered version.
 --
--- KEYS: 1 due, 2 inflight, 3 dead, 4 stats
--- ARGV: 1 incident key prefix, 2 token, then per outcome: id, version, verdict, delay_ms,
---       reason, detail (JSON, for dead letters)
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+-- Gate (see claim.lua): `close_ms` closes it (never shortens a closure); a refused key also
+-- forgets what is known about limits, so that the reopened gate lets one probe through.
+--
+-- KEYS: 1 due, 2 inflight, 3 dead, 4 stats, 5 gate
+-- ARGV: 1 incident key prefix, 2 token, 3 now_ms ('' for Redis' clock),
+--       4 close_ms, 5 close reason, 6 close detail,
+--       7 budget limit (0: no budget seen), 8 remaining, 9 reset_ms, 10 period_ms,
+--       11 unlimited (1: a 2xx came without rate-limit headers), 12 answered (1: any answer),
+--       then per outcome: id, version, verdict, delay_ms, reason, detail (JSON, dead letters)
+-- Returns: {delivered, retry, dead, stale, gate newly closed (0/1)}
+local now
+if ARGV[3] ~= '' then
+  now = tonumber(ARGV[3])
+else
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
 local prefix, token = ARGV[1], ARGV[2]
+local KNOWLEDGE_MS = 600000
 
 local function ms(x) return string.format('%.0f', x) end
 
 local counts = {delivered = 0, retry = 0, wait = 0, dead = 0, stale = 0}
 local last_error = nil
-for i = 3, #ARGV, 6 do
+for i = 13, #ARGV, 6 do
   local id, version, verdict = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2]
   local delay_ms, reason, detail = tonumber(ARGV[i + 3]), ARGV[i + 4], ARGV[i + 5]
   local key = prefix .. id
@@ -58,6 +73,44 @@ for i = 3, #ARGV, 6 do
     end
   end
 end
+
+-- The gate.
+local close_ms, close_reason, close_detail = tonumber(ARGV[4]), ARGV[5], ARGV[6]
+local budget_limit, remaining = tonumber(ARGV[7]), tonumber(ARGV[8])
+local reset_ms, period_ms = tonumber(ARGV[9]), tonumber(ARGV[10])
+local newly_closed = 0
+if close_ms > 0 then
+  local closed_until = tonumber(redis.call('HGET', KEYS[5], 'closed_until_ms') or '0')
+  if closed_until <= now then newly_closed = 1 end
+  if now + close_ms > closed_until then
+    redis.call('HSET', KEYS[5], 'closed_until_ms', ms(now + close_ms), 'reason', close_reason,
+      'detail', close_detail, 'closed_at_ms', ms(now))
+  end
+  if close_reason == 'auth' then
+    redis.call('HDEL', KEYS[5], 'limit', 'remaining', 'window_end_ms', 'period_ms',
+      'budget_ms', 'unlimited_ms', 'probe_until_ms')
+  end
+end
+if budget_limit > 0 and close_reason ~= 'auth' then
+  local new_end = now + reset_ms
+  local known_end = tonumber(redis.call('HGET', KEYS[5], 'window_end_ms') or '0')
+  local known_at = tonumber(redis.call('HGET', KEYS[5], 'budget_ms') or '0')
+  if now - known_at >= KNOWLEDGE_MS or math.abs(new_end - known_end) > 1000 then
+    -- A window we did not know about: take the server's count as it is.
+    redis.call('HSET', KEYS[5], 'window_end_ms', ms(new_end), 'remaining', remaining)
+  else
+    -- The same window: in-flight answers arrive in any order; the smallest count is current.
+    local known = tonumber(redis.call('HGET', KEYS[5], 'remaining') or remaining)
+    if remaining < known then redis.call('HSET', KEYS[5], 'remaining', remaining) end
+  end
+  redis.call('HSET', KEYS[5], 'limit', budget_limit, 'period_ms', ms(period_ms),
+    'budget_ms', ms(now))
+end
+if ARGV[11] == '1' and close_reason ~= 'auth' then
+  redis.call('HSET', KEYS[5], 'unlimited_ms', ms(now))
+end
+if ARGV[12] == '1' and close_reason ~= 'auth' then redis.call('HDEL', KEYS[5], 'probe_until_ms') end
+
 if counts.delivered > 0 then
   redis.call('HINCRBY', KEYS[4], 'delivered', counts.delivered)
   redis.call('HSET', KEYS[4], 'last_success_ms', ms(now))
@@ -65,4 +118,4 @@ end
 if last_error then redis.call('HSET', KEYS[4], 'last_error', last_error, 'last_error_ms', ms(now)) end
 if counts.retry > 0 then redis.call('HINCRBY', KEYS[4], 'retries', counts.retry) end
 if counts.dead > 0 then redis.call('HINCRBY', KEYS[4], 'dead_letters', counts.dead) end
-return {counts.delivered, counts.retry, counts.dead, counts.stale}
+return {counts.delivered, counts.retry, counts.dead, counts.stale, newly_closed}

@@ -1,0 +1,93 @@
+"""Pure gate policy: what a batch of answers tells the whole fleet."""
+
+from __future__ import annotations
+
+import httpx
+
+from workers._gate import (
+    DEFAULT_RATE_LIMIT_WAIT_S,
+    REASON_AUTH,
+    REASON_RATE_LIMIT,
+    Budget,
+    GateUpdate,
+    budget_of,
+    gate_update,
+)
+from workers._outcome import Attempt
+
+HEADERS = {
+    "X-RateLimit-Limit": "100",
+    "X-RateLimit-Period": "60",
+    "X-RateLimit-Remaining": "40",
+    "X-RateLimit-Reset": "12",
+}
+
+
+def answer(status: int | None, **headers: str) -> Attempt:
+    return Attempt(status, httpx.Headers(headers), "", None if status else "ConnectError")
+
+
+def test_nothing_to_say_without_answers() -> None:
+    """No answers: nothing changes."""
+    assert gate_update([], auth_pause_s=60) == GateUpdate()
+
+
+def test_429_closes_until_reset() -> None:
+    """A 429 closes the gate for X-RateLimit-Reset seconds."""
+    update = gate_update([answer(429, **{"X-RateLimit-Reset": "7, 7"})], auth_pause_s=60)
+    assert (update.close_ms, update.close_reason) == (7_000, REASON_RATE_LIMIT)
+
+
+def test_429_without_headers_falls_back() -> None:
+    """Without usable headers a 429 still closes the gate, for a default wait."""
+    update = gate_update([answer(429)], auth_pause_s=60)
+    assert update.close_ms == DEFAULT_RATE_LIMIT_WAIT_S * 1000
+
+
+def test_longest_429_of_a_batch_wins() -> None:
+    """Several 429s in one batch close the gate for the longest of their waits."""
+    update = gate_update(
+        [answer(429, **{"X-RateLimit-Reset": "3"}), answer(429, **{"X-RateLimit-Reset": "9"})],
+        auth_pause_s=60,
+    )
+    assert update.close_ms == 9_000
+
+
+def test_refused_key_wins_over_rate_limit() -> None:
+    """A 403 in the batch closes for the auth pause, whatever else was seen."""
+    update = gate_update(
+        [answer(429, **{"X-RateLimit-Reset": "900"}), answer(403)], auth_pause_s=60
+    )
+    assert (update.close_ms, update.close_reason) == (60_000, REASON_AUTH)
+    assert "refused the API key" in update.close_detail
+
+
+def test_budget_is_the_smallest_remaining() -> None:
+    """In-flight answers arrive in any order: the smallest remaining count is kept."""
+    update = gate_update(
+        [answer(202, **HEADERS), answer(202, **{**HEADERS, "X-RateLimit-Remaining": "38"})],
+        auth_pause_s=60,
+    )
+    assert update.budget == Budget(limit=100, remaining=38, reset_ms=12_000, period_ms=60_000)
+    assert not update.unlimited
+
+
+def test_answers_without_headers_mean_no_announced_limit() -> None:
+    """A 2xx without X-RateLimit-* says the API announces no limit."""
+    assert gate_update([answer(202)], auth_pause_s=60).unlimited
+    assert not gate_update([answer(503)], auth_pause_s=60).unlimited
+
+
+def test_any_finished_attempt_ends_a_probe() -> None:
+    """Even a network error ends the probe, so the next one can go."""
+    assert gate_update([answer(None)], auth_pause_s=60).answered
+
+
+def test_broken_budget_headers_are_ignored() -> None:
+    """Incomplete or absurd headers give no budget rather than a wrong one."""
+    assert budget_of(answer(202, **{"X-RateLimit-Limit": "10"})) is None
+    assert budget_of(answer(202, **{**HEADERS, "X-RateLimit-Limit": "0"})) is None
+    assert budget_of(answer(202, **{**HEADERS, "X-RateLimit-Remaining": "-1"})) is None
+    capped = budget_of(answer(202, **{**HEADERS, "X-RateLimit-Remaining": "500"}))
+    assert capped is not None
+    assert capped.remaining == 100

@@ -1,0 +1,1 @@
+"""The Lua scripts the workers run in Redis (package data)."""
