@@ -20,6 +20,9 @@ ENTRY_VERSION: Final = "1"
 KIND_FAILURE: Final = "failure"
 """Value of the ``kind`` field for an incident (Datadog's ``/api/v2/dora/failure``)."""
 
+FIELD_REPLAY: Final = "replay"
+"""Set (to ``1``) on entries re-enqueued from dead letters: delivered again even if unchanged."""
+
 FIELD_VERSION: Final = "v"
 FIELD_KIND: Final = "kind"
 FIELD_EVENT: Final = "event"

@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from forwarder._entry import InvalidEntryError, decode_entry
+from forwarder.protocol import FIELD_REPLAY
 
 RawFields = Mapping[bytes, bytes] | Mapping[str, str]
 
@@ -30,6 +31,8 @@ class IncidentUpdate:
 
     incident_id: str
     fields: tuple[FieldUpdate, ...]
+    force: bool = False
+    """A replay: deliver again even if no value changes."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +63,11 @@ def _text(value: bytes | str) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
 
 
+def _field(fields: RawFields, name: str) -> str:
+    """One field of an entry, whether redis-py gave bytes or a test gave str."""
+    return next((_text(v) for k, v in fields.items() if _text(k) == name), "")
+
+
 def plan_fold(entries: Sequence[tuple[bytes | str, RawFields]]) -> FoldPlan:
     """Decide what a batch of ``(entry id, fields)`` does, in stream order.
 
@@ -70,6 +78,7 @@ def plan_fold(entries: Sequence[tuple[bytes | str, RawFields]]) -> FoldPlan:
         ((_text(eid), fields) for eid, fields in entries), key=lambda item: stream_position(item[0])
     )
     latest: dict[str, dict[str, FieldUpdate]] = {}
+    forced: set[str] = set()
     poison: list[PoisonEntry] = []
     for entry_id, fields in ordered:
         try:
@@ -80,10 +89,12 @@ def plan_fold(entries: Sequence[tuple[bytes | str, RawFields]]) -> FoldPlan:
             continue
         position = stream_position(entry_id)
         fields_of = latest.setdefault(event.incident_id, {})
+        if _field(fields, FIELD_REPLAY) == "1":
+            forced.add(event.incident_id)
         for name, value in event.attributes().items():
             fields_of[name] = FieldUpdate(name, position, json.dumps(value, separators=(",", ":")))
     updates = tuple(
-        IncidentUpdate(incident_id, tuple(by_field.values()))
+        IncidentUpdate(incident_id, tuple(by_field.values()), incident_id in forced)
         for incident_id, by_field in latest.items()
     )
     return FoldPlan(tuple(eid for eid, _ in ordered), updates, tuple(poison))
@@ -100,13 +111,13 @@ class StoredField:
 def merge(
     stored: Mapping[str, StoredField], update: IncidentUpdate
 ) -> tuple[dict[str, StoredField], bool]:
-    """The merged state after ``update``, and whether any value changed.
+    """The merged state after ``update``, and whether any value changed (or it is a replay).
 
     Last writer wins per field by stream position; a field an update does not name is kept
     (so a start never clears ``finished_at``); an update that changes no value is a duplicate.
     """
     merged = dict(stored)
-    changed = False
+    changed = update.force
     for item in update.fields:
         seen = merged.get(item.field)
         if seen is None or item.position > seen.position:

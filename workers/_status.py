@@ -26,10 +26,18 @@ class Status:
     last_success_ms: int | None
     last_error: str | None
     last_error_ms: int | None
+    gate_closed_until_ms: int | None
+    gate_reason: str | None
+    now_ms: int
+
+    @property
+    def gate_open(self) -> bool:
+        """Whether workers may send now."""
+        return self.gate_closed_until_ms is None or self.gate_closed_until_ms <= self.now_ms
 
     def as_dict(self) -> dict[str, Any]:
         """The snapshot as plain JSON-ready values."""
-        return asdict(self)
+        return {**asdict(self), "gate_open": self.gate_open}
 
 
 def _int(value: bytes | None) -> int | None:
@@ -48,7 +56,8 @@ def read_status(client: redis.Redis, keys: RedisKeys) -> Status:
     pipe.zcard(keys.inflight)
     pipe.xlen(keys.dead)
     pipe.hgetall(keys.stats)
-    backlog, stream_exists, due_now, due_all, in_flight, dead, stats = pipe.execute()
+    pipe.hmget(keys.gate, ["closed_until_ms", "reason"])
+    backlog, stream_exists, due_now, due_all, in_flight, dead, stats, gate = pipe.execute()
     pending = 0
     if stream_exists:
         try:
@@ -69,4 +78,7 @@ def read_status(client: redis.Redis, keys: RedisKeys) -> Status:
         last_success_ms=_int(stats.get(b"last_success_ms")),
         last_error=last_error.decode() if last_error is not None else None,
         last_error_ms=_int(stats.get(b"last_error_ms")),
+        gate_closed_until_ms=_int(gate[0]),
+        gate_reason=gate[1].decode() if gate[1] is not None else None,
+        now_ms=now_ms,
     )

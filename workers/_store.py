@@ -136,7 +136,7 @@ class Store:
             args.extend((poison.entry_id, poison.reason, poison.payload))
         for update in plan.updates:
             keys.append(self.keys.incident(update.incident_id))
-            args.extend((update.incident_id, len(update.fields)))
+            args.extend((update.incident_id, int(update.force), len(update.fields)))
             for item in update.fields:
                 args.extend((item.field, item.position, item.value))
         changed, unchanged, poison_count = await self._fold(keys=keys, args=args)

@@ -6,7 +6,6 @@ import argparse
 import json
 import sys
 from collections.abc import Iterator, Sequence
-from datetime import UTC, datetime
 from typing import IO, Any
 
 import redis
@@ -14,13 +13,12 @@ import redis
 from config import Settings, SettingsError, load_settings
 from forwarder import IncidentEvent, InvalidEventError, Publisher, PublishError, to_event
 from forwarder.protocol import RedisKeys
+from workers._cli_common import EXIT_BAD_INPUT, EXIT_FAILURE, redis_client, when
+from workers._cli_letters import cmd_dead_letters
 from workers._status import Status, read_status
 
 PUBLISH_CHUNK = 500
 """Events sent to Redis per pipeline by ``publish``."""
-
-EXIT_BAD_INPUT = 1
-EXIT_FAILURE = 2
 
 
 def _parse_lines(stream: IO[str]) -> Iterator[tuple[int, IncidentEvent | str]]:
@@ -73,12 +71,6 @@ def cmd_publish(settings: Settings, path: str, err: IO[str]) -> int:
     return EXIT_BAD_INPUT if bad else 0
 
 
-def _when(ms: int | None) -> str:
-    if ms is None:
-        return "never"
-    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="seconds")
-
-
 def format_status(status: Status) -> str:
     """The human-readable table of ``status``."""
     rows = [
@@ -90,10 +82,16 @@ def format_status(status: Status) -> str:
         ("scheduled (retries, waits)", str(status.scheduled)),
         ("in flight", str(status.in_flight)),
         ("dead letters", str(status.dead_letters)),
+        (
+            "gate",
+            "open"
+            if status.gate_open
+            else f"closed until {when(status.gate_closed_until_ms)} ({status.gate_reason})",
+        ),
         ("delivered (total)", str(status.delivered_total)),
         ("retries (total)", str(status.retries_total)),
-        ("last success", _when(status.last_success_ms)),
-        ("last error", f"{_when(status.last_error_ms)}  {status.last_error or ''}".rstrip()),
+        ("last success", when(status.last_success_ms)),
+        ("last error", f"{when(status.last_error_ms)}  {status.last_error or ''}".rstrip()),
     ]
     width = max(len(label) for label, _ in rows)
     return "\n".join(f"{label:<{width}}  {value}" for label, value in rows)
@@ -101,11 +99,7 @@ def format_status(status: Status) -> str:
 
 def cmd_status(settings: Settings, as_json: bool, out: IO[str], err: IO[str]) -> int:
     """Print the forwarder's state as a table, or as JSON."""
-    client = redis.Redis.from_url(
-        settings.redis_url,
-        socket_timeout=settings.publish_timeout_s,
-        socket_connect_timeout=settings.publish_timeout_s,
-    )
+    client = redis_client(settings)
     try:
         status = read_status(client, RedisKeys(settings.key_prefix))
     except redis.RedisError as exc:
@@ -166,6 +160,22 @@ def build_parser() -> argparse.ArgumentParser:
     publish.add_argument("file", help="path of a JSON-lines file, or - for standard input")
     status = commands.add_parser("status", help="show backlog, due, in flight, dead letters")
     status.add_argument("--json", action="store_true", help="print one JSON object")
+    letters = commands.add_parser(
+        "dead-letters",
+        help="list, replay or purge dead letters",
+        description="Events that could not be delivered, each with the reason. Replay sends "
+        "them back through ingest (merging applies); purge deletes them.",
+    )
+    actions = letters.add_subparsers(dest="action", required=True, metavar="ACTION")
+    listing = actions.add_parser("list", help="show dead letters, oldest first")
+    listing.add_argument("--json", action="store_true", help="print one JSON array")
+    listing.add_argument("--limit", type=int, help="show at most this many")
+    for name, text in (("replay", "deliver again"), ("purge", "delete for good")):
+        action = actions.add_parser(name, help=f"{text}: dead letters by id, or --all")
+        action.add_argument("ids", nargs="*", metavar="ID", help="dead letter ids (from list)")
+        action.add_argument("--all", action="store_true", help="every dead letter")
+        if name == "purge":
+            action.add_argument("--yes", action="store_true", help="really delete them")
     worker = commands.add_parser(
         "worker",
         help="run a worker with an embedded beat (Celery)",
@@ -190,6 +200,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = cmd_publish(settings, args.file, sys.stderr)
     elif args.command == "status":
         result = cmd_status(settings, args.json, sys.stdout, sys.stderr)
+    elif args.command == "dead-letters":
+        result = cmd_dead_letters(settings, args, sys.stdout, sys.stderr)
     else:
         result = cmd_worker(settings, args.concurrency, args.loglevel, args.celery_args, sys.stderr)
     return int(result)

@@ -7,7 +7,8 @@
 -- KEYS: 1 stream, 2 due, 3 inflight, 4 dead, 5 stats, 6.. one hash per incident of the batch
 -- ARGV: 1 group, 2 retention_ms, 3 orphan_wait_ms,
 --       n_ack, ack ids..., n_poison, (entry id, reason, payload)...,
---       then per incident in KEYS order: incident id, n_fields, (field, position, json)...
+--       then per incident in KEYS order: incident id, force (1: a replay, deliver even if
+--       unchanged), n_fields, (field, position, json)...
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local retention_ms = ARGV[2]
@@ -31,9 +32,9 @@ local changed, unchanged = 0, 0
 for k = 6, #KEYS do
   local key = KEYS[k]
   local id = ARGV[i]
-  local n_fields = tonumber(ARGV[i + 1])
-  i = i + 2
-  local dirty = false
+  local dirty = ARGV[i + 1] == '1'
+  local n_fields = tonumber(ARGV[i + 2])
+  i = i + 3
   for _ = 1, n_fields do
     local field, position, value = ARGV[i], ARGV[i + 1], ARGV[i + 2]
     i = i + 3
