@@ -11,12 +11,12 @@ import redis
 
 from forwarder import Publisher
 from forwarder.protocol import RedisKeys
-from tests.conftest import WorkerProcess, wait_until
+from tests.stack import Worker, wait_until
 from tests.standin import StandinServer
 
 pytestmark = pytest.mark.integration
 
-StartWorker = Callable[..., WorkerProcess]
+StartWorker = Callable[..., Worker]
 
 
 @pytest.fixture
