@@ -18,6 +18,8 @@ from forwarder.protocol import DEFAULT_KEY_PREFIX, RedisKeys
 EventLike = IncidentEvent | Mapping[str, Any]
 
 DEFAULT_TIMEOUT_S = 1.0
+MESSAGE_FAILURES = 5
+"""Invalid events named in an ``InvalidEventsError`` message; ``failures`` has them all."""
 
 
 class Publisher:
@@ -152,10 +154,13 @@ class InvalidEventsError(InvalidEventError):
         self.published = tuple(published)
         first = self.failures[0]
         super().__init__(first.errors, index=first.index)
+        shown = " | ".join(str(failure) for failure in self.failures[:MESSAGE_FAILURES])
+        more = len(self.failures) - MESSAGE_FAILURES
+        if more > 0:
+            shown += f" | ... and {more} more (all in .failures)"
         self.args = (
             f"{len(self.failures)} invalid event(s) not enqueued "
-            f"({len(self.published)} valid ones were): "
-            + " | ".join(str(failure) for failure in self.failures),
+            f"({len(self.published)} valid ones were): {shown}",
         )
 
 

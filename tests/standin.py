@@ -65,6 +65,7 @@ class RecordedRequest:
     attributes: dict[str, Any] | None
     headers: dict[str, str]
     received_at: float  # time.monotonic() on arrival, before any injected latency
+    received_wall: float = 0.0  # wall_clock() on arrival: places it in a rate-limit window
 
 
 @dataclass(frozen=True, slots=True)
@@ -336,6 +337,7 @@ class DoraStandin:
 
     async def _handle_event(self, request: web.Request) -> web.Response:
         received_at, kind = time.monotonic(), KIND_OF_PATH[request.path]
+        received_wall = self._wall_clock()
         if self.latency_s > 0:
             await asyncio.sleep(self.latency_s)
         try:
@@ -360,7 +362,9 @@ class DoraStandin:
 
         status, attributes = (0 if canned is _DROP else response.status), _attributes(body)
         headers = dict(request.headers)
-        record = RecordedRequest(request.path, status, attributes, headers, received_at)
+        record = RecordedRequest(
+            request.path, status, attributes, headers, received_at, received_wall
+        )
         with self._lock:
             self._requests.append(record)
             self._counts[status] += 1

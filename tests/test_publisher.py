@@ -64,6 +64,15 @@ def test_publish_many_keeps_valid_neighbours(
     assert sync_redis.xlen(keys.ingest) == 2
 
 
+def test_many_bad_events_keep_the_message_readable(publisher: Publisher) -> None:
+    """Hundreds of bad events: the message names a few, the exception holds them all."""
+    with pytest.raises(InvalidEventsError) as caught:
+        publisher.publish_many([{"colour": i} for i in range(300)])
+    assert len(caught.value.failures) == 300
+    assert str(caught.value).endswith("... and 295 more (all in .failures)")
+    assert len(str(caught.value)) < 1_000
+
+
 def test_publish_many_returns_ids_in_order(
     publisher: Publisher, sync_redis: redis.Redis, keys: RedisKeys
 ) -> None:

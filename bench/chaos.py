@@ -1,0 +1,433 @@
+"""Chaos: the fault scenarios of the forwarder, against the real stack, with figures.
+
+Each scenario runs real worker processes on a Redis of its own prefix, delivering to the
+local stand-in API, injects a fault, waits for the backlog to drain, and reports events
+published, delivered, lost, duplicate requests, 429s received and time to drain.
+`tests/test_faults.py` runs the same scenarios, smaller, and asserts on the figures.
+
+    python -m bench.chaos                 # every scenario, default sizes
+    python -m bench.chaos --only sigkill  # one of them
+    python -m bench.chaos --json out.json
+
+Traffic stays on 127.0.0.1; every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from forwarder import Publisher, PublishError
+from forwarder.protocol import RedisKeys
+from tests.stack import RedisServer, Workers, judge, wait_until
+from tests.standin import StandinServer
+from workers.cli import main as cli_main
+
+NS = 1_000_000_000
+
+
+@dataclass
+class Row:
+    """One scenario's figures."""
+
+    scenario: str
+    published: int
+    delivered: int
+    lost: int
+    duplicate_requests: int
+    rate_limited_429s: int
+    drain_s: float
+    note: str = ""
+
+
+@dataclass
+class Stack:
+    """One scenario's world: a key prefix, the stand-in, workers, a publisher."""
+
+    redis_url: str
+    prefix: str
+    standin: StandinServer
+    workers: Workers
+    publisher: Publisher
+
+    @property
+    def keys(self) -> RedisKeys:
+        return RedisKeys(self.prefix)
+
+    def redis(self) -> redis.Redis:
+        return redis.Redis.from_url(self.redis_url)
+
+
+@contextmanager
+def stack(redis_url: str, api_key: str | None = None) -> Iterator[Stack]:
+    """Set up a scenario's world, and tear all of it down (processes, keys) afterwards."""
+    prefix = f"chaos-{uuid.uuid4().hex[:10]}"
+    key = api_key or f"chaos-key-{uuid.uuid4().hex}"
+    with tempfile.TemporaryDirectory() as tmp, StandinServer(key) as standin:
+        workers = Workers(redis_url, prefix, standin.url, key, Path(tmp))
+        publisher = Publisher.from_url(redis_url, key_prefix=prefix)
+        world = Stack(redis_url, prefix, standin, workers, publisher)
+        try:
+            yield world
+        finally:
+            workers.stop_all()
+            leaked = key in workers.logs()
+            publisher.close()
+            _delete_prefix(redis_url, prefix)
+            if leaked:
+                raise AssertionError("the API key appeared in a worker's log")
+
+
+def _delete_prefix(redis_url: str, prefix: str) -> None:
+    client = redis.Redis.from_url(redis_url, socket_connect_timeout=2)
+    try:
+        stale = list(client.scan_iter(match="{" + prefix + "}*", count=1000))
+        if stale:
+            client.delete(*stale)
+    except redis.RedisError:
+        pass
+    finally:
+        client.close()
+
+
+def incidents(count: int, tag: str) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
+    """Start and finish events for ``count`` incidents, and each one's expected final state."""
+    events: list[dict[str, Any]] = []
+    expected: dict[str, dict[str, Any]] = {}
+    for i in range(count):
+        incident = f"{tag}-{i:012d}"
+        start = {
+            "id": incident,
+            "started_at": 1_700_000_000 + i,
+            "services": ["api"],
+            "env": "prod",
+        }
+        events.append(start)
+        events.append({"id": incident, "finished_at": 1_700_000_600 + i})
+        expected[incident] = {
+            **start,
+            "started_at": (1_700_000_000 + i) * NS,
+            "finished_at": (1_700_000_600 + i) * NS,
+        }
+    return events, expected
+
+
+def publish_all(publisher: Publisher, events: list[dict[str, Any]]) -> None:
+    for start in range(0, len(events), 500):
+        publisher.publish_many(events[start : start + 500])
+
+
+def drained(world: Stack, expected: dict[str, dict[str, Any]]) -> Callable[[], bool]:
+    def check() -> bool:
+        latest = world.standin.latest()
+        return all(latest.get(i) == state for i, state in expected.items())
+
+    return check
+
+
+def row(
+    name: str, world: Stack, expected: dict[str, dict[str, Any]], started: float, note: str = ""
+) -> Row:
+    received = judge(world.standin, expected)
+    return Row(
+        name,
+        len(expected),
+        received.delivered,
+        len(received.lost),
+        received.duplicates,
+        received.rate_limited,
+        round(time.monotonic() - started, 1),
+        note,
+    )
+
+
+# --- the scenarios ------------------------------------------------------------------------
+
+
+def sigkill(redis_url: str, count: int = 3000, kills: int = 3) -> Row:
+    """SIGKILL a worker's whole process tree during delivery, several times, restarting it."""
+    fast = {
+        "FORWARDER_HTTP_TIMEOUT_S": "1",
+        "FORWARDER_LEASE_S": "3",
+        "FORWARDER_RECLAIM_IDLE_S": "2",
+        "FORWARDER_MAX_IN_FLIGHT": "8",
+    }
+    with stack(redis_url) as world:
+        world.standin.latency_s = 0.02
+        events, expected = incidents(count, "kill")
+        steady = world.workers.start(**fast)
+        victim = world.workers.start("worker", "--concurrency=2", **fast)
+        started = time.monotonic()
+        publish_all(world.publisher, events)
+        for _ in range(kills):
+            wait_until(lambda: len(world.standin.requests()) > 0, timeout_s=30, what="traffic")
+            time.sleep(1.0)  # let the victim hold claims, then kill it mid-delivery
+            victim.kill()
+            victim = world.workers.start("worker", "--concurrency=2", **fast)
+        wait_until(drained(world, expected), timeout_s=120, what="drain after SIGKILLs")
+        bound = kills * 2 * 8  # killed processes x their in-flight claims
+        result = row(
+            "sigkill", world, expected, started, f"{kills} SIGKILLs; duplicates allowed <= {bound}"
+        )
+        steady.stop()
+        return result
+
+
+def redis_restart(count: int = 2000) -> Row:
+    """Crash Redis (SIGKILL; AOF fsync always) mid-run and bring it back; nobody restarts."""
+    server = RedisServer().start()
+    try:
+        with stack(server.url) as world:
+            events, expected = incidents(count, "redis")
+            world.workers.start(FORWARDER_HTTP_TIMEOUT_S="1", FORWARDER_LEASE_S="3")
+            started = time.monotonic()
+            retried = 0
+            restart = threading.Thread(target=_crash_and_restart, args=(server, 1.0))
+            for index, event in enumerate(events):
+                if index == len(events) // 4:
+                    restart.start()  # Redis goes away while producers and workers are busy
+                while True:  # a producer retries until publish acknowledges the event
+                    try:
+                        world.publisher.publish(event)
+                        break
+                    except PublishError:
+                        retried += 1
+                        time.sleep(0.05)
+            restart.join()
+            wait_until(drained(world, expected), timeout_s=120, what="drain after restart")
+            return row(
+                "redis_restart",
+                world,
+                expected,
+                started,
+                f"Redis SIGKILLed and restarted once; {retried} publish retries",
+            )
+    finally:
+        server.stop()
+
+
+def _crash_and_restart(server: RedisServer, down_s: float) -> None:
+    server.crash()
+    time.sleep(down_s)
+    server.start()
+
+
+def outage(redis_url: str, count: int = 2000, outage_s: float = 10.0) -> Row:
+    """The API answers 503 to everything for a while, then recovers."""
+    with stack(redis_url) as world:
+        world.standin.respond_always(503)
+        events, expected = incidents(count, "outage")
+        worker = world.workers.start(FORWARDER_BACKOFF_MAX_S="1")
+        started = time.monotonic()
+        publish_all(world.publisher, events)
+        client = world.redis()
+        wait_until(
+            lambda: client.zcard(world.keys.due) > count // 2,
+            timeout_s=30,
+            what="the backlog in Redis",
+        )
+        rss_start = worker.rss_bytes()
+        in_flight_max = 0
+        while time.monotonic() - started < outage_s:
+            in_flight_max = max(in_flight_max, int(client.zcard(world.keys.inflight)))
+            time.sleep(0.1)
+        rss_end = worker.rss_bytes()
+        world.standin.respond_always(None)
+        wait_until(drained(world, expected), timeout_s=120, what="drain after the outage")
+        client.close()
+        growth_mb = (rss_end - rss_start) / 2**20
+        return row(
+            "api_outage_503",
+            world,
+            expected,
+            started,
+            f"{outage_s:g} s of 503s; worker RSS {rss_end / 2**20:.0f} MB "
+            f"({growth_mb:+.1f} MB during the outage); at most {in_flight_max} claims "
+            f"in flight, the rest waited in Redis",
+        )
+
+
+def rate_limited(
+    redis_url: str, count: int = 1000, limit: int = 100, period_s: int = 5, workers: int = 3
+) -> Row:
+    """The API enforces limit/period with Datadog's headers; a fleet of workers shares it."""
+    with stack(redis_url) as world:
+        world.standin.rate_limit(limit, period_s)
+        events, expected = incidents(count, "limit")
+        for _ in range(workers):
+            world.workers.start("worker", "--concurrency=2")
+        world.workers.start("beat")
+        started = time.monotonic()
+        publish_all(world.publisher, events)
+        wait_until(
+            drained(world, expected),
+            timeout_s=count / limit * period_s * 3 + 30,
+            what="drain under the rate limit",
+        )
+        per_window = world.standin.throttled_per_window()
+        accepted: Counter[int] = Counter()
+        for request in world.standin.requests():
+            if request.status == 202:
+                accepted[int(request.received_wall / period_s)] += 1
+        full = sorted(accepted.values())[1:-1] or sorted(accepted.values())
+        share = sum(full) / (len(full) * limit)
+        return row(
+            "rate_limit",
+            world,
+            expected,
+            started,
+            f"limit {limit}/{period_s} s, {workers} workers x 2 processes; "
+            f"max 429s in one window: {max(per_window.values(), default=0)}; "
+            f"full windows used {share:.0%} of the limit",
+        )
+
+
+def auth_then_fixed(redis_url: str, count: int = 500, bad_for_s: float = 5.0) -> Row:
+    """The key is refused (403) for a while; the workers restart with the right one."""
+    good_key = f"chaos-key-{uuid.uuid4().hex}"
+    with stack(redis_url, api_key=good_key) as world:
+        events, expected = incidents(count, "auth")
+        pause = {"FORWARDER_AUTH_PAUSE_S": "1"}
+        wrong = world.workers.start(key=f"wrong-key-{uuid.uuid4().hex}", **pause)
+        started = time.monotonic()
+        publish_all(world.publisher, events)
+        time.sleep(bad_for_s)
+        refused = world.standin.status_counts().get(403, 0)
+        wrong.stop()
+        errors = wrong.log().count("Datadog refused the API key")
+        world.workers.start(**pause)
+        wait_until(drained(world, expected), timeout_s=120, what="drain with the right key")
+        dead = world.redis().xlen(world.keys.dead)
+        return row(
+            "auth_403_then_fixed",
+            world,
+            expected,
+            started,
+            f"{bad_for_s:g} s with a wrong key: {refused} requests refused, "
+            f"{errors} error lines, {dead} dead letters",
+        )
+
+
+def garbage(redis_url: str, count: int = 500, bad: int = 50) -> Row:
+    """Garbage in the stream between good entries; then a fixed dead letter is replayed."""
+    with stack(redis_url) as world:
+        events, expected = incidents(count, "garbage")
+        world.workers.start(FORWARDER_ORPHAN_WAIT_S="2")
+        client = world.redis()
+        started = time.monotonic()
+
+        def bad_entry(n: int) -> dict[str, str]:
+            """Garbage of four kinds; each orphan finish names a new incident."""
+            event = [
+                "{not json",
+                "{}",
+                json.dumps({"started_at": 1}),
+                json.dumps({"id": f"orphan-{uuid.uuid4().hex}", "finished_at": 1}),
+            ][n % 4]
+            return {"v": "9" if n % 4 == 1 else "1", "kind": "failure", "event": event}
+
+        step = max(1, len(events) // bad)
+        for index, event in enumerate(events):
+            world.publisher.publish(event)
+            if index % step == 0 and index // step < bad:
+                client.xadd(world.keys.ingest, bad_entry(index // step))  # type: ignore[arg-type]
+        wait_until(drained(world, expected), timeout_s=60, what="the good entries")
+        wait_until(
+            lambda: client.xlen(world.keys.dead) == bad,
+            timeout_s=60,
+            what="every bad entry dead-lettered",
+        )
+        world.standin.respond_next(400)  # the next incident is rejected once: a dead letter
+        rejected = world.publisher.incident_started(team="ops", id=f"fixed-{uuid.uuid4().hex}")
+        wait_until(
+            lambda: client.xlen(world.keys.dead) == bad + 1,
+            timeout_s=30,
+            what="the rejected incident's dead letter",
+        )
+        os.environ["FORWARDER_REDIS_URL"] = redis_url
+        os.environ["FORWARDER_KEY_PREFIX"] = world.prefix
+        letter = next(
+            i.decode()
+            for i, f in client.xrange(world.keys.dead)
+            if f.get(b"incident_id") == rejected.encode()
+        )
+        cli_main(["dead-letters", "replay", letter])
+        wait_until(
+            lambda: rejected in world.standin.latest(),
+            timeout_s=30,
+            what="the replayed dead letter",
+        )
+        dead = client.xlen(world.keys.dead)
+        client.close()
+        return row(
+            "garbage_and_replay",
+            world,
+            expected,
+            started,
+            f"{bad} bad entries -> {dead} dead letters, each with a reason; "
+            "a replayed 400 was delivered",
+        )
+
+
+SCENARIOS: dict[str, Callable[[str], Row]] = {
+    "sigkill": sigkill,
+    "redis_restart": lambda _url: redis_restart(),
+    "outage": outage,
+    "rate_limit": rate_limited,
+    "auth": auth_then_fixed,
+    "garbage": garbage,
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--only", choices=sorted(SCENARIOS), action="append")
+    parser.add_argument(
+        "--redis-url", default=os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+    )
+    parser.add_argument("--json", type=Path, help="also write the rows to this file")
+    args = parser.parse_args()
+    rows = []
+    for name in args.only or list(SCENARIOS):
+        print(f"running {name} ...", file=sys.stderr, flush=True)
+        rows.append(SCENARIOS[name](args.redis_url))
+    header = (
+        "scenario",
+        "published",
+        "delivered",
+        "lost",
+        "dup. requests",
+        "429s",
+        "drain s",
+        "note",
+    )
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for r in rows:
+        print(
+            f"| {r.scenario} | {r.published} | {r.delivered} | {r.lost} | "
+            f"{r.duplicate_requests} | {r.rate_limited_429s} | {r.drain_s} | {r.note} |"
+        )
+    if args.json:
+        args.json.write_text(json.dumps([asdict(r) for r in rows], indent=2))
+    sys.exit(1 if any(r.lost for r in rows) else 0)
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    main()
