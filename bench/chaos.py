@@ -26,7 +26,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +53,8 @@ class Row:
     rate_limited_429s: int
     drain_s: float
     note: str = ""
+    facts: dict[str, float] = field(default_factory=dict)
+    """The scenario's own measurements, for tests to assert on."""
 
 
 @dataclass
@@ -141,7 +143,12 @@ def drained(world: Stack, expected: dict[str, dict[str, Any]]) -> Callable[[], b
 
 
 def row(
-    name: str, world: Stack, expected: dict[str, dict[str, Any]], started: float, note: str = ""
+    name: str,
+    world: Stack,
+    expected: dict[str, dict[str, Any]],
+    started: float,
+    note: str = "",
+    **facts: float,
 ) -> Row:
     received = judge(world.standin, expected)
     return Row(
@@ -153,6 +160,7 @@ def row(
         received.rate_limited,
         round(time.monotonic() - started, 1),
         note,
+        facts,
     )
 
 
@@ -182,7 +190,12 @@ def sigkill(redis_url: str, count: int = 3000, kills: int = 3) -> Row:
         wait_until(drained(world, expected), timeout_s=120, what="drain after SIGKILLs")
         bound = kills * 2 * 8  # killed processes x their in-flight claims
         result = row(
-            "sigkill", world, expected, started, f"{kills} SIGKILLs; duplicates allowed <= {bound}"
+            "sigkill",
+            world,
+            expected,
+            started,
+            f"{kills} SIGKILLs; duplicates allowed <= {bound}",
+            duplicate_bound=bound,
         )
         steady.stop()
         return result
@@ -216,6 +229,7 @@ def redis_restart(count: int = 2000) -> Row:
                 expected,
                 started,
                 f"Redis SIGKILLed and restarted once; {retried} publish retries",
+                publish_retries=retried,
             )
     finally:
         server.stop()
@@ -259,6 +273,8 @@ def outage(redis_url: str, count: int = 2000, outage_s: float = 10.0) -> Row:
             f"{outage_s:g} s of 503s; worker RSS {rss_end / 2**20:.0f} MB "
             f"({growth_mb:+.1f} MB during the outage); at most {in_flight_max} claims "
             f"in flight, the rest waited in Redis",
+            rss_growth_mb=growth_mb,
+            in_flight_max=in_flight_max,
         )
 
 
@@ -284,16 +300,20 @@ def rate_limited(
         for request in world.standin.requests():
             if request.status == 202:
                 accepted[int(request.received_wall / period_s)] += 1
-        full = sorted(accepted.values())[1:-1] or sorted(accepted.values())
+        # The first and last windows are partial (start-up, the tail of the backlog).
+        full = [accepted[w] for w in sorted(accepted)[1:-1]] or list(accepted.values())
         share = sum(full) / (len(full) * limit)
+        most = max(per_window.values(), default=0)
         return row(
             "rate_limit",
             world,
             expected,
             started,
             f"limit {limit}/{period_s} s, {workers} workers x 2 processes; "
-            f"max 429s in one window: {max(per_window.values(), default=0)}; "
-            f"full windows used {share:.0%} of the limit",
+            f"max 429s in one window: {most}; full windows used {share:.0%} of the limit",
+            max_429_per_window=most,
+            share_of_limit=share,
+            max_accepted_per_window=max(accepted.values()),
         )
 
 
@@ -320,6 +340,9 @@ def auth_then_fixed(redis_url: str, count: int = 500, bad_for_s: float = 5.0) ->
             started,
             f"{bad_for_s:g} s with a wrong key: {refused} requests refused, "
             f"{errors} error lines, {dead} dead letters",
+            refused=refused,
+            error_lines=errors,
+            dead_letters=dead,
         )
 
 
@@ -381,6 +404,7 @@ def garbage(redis_url: str, count: int = 500, bad: int = 50) -> Row:
             started,
             f"{bad} bad entries -> {dead} dead letters, each with a reason; "
             "a replayed 400 was delivered",
+            dead_letters=dead,
         )
 
 

@@ -96,4 +96,5 @@ class Runtime:
     def request_stop(self) -> None:
         """Make a running pump give back its claims and return (from a signal handler)."""
         if self.running:
+            # From a signal handler: the loop may be inside select(); wake it safely.
             self.loop.call_soon_threadsafe(self.pump.request_stop)

@@ -9,12 +9,16 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from types import FrameType
 from typing import Any
 
 import redis
+from billiard.process import current_process
 from celery import Task
-from celery.signals import worker_init, worker_process_init, worker_shutting_down
+from celery.signals import worker_init, worker_shutting_down
 from kombu.exceptions import OperationalError
 
 from forwarder.protocol import RedisKeys
@@ -47,7 +51,8 @@ def register(app: ForwarderCelery) -> None:
         tick; ticks that find every process busy expire unrun.
         """
         runtime = _process_runtime(app)
-        report = runtime.run(app.settings.task_budget_s)
+        with _sigterm_releases_claims(runtime):
+            report = runtime.run(app.settings.task_budget_s)
         if not runtime.pump.stopping:
             try:
                 pump.apply_async(expires=TICK_EXPIRES_S)
@@ -62,16 +67,34 @@ def register(app: ForwarderCelery) -> None:
         }
 
 
-def _on_sigterm(signum: int, frame: FrameType | None) -> None:
-    # A pool process: a running pump gives its claims back and returns; an idle process
-    # ignores the signal and exits when the pool closes after its warm shutdown.
-    if _runtime is not None and _runtime.pid == os.getpid():
-        _runtime.request_stop()
+@contextmanager
+def _sigterm_releases_claims(runtime: Runtime) -> Iterator[None]:
+    """While a pump runs, SIGTERM makes it give its claims back and return first.
 
+    In a pool process billiard's own handler would exit on the spot, so it is put back
+    and honoured only after the pump returned. In the main process (solo pool) Celery's
+    handler only starts the warm shutdown, so it runs at once.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers belong to the main thread (threads pool)
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+    in_main_process = current_process().name == "MainProcess"
+    received: list[int] = []
 
-@worker_process_init.connect
-def _install_sigterm_handler(**_: Any) -> None:
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    def on_sigterm(signum: int, frame: FrameType | None) -> None:
+        received.append(signum)
+        runtime.request_stop()
+        if in_main_process and callable(previous):
+            previous(signum, frame)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        if received and not in_main_process and callable(previous):
+            previous(signal.SIGTERM, None)
 
 
 @worker_shutting_down.connect

@@ -1,0 +1,112 @@
+"""Lose nothing under faults: the chaos scenarios, smaller, with their guarantees asserted.
+
+Real worker processes, real Redis (a server of its own with AOF for the restart), and the
+local stand-in API. Each scenario is bounded in time.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+
+import pytest
+import redis
+
+from bench import chaos
+from forwarder import Publisher
+from forwarder.protocol import RedisKeys
+from tests.stack import Workers, wait_until
+from tests.standin import StandinServer
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def test_sigkill_during_delivery_loses_nothing(redis_url: str) -> None:
+    """Workers SIGKILLed mid-delivery: every final state exact, few duplicates."""
+    result = chaos.sigkill(redis_url, count=1000, kills=2)
+    assert result.lost == 0
+    assert result.delivered == 1000
+    assert result.duplicate_requests <= result.facts["duplicate_bound"]
+
+
+def test_redis_crash_loses_nothing_acknowledged() -> None:
+    """Redis SIGKILLed and restarted (AOF): every acknowledged publish arrives, no restarts."""
+    result = chaos.redis_restart(count=600)
+    assert result.lost == 0
+    assert result.delivered == 600
+
+
+def test_api_outage_holds_the_backlog_in_redis(redis_url: str) -> None:
+    """503s for a while: everything arrives after; claims stay bounded, memory flat."""
+    result = chaos.outage(redis_url, count=300, outage_s=3.0)
+    assert result.lost == 0
+    assert result.facts["in_flight_max"] <= 2 * 32  # two pool processes' in-flight bound
+    assert result.facts["rss_growth_mb"] < 20
+
+
+def test_fleet_under_rate_limit_sees_at_most_one_429_per_window(redis_url: str) -> None:
+    """Datadog's limit with its headers, several workers: <= one 429 a window, all arrive."""
+    result = chaos.rate_limited(redis_url, count=150, limit=50, period_s=2, workers=2)
+    assert result.lost == 0
+    assert result.facts["max_429_per_window"] <= 1
+    assert result.facts["max_accepted_per_window"] <= 50
+
+
+def test_refused_key_then_right_key_loses_nothing(redis_url: str) -> None:
+    """403s for a while, then the right key: nothing dead-lettered, everything arrives."""
+    result = chaos.auth_then_fixed(redis_url, count=100, bad_for_s=3.0)
+    assert result.lost == 0
+    assert result.facts["dead_letters"] == 0
+    # One probe per auth pause (1 s here), not one request per event.
+    assert result.facts["refused"] <= 6
+    assert result.facts["error_lines"] <= 6
+
+
+def test_garbage_is_dead_lettered_and_a_fixed_letter_replays(redis_url: str) -> None:
+    """Bad entries become dead letters with reasons; good ones arrive; a replay delivers."""
+    result = chaos.garbage(redis_url, count=200, bad=20)
+    assert result.lost == 0
+    assert result.facts["dead_letters"] == 20
+
+
+def test_warm_shutdown_releases_claims_at_once(
+    redis_url: str,
+    prefix: str,
+    standin: StandinServer,
+    api_key: str,
+    tmp_path: object,
+    sync_redis: redis.Redis,
+    keys: RedisKeys,
+) -> None:
+    """SIGTERM with requests hanging: claims are given back at once, and another delivers."""
+    standin.latency_s = 8.0
+    workers = Workers(redis_url, prefix, standin.url, api_key, tmp_path)  # type: ignore[arg-type]
+    sync_redis.hset(keys.gate, "unlimited_ms", 10**15)  # no probing: send all at once
+    try:
+        first = workers.start(FORWARDER_HTTP_TIMEOUT_S="20", FORWARDER_LEASE_S="60")
+        with Publisher.from_url(redis_url, key_prefix=prefix) as publisher:
+            ids = [
+                publisher.incident_started(team="ops", id=f"incident-term-{i:06d}")
+                for i in range(10)
+            ]
+        wait_until(
+            lambda: sync_redis.zcard(keys.inflight) == 10, timeout_s=20, what="10 claims in flight"
+        )
+        first.process.send_signal(signal.SIGTERM)
+        # Released long before the 8 s answers or the 60 s lease.
+        wait_until(
+            lambda: sync_redis.zcard(keys.inflight) == 0, timeout_s=5, what="claims released"
+        )
+        assert first.process.wait(15) == 0
+        released = re.findall(r"released (\d+) claim\(s\) at shutdown", first.log())
+        assert sum(int(n) for n in released) == 10
+        standin.latency_s = 0.0
+        workers.start()
+        wait_until(
+            lambda: all(i in standin.latest() for i in ids),
+            timeout_s=30,
+            what="delivery by the next worker",
+        )
+    finally:
+        workers.stop_all()
+        assert api_key not in workers.logs()
