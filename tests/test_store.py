@@ -220,6 +220,19 @@ async def test_reclaim_takes_entries_of_a_dead_consumer(
     assert (await client.xpending(keys.ingest, "forwarder"))["pending"] == 0
 
 
+async def test_idle_consumers_without_pending_entries_are_forgotten(
+    store: Store, client: Any, keys: RedisKeys
+) -> None:
+    """Names of dead processes leave the group; one holding entries stays for reclaim."""
+    await publish(client, keys, START)
+    await store.read("holds-an-entry", 10, None)
+    await client.xgroup_createconsumer(keys.ingest, "forwarder", "read-nothing")
+    assert await store.forget_idle_consumers(keep="me", idle_ms=0) == 1
+    names = {c["name"] for c in await client.xinfo_consumers(keys.ingest, "forwarder")}
+    assert names == {b"holds-an-entry"}
+    assert await store.forget_idle_consumers(keep="me", idle_ms=3_600_000) == 0
+
+
 # --- the fleet-wide gate (claim.lua spends it, settle.lua feeds it), on a pinned clock ---
 
 

@@ -35,6 +35,9 @@ log = logging.getLogger("dora_forwarder.pump")
 IDLE_POLL_S = 1.0
 """Longest an idle process waits before looking for due work folded by other processes."""
 
+FORGET_CONSUMER_AFTER_MS = 3_600_000
+"""A consumer with nothing pending, silent this long, belonged to a process now gone."""
+
 REDIS_DOWN_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 
 
@@ -147,6 +150,7 @@ class Pump:
         entries = await self._store.reclaim(
             config.consumer, config.reclaim_idle_ms, config.ingest_batch
         )
+        await self._store.forget_idle_consumers(config.consumer, FORGET_CONSUMER_AFTER_MS)
         while True:
             if entries:
                 plan = plan_fold(entries)

@@ -23,7 +23,9 @@ _BOOKKEEPING: Final = ("version", "sent", "attempt", "first_ms", "failing_since_
 
 
 def _script(name: str) -> str:
-    return resources.files("workers").joinpath("lua").joinpath(name).read_text()
+    """A script's text, after the prelude its helpers (clock, ms formatting) come from."""
+    folder = resources.files("workers").joinpath("lua")
+    return folder.joinpath("_prelude.lua").read_text() + folder.joinpath(name).read_text()
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +121,21 @@ class Store:
             self.keys.ingest, CONSUMER_GROUP, consumer, min_idle_ms, "0-0", count=count
         )
         return [(eid, fields) for eid, fields in reply[1] if fields is not None]
+
+    async def forget_idle_consumers(self, keep: str, idle_ms: int) -> int:
+        """Drop consumers with nothing pending and idle for ``idle_ms``: dead processes.
+
+        Every worker process reads under a name of its own, so restarts would otherwise
+        grow the group forever. A live consumer dropped by mistake is recreated by its
+        next read; one with pending entries is never dropped (they await reclaim).
+        """
+        dropped = 0
+        for info in await self._redis.xinfo_consumers(self.keys.ingest, CONSUMER_GROUP):
+            name = info["name"].decode() if isinstance(info["name"], bytes) else info["name"]
+            if name != keep and int(info["pending"]) == 0 and int(info["idle"]) >= idle_ms:
+                await self._redis.xgroup_delconsumer(self.keys.ingest, CONSUMER_GROUP, name)
+                dropped += 1
+        return dropped
 
     async def fold(self, plan: FoldPlan, *, retention_ms: int, orphan_wait_ms: int) -> FoldResult:
         """Apply ``plan`` and acknowledge its entries, in one atomic step."""

@@ -17,18 +17,10 @@
 -- ARGV: 1 incident key prefix, 2 limit, 3 lease_ms, 4 token, 5 probe_ms,
 --       6 ceiling per second (0: none), 7 now_ms ('' for Redis' clock; tests pin it)
 -- Returns: {now_ms, wait_ms, reason, {id, field, value, ...}, ...} without s:* fields.
-local now
-if ARGV[7] ~= '' then
-  now = tonumber(ARGV[7])
-else
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
+local now = clock_ms(ARGV[7])
 local prefix, limit, lease_ms, token = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
 local probe_ms, ceiling = tonumber(ARGV[5]), tonumber(ARGV[6])
 local KNOWLEDGE_MS = 600000  -- what the headers told us is trusted for ten minutes
-
-local function ms(x) return string.format('%.0f', x) end
 local function num(v) if v then return tonumber(v) end return nil end
 
 local lapsed = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ms(now), 'LIMIT', 0, limit)

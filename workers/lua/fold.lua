@@ -9,12 +9,9 @@
 --       n_ack, ack ids..., n_poison, (entry id, reason, payload)...,
 --       then per incident in KEYS order: incident id, force (1: a replay, deliver even if
 --       unchanged), n_fields, (field, position, json)...
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = clock_ms(nil)
 local retention_ms = ARGV[2]
 local orphan_wait_ms = tonumber(ARGV[3])
-
-local function ms(x) return string.format('%.0f', x) end
 
 local i = 4
 local n_ack = tonumber(ARGV[i]); i = i + 1

@@ -21,17 +21,9 @@
 --       11 unlimited (1: a 2xx came without rate-limit headers), 12 answered (1: any answer),
 --       then per outcome: id, version, verdict, delay_ms, reason, detail (JSON, dead letters)
 -- Returns: {delivered, retry, dead, stale, gate newly closed (0/1)}
-local now
-if ARGV[3] ~= '' then
-  now = tonumber(ARGV[3])
-else
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
+local now = clock_ms(ARGV[3])
 local prefix, token = ARGV[1], ARGV[2]
 local KNOWLEDGE_MS = 600000
-
-local function ms(x) return string.format('%.0f', x) end
 
 local counts = {delivered = 0, retry = 0, wait = 0, dead = 0, stale = 0}
 local last_error = nil

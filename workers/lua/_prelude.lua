@@ -1,0 +1,11 @@
+-- Prepended to every script when it is loaded (see workers/_store.py).
+
+-- A score or time as Redis wants it: an integer, never 1.7e+12.
+local function ms(x) return string.format('%.0f', x) end
+
+-- Redis' clock in milliseconds (one clock for the whole fleet); `override` pins it in tests.
+local function clock_ms(override)
+  if override and override ~= '' then return tonumber(override) end
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
