@@ -18,6 +18,7 @@ from forwarder.protocol import RedisKeys
 from workers._backoff import BackoffPolicy
 from workers._pump import Pump, PumpConfig
 from workers._sender import DatadogSender
+from workers._settlement import SettlementPolicy
 from workers._store import Store
 
 pytestmark = pytest.mark.anyio
@@ -72,15 +73,20 @@ def make_pump(client: aioredis.Redis, keys: RedisKeys, api: FakeDatadog, **confi
         timeout_s=5.0,
         transport=httpx.MockTransport(api),
     )
+    policy = SettlementPolicy(
+        backoff=BackoffPolicy(base_s=0.01, max_s=0.02),
+        orphan_wait_ms=config.pop("orphan_wait_ms", 60_000),
+        max_age_ms=config.pop("max_age_ms", 3_600_000),
+        auth_pause_s=config.pop("auth_pause_s", 60.0),
+    )
     defaults: dict[str, Any] = {
         "consumer": "test-consumer",
         "ingest_batch": 100,
         "max_in_flight": 8,
         "lease_ms": 30_000,
         "reclaim_idle_ms": 30_000,
-        "orphan_wait_ms": 60_000,
         "retention_ms": 3_600_000,
-        "backoff": BackoffPolicy(base_s=0.01, max_s=0.02),
+        "policy": policy,
     }
     return Pump(Store(client, keys), sender, PumpConfig(**{**defaults, **config}))
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import uuid
 from collections.abc import Callable
@@ -19,15 +18,12 @@ from datetime import UTC, datetime
 from typing import cast
 
 import redis.exceptions
-from pydantic import ValidationError
 
-from forwarder._errors import field_errors
-from forwarder._models import IncidentEvent
-from workers._backoff import BackoffPolicy
-from workers._fold import is_complete, plan_fold
+from workers._fold import plan_fold
 from workers._gate import REASON_AUTH, gate_update
-from workers._outcome import AUTH_STATUSES, Attempt, Verdict, decide
-from workers._sender import MAX_BODY_KEPT, Sender
+from workers._outcome import Attempt, Verdict
+from workers._sender import Sender
+from workers._settlement import SettlementPolicy, before_sending, from_answer
 from workers._store import Claim, Settlement, Store
 
 log = logging.getLogger("dora_forwarder.pump")
@@ -50,11 +46,8 @@ class PumpConfig:
     max_in_flight: int
     lease_ms: int
     reclaim_idle_ms: int
-    orphan_wait_ms: int
     retention_ms: int
-    backoff: BackoffPolicy
-    max_age_ms: int = 3 * 86_400_000
-    auth_pause_s: float = 60.0
+    policy: SettlementPolicy
     probe_ms: int = 11_000
     ceiling_per_s: float | None = None
 
@@ -155,7 +148,9 @@ class Pump:
             if entries:
                 plan = plan_fold(entries)
                 result = await self._store.fold(
-                    plan, retention_ms=config.retention_ms, orphan_wait_ms=config.orphan_wait_ms
+                    plan,
+                    retention_ms=config.retention_ms,
+                    orphan_wait_ms=config.policy.orphan_wait_ms,
                 )
                 report.entries += len(plan.ack_ids)
                 report.dead_entries += result.poison
@@ -217,9 +212,9 @@ class Pump:
             ceiling_per_s=self._config.ceiling_per_s,
         )
         for claim in result.claims:
-            early = self._without_sending(claim, result.now_ms)
+            early = before_sending(claim, self._config.policy)
             if early is not None:
-                flight.batch.settlements.append(early)
+                flight.batch.settlements.append(self._logged(claim, early))
             else:
                 flight.in_flight[asyncio.create_task(self._sender.send(claim.attributes))] = claim
                 report.sent += 1
@@ -233,7 +228,8 @@ class Pump:
             if claim is not None:
                 answer = cast(Attempt, task.result())
                 flight.batch.answers.append(answer)
-                flight.batch.settlements.append(self._settlement(claim, answer))
+                settlement = from_answer(claim, answer, self._config.policy)
+                flight.batch.settlements.append(self._logged(claim, settlement, answer))
         refill_at = max(1, self._config.max_in_flight // 4)
         if len(flight.batch.settlements) >= refill_at or not flight.in_flight:
             await self._settle(flight, report)
@@ -252,8 +248,7 @@ class Pump:
         flight.in_flight.clear()
 
     async def _idle(self, deadline: float, wake: asyncio.Event, stop: asyncio.Task[bool]) -> None:
-        now_s = await self._store.redis_time_ms() / 1000
-        next_due_ms = await self._store.next_due_in_ms(int(now_s * 1000))
+        next_due_ms = await self._store.next_due_in_ms()
         wait_s = min(IDLE_POLL_S, deadline - self._now())
         if next_due_ms is not None:
             wait_s = min(wait_s, next_due_ms / 1000)
@@ -263,97 +258,34 @@ class Pump:
             woken.cancel()
         wake.clear()
 
-    def _without_sending(self, claim: Claim, now_ms: int) -> Settlement | None:
-        """A settlement for claims that must not be sent, or None to send."""
-        if claim.version <= claim.sent_version:
-            # Already delivered (a lapsed lease came back): settling is enough.
-            return Settlement(claim.incident_id, claim.version, Verdict.DELIVERED, reason="sent")
-        if not is_complete(claim.attributes):
-            waited_ms = now_ms - claim.first_seen_ms
-            if waited_ms < self._config.orphan_wait_ms:
-                return Settlement(
-                    claim.incident_id,
-                    claim.version,
-                    Verdict.WAIT,
-                    delay_ms=self._config.orphan_wait_ms - waited_ms,
-                    reason="finish waiting for its start",
-                )
-            return self._dead(
-                claim,
-                f"a finish for incident {claim.incident_id} waited {waited_ms / 1000:.0f} s "
-                "for its start, which never arrived (FORWARDER_ORPHAN_WAIT_S)",
-            )
-        try:
-            IncidentEvent.model_validate(claim.attributes)
-        except ValidationError as exc:
-            reasons = "; ".join(str(error) for error in field_errors(exc))
-            return self._dead(claim, f"merged incident is invalid: {reasons}")
-        return None
-
-    def _settlement(self, claim: Claim, attempt: Attempt) -> Settlement:
-        decision = decide(attempt, failures_so_far=claim.attempt, backoff=self._config.backoff)
-        if decision.verdict is Verdict.DEAD:
-            return self._dead(claim, decision.reason, attempt)
-        if decision.verdict is Verdict.DELIVERED:
+    def _logged(
+        self, claim: Claim, settlement: Settlement, attempt: Attempt | None = None
+    ) -> Settlement:
+        """One log line per outcome that matters to an operator."""
+        status = attempt.status if attempt else None
+        if settlement.verdict is Verdict.DELIVERED and attempt is not None:
             log.info(
                 "delivered incident=%s status=%s attempt=%d",
                 claim.incident_id,
-                attempt.status,
+                status,
                 claim.attempt + 1,
             )
-            return Settlement(claim.incident_id, claim.version, Verdict.DELIVERED)
-        if attempt.status in AUTH_STATUSES:
-            # Never expires: the events wait for a working key, however long that takes.
-            return Settlement(
+        elif settlement.verdict is Verdict.RETRY:
+            log.info(
+                "retry incident=%s status=%s attempt=%d in=%.1fs reason=%s",
                 claim.incident_id,
-                claim.version,
-                Verdict.RETRY,
-                delay_ms=int(self._config.auth_pause_s * 1000),
-                reason=decision.reason,
+                status,
+                claim.attempt + 1,
+                settlement.delay_ms / 1000,
+                settlement.reason,
             )
-        age_ms = _age_ms(claim)
-        if age_ms >= self._config.max_age_ms:
-            return self._dead(
-                claim,
-                f"expired after {claim.attempt + 1} attempts over {age_ms / 3_600_000:.1f} h "
-                f"(FORWARDER_MAX_AGE_S); last error: {decision.reason}",
-                attempt,
-            )
-        log.info(
-            "retry incident=%s status=%s attempt=%d in=%.1fs reason=%s",
-            claim.incident_id,
-            attempt.status,
-            claim.attempt + 1,
-            decision.delay_s,
-            decision.reason,
-        )
-        return Settlement(
-            claim.incident_id,
-            claim.version,
-            Verdict.RETRY,
-            delay_ms=int(decision.delay_s * 1000),
-            reason=decision.reason,
-        )
-
-    def _dead(self, claim: Claim, reason: str, attempt: Attempt | None = None) -> Settlement:
-        log.error("dead letter: incident=%s reason=%s", claim.incident_id, reason)
-        detail = {
-            "status": attempt.status if attempt else None,
-            "response": attempt.body[:MAX_BODY_KEPT] if attempt else None,
-            "attributes": claim.attributes,
-            "attempts": claim.attempt + (1 if attempt else 0),
-        }
-        return Settlement(
-            claim.incident_id,
-            claim.version,
-            Verdict.DEAD,
-            reason=reason,
-            detail=json.dumps(detail, separators=(",", ":")),
-        )
+        elif settlement.verdict is Verdict.DEAD:
+            log.error("dead letter: incident=%s reason=%s", claim.incident_id, settlement.reason)
+        return settlement
 
     async def _settle(self, flight: _Flight, report: PumpReport) -> None:
         batch = flight.batch
-        update = gate_update(batch.answers, auth_pause_s=self._config.auth_pause_s)
+        update = gate_update(batch.answers, auth_pause_s=self._config.policy.auth_pause_s)
         result = await self._store.settle(flight.token, batch.settlements, update)
         if result.gate_newly_closed:
             until = datetime.now(UTC).timestamp() + update.close_ms / 1000
@@ -373,14 +305,3 @@ class Pump:
             report.outcomes[item.verdict] = report.outcomes.get(item.verdict, 0) + 1
         batch.settlements.clear()
         batch.answers.clear()
-
-
-def _age_ms(claim: Claim) -> int:
-    """How long the incident has been failing, counted from its first failed attempt."""
-    if claim.failing_since_ms is None:
-        return 0
-    return max(0, _wall_ms() - claim.failing_since_ms)
-
-
-def _wall_ms() -> int:
-    return int(datetime.now(UTC).timestamp() * 1000)

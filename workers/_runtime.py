@@ -18,6 +18,7 @@ from forwarder.protocol import RedisKeys
 from workers._backoff import BackoffPolicy
 from workers._pump import Pump, PumpConfig, PumpReport
 from workers._sender import DatadogSender, Sender, default_transport
+from workers._settlement import SettlementPolicy
 from workers._store import Store
 
 REDIS_SOCKET_TIMEOUT_S = 10.0
@@ -45,11 +46,13 @@ def pump_config(settings: Settings) -> PumpConfig:
         max_in_flight=settings.max_in_flight,
         lease_ms=int(settings.lease_s * 1000),
         reclaim_idle_ms=int(settings.reclaim_idle_s * 1000),
-        orphan_wait_ms=int(settings.orphan_wait_s * 1000),
         retention_ms=int(settings.retention_s * 1000),
-        backoff=BackoffPolicy(settings.backoff_base_s, settings.backoff_max_s),
-        max_age_ms=int(settings.max_age_s * 1000),
-        auth_pause_s=settings.auth_pause_s,
+        policy=SettlementPolicy(
+            backoff=BackoffPolicy(settings.backoff_base_s, settings.backoff_max_s),
+            orphan_wait_ms=int(settings.orphan_wait_s * 1000),
+            max_age_ms=int(settings.max_age_s * 1000),
+            auth_pause_s=settings.auth_pause_s,
+        ),
         # While nothing is known about limits, one request probes: it holds the gate no
         # longer than it can take.
         probe_ms=int((settings.http_timeout_s + 1) * 1000),

@@ -39,6 +39,8 @@ class Claim:
     first_seen_ms: int
     failing_since_ms: int | None
     attributes: dict[str, Any]
+    claimed_at_ms: int = 0
+    """Redis' clock when it was claimed: what ages and waits are measured against."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,7 +188,7 @@ class Store:
             now_ms=int(reply[0]),
             wait_ms=int(reply[1]),
             gate_reason=reply[2].decode() if isinstance(reply[2], bytes) else str(reply[2]),
-            claims=[_claim_from(row) for row in reply[3:]],
+            claims=[_claim_from(row, int(reply[0])) for row in reply[3:]],
         )
 
     async def settle(
@@ -233,15 +235,18 @@ class Store:
         seconds, micros = await self._redis.time()
         return int(seconds) * 1000 + int(micros) // 1000
 
-    async def next_due_in_ms(self, now_ms: int) -> int | None:
+    async def next_due_in_ms(self) -> int | None:
         """Milliseconds until the earliest due incident (0 if overdue), None if none is due."""
-        first = await self._redis.zrange(self.keys.due, 0, 0, withscores=True)
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.time()
+        pipe.zrange(self.keys.due, 0, 0, withscores=True)
+        (seconds, micros), first = await pipe.execute()
         if not first:
             return None
-        return max(0, int(first[0][1]) - now_ms)
+        return max(0, int(first[0][1]) - (int(seconds) * 1000 + int(micros) // 1000))
 
 
-def _claim_from(row: Sequence[bytes]) -> Claim:
+def _claim_from(row: Sequence[bytes], claimed_at_ms: int) -> Claim:
     incident_id = row[0].decode()
     attributes: dict[str, Any] = {}
     numbers: dict[str, int] = {}
@@ -259,4 +264,5 @@ def _claim_from(row: Sequence[bytes]) -> Claim:
         first_seen_ms=numbers.get("first_ms", 0),
         failing_since_ms=numbers.get("failing_since_ms"),
         attributes=attributes,
+        claimed_at_ms=claimed_at_ms,
     )
