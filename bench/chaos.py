@@ -330,7 +330,11 @@ def auth_then_fixed(redis_url: str, count: int = 500, bad_for_s: float = 5.0) ->
         time.sleep(bad_for_s)
         refused = world.standin.status_counts().get(403, 0)
         wrong.stop()
-        errors = wrong.log().count("Datadog refused the API key")
+        errors = sum(
+            1
+            for line in wrong.log().splitlines()
+            if "ERROR/" in line and "refused the API key" in line
+        )
         world.workers.start(**pause)
         wait_until(drained(world, expected), timeout_s=120, what="drain with the right key")
         dead = world.redis().xlen(world.keys.dead)
