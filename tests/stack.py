@@ -69,9 +69,17 @@ def worker_env(
 class Worker:
     """A real ``celery -A workers worker`` (or beat) process group and its log."""
 
-    def __init__(self, argv: list[str], env: dict[str, str], log_path: Path, cwd: Path) -> None:
+    def __init__(
+        self,
+        argv: list[str],
+        env: dict[str, str],
+        log_path: Path,
+        cwd: Path,
+        app: str = "workers",
+        loglevel: str = "INFO",
+    ) -> None:
         self.log_path = log_path
-        command = [sys.executable, "-m", "celery", "-A", "workers", *argv, "--loglevel=INFO"]
+        command = [sys.executable, "-m", "celery", "-A", app, *argv, f"--loglevel={loglevel}"]
         with log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 command,
@@ -104,20 +112,31 @@ class Worker:
 
     def rss_bytes(self) -> int:
         """Resident memory of the whole process group (main, pool, beat)."""
-        total = 0
+        return sum(self.rss_by_process())
+
+    def rss_by_process(self) -> list[int]:
+        """Resident memory of each process of the group, in bytes."""
+        sizes = []
         for pid_dir in Path("/proc").iterdir():
-            if not pid_dir.name.isdigit():
-                continue
-            try:
-                stat = (pid_dir / "stat").read_text().rsplit(")", 1)[1].split()
-                if int(stat[2]) != self.process.pid:  # field 5: process group id
-                    continue
-                for line in (pid_dir / "status").read_text().splitlines():
-                    if line.startswith("VmRSS:"):
-                        total += int(line.split()[1]) * 1024
-            except (OSError, IndexError, ValueError):
-                continue
-        return total
+            if pid_dir.name.isdigit():
+                size = _rss_of_group_member(pid_dir, self.process.pid)
+                if size is not None:
+                    sizes.append(size)
+        return sizes
+
+
+def _rss_of_group_member(pid_dir: Path, group: int) -> int | None:
+    """VmRSS in bytes of the process in ``pid_dir`` if it belongs to process group ``group``."""
+    try:
+        stat = (pid_dir / "stat").read_text().rsplit(")", 1)[1].split()
+        if int(stat[2]) != group:  # field 5 of /proc/PID/stat: the process group id
+            return None
+        for line in (pid_dir / "status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, IndexError, ValueError):
+        return None
+    return None
 
 
 OWN_KEY = "<the stack's own key>"

@@ -4,7 +4,8 @@ It validates and records `POST /api/v2/dora/{failure,incident,deployment}` as Da
 (/work/shared/reference/DORA-API.md) and lets tests inject latency, forced statuses, dropped
 connections and calendar-aligned rate limits. Run in-process with `StandinServer`, or as
 `python -m tests.standin --port 0 --api-key KEY [--latency-ms 50] [--rate-limit 100/10]`.
-Both modes serve `GET /_standin/state`, `POST /_standin/behaviour` and `POST /_standin/reset`.
+Both modes serve `GET /_standin/state`, `GET /_standin/requests`, `POST /_standin/behaviour` and
+`POST /_standin/reset`.
 """
 
 from __future__ import annotations
@@ -323,6 +324,7 @@ class DoraStandin:
                 "pending_forced": len(self._forced),
                 "respond_always": self._always.status if self._always else None,
                 "rate_limits": {k: [r.limit, r.period_s] for k, r in self._limits.items()},
+                "accepted_ids": {k: len(v) for k, v in self._latest.items()},
             }
 
     def make_app(self) -> web.Application:
@@ -331,6 +333,7 @@ class DoraStandin:
         for path in KIND_OF_PATH:
             app.router.add_post(path, self._handle_event)
         app.router.add_get("/_standin/state", self._handle_state)
+        app.router.add_get("/_standin/requests", self._handle_requests)
         app.router.add_post("/_standin/behaviour", self._handle_behaviour)
         app.router.add_post("/_standin/reset", self._handle_reset)
         return app
@@ -413,6 +416,20 @@ class DoraStandin:
 
     async def _handle_state(self, request: web.Request) -> web.Response:
         return _json(200, self.state(include_latest=request.query.get("latest") != "0"))
+
+    async def _handle_requests(self, request: web.Request) -> web.Response:
+        # Compact, for benchmarks: received_at is time.monotonic(), the same clock in every
+        # process of this machine, so a publisher can measure publish-to-receipt latency.
+        rows = [
+            {
+                "id": (r.attributes or {}).get("id"),
+                "status": r.status,
+                "received_at": r.received_at,
+                "received_wall": r.received_wall,
+            }
+            for r in self.requests()
+        ]
+        return _json(200, rows)
 
     async def _handle_behaviour(self, request: web.Request) -> web.Response:
         try:
