@@ -39,6 +39,8 @@ from forwarder.protocol import RedisKeys
 from tests.stack import REPO, Worker
 
 API_KEY = f"bench-key-{uuid.uuid4().hex}"
+YARDSTICK_QUEUE = "bench-yardstick"
+"""One queue for every yardstick run: its app reads the name once, at import."""
 SYSTEMS = ("dora", "yardstick")
 
 
@@ -100,7 +102,7 @@ class System:
         self, name: str, redis_url: str, api_url: str, processes: int, directory: Path, **env: str
     ) -> None:
         self.name, self.redis_url = name, redis_url
-        self.prefix = f"bench-{uuid.uuid4().hex[:10]}"
+        self.prefix = f"bench-{uuid.uuid4().hex[:10]}" if name == "dora" else YARDSTICK_QUEUE
         base = {k: v for k, v in os.environ.items() if not k.startswith(("FORWARDER_", "DD_"))}
         base.update(PYTHONPATH=str(REPO), DD_API_KEY=API_KEY)
         if name == "dora":
@@ -118,7 +120,7 @@ class System:
                 YARDSTICK_API_URL=api_url,
                 YARDSTICK_QUEUE=self.prefix,
             )
-            os.environ.update(YARDSTICK_REDIS_URL=redis_url, YARDSTICK_QUEUE=self.prefix)
+            os.environ.update(YARDSTICK_REDIS_URL=redis_url, YARDSTICK_QUEUE=YARDSTICK_QUEUE)
             argv, app = ["worker", f"--concurrency={processes}"], "bench.yardstick"
             self.publisher = None
         self.worker = Worker(
@@ -130,17 +132,21 @@ class System:
             loglevel="WARNING",
         )
 
-    def send(self, events: list[dict[str, Any]]) -> None:
-        """Publish as each system's users would: pipelined for dora, .delay() per event."""
+    def send(self, events: list[dict[str, Any]], stop: threading.Event | None = None) -> None:
+        """Publish as each system's users would: pipelined for dora, .delay() per event.
+
+        Stops early when ``stop`` is set (a run that hit its time cap).
+        """
         if self.publisher is not None:
             for start in range(0, len(events), 1000):
                 self.publisher.publish_many(events[start : start + 1000])
             return
         from bench.yardstick import send_incident  # noqa: PLC0415 - reads its env on import
 
-        for event in events:
-            attributes = to_event(event).attributes()
-            send_incident.delay(attributes)
+        for index, item in enumerate(events):
+            if stop is not None and index % 100 == 0 and stop.is_set():
+                return
+            send_incident.delay(to_event(item).attributes())
 
     def stop(self) -> None:
         self.worker.stop()
@@ -259,9 +265,11 @@ def end_to_end(
             tag = uuid.uuid4().hex[:8]
             events = [event(f"e2e-{tag}-{i:010d}", i) for i in range(count)]
             started = time.monotonic()
-            producer_thread = threading.Thread(target=system.send, args=(events,), daemon=True)
+            stop = threading.Event()
+            producer_thread = threading.Thread(target=system.send, args=(events, stop), daemon=True)
             producer_thread.start()
             done = wait(lambda: standin.accepted() - base >= count, cap_s, f"{name} to drain")
+            stop.set()
             ids = {e["id"] for e in events}
             times = [
                 r["received_at"]
@@ -323,8 +331,10 @@ def at_rate_limit(
         with running(name, redis_url, standin, 2) as system:
             tag = uuid.uuid4().hex[:8]
             backlog = [event(f"limit-{tag}-{i:010d}", i) for i in range(limit * (windows + 2))]
-            threading.Thread(target=system.send, args=(backlog,), daemon=True).start()
+            stop = threading.Event()
+            threading.Thread(target=system.send, args=(backlog, stop), daemon=True).start()
             time.sleep(period_s * (windows + 1.5))
+            stop.set()
             rows = standin.requests()
     finally:
         standin.stop()
