@@ -393,7 +393,69 @@ def rss_with_backlog(
     return figures
 
 
-SECTIONS = ("producer", "e2e", "idle", "limit", "rss")
+# --- where the CPU goes ----------------------------------------------------------------------
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds used so far by process ``pid``."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _group_of(pid: int) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[2])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _redis_server_pid(redis_url: str) -> int:
+    client = redis.Redis.from_url(redis_url)
+    try:
+        return int(client.info("server")["process_id"])
+    finally:
+        client.close()
+
+
+def cpu_split(
+    redis_url: str, latency_ms: float = 50, processes: int = 2, count: int = 20_000
+) -> dict[str, Any]:
+    """CPU seconds spent by each party of an end-to-end run of dora-forwarder."""
+    standin = Standin(latency_ms=latency_ms)
+    try:
+        with running("dora", redis_url, standin, processes) as system:
+            group = system.worker.process.pid
+            workers = [
+                int(p.name)
+                for p in Path("/proc").iterdir()
+                if p.name.isdigit() and _group_of(int(p.name)) == group
+            ]
+            parties = {
+                "workers": workers,
+                "stand-in API": [standin.process.pid],
+                "redis-server": [_redis_server_pid(redis_url)],
+            }
+            before = {k: sum(_cpu_s(p) for p in v) for k, v in parties.items()}
+            own_before = sum(os.times()[:2])
+            events = [event(f"cpu-{uuid.uuid4().hex[:8]}-{i:010d}", i) for i in range(count)]
+            base = standin.accepted()
+            started = time.monotonic()
+            system.send(events)
+            wait(lambda: standin.accepted() - base >= count, 60, "the run")
+            elapsed = time.monotonic() - started
+            used = {k: sum(_cpu_s(p) for p in v) - before[k] for k, v in parties.items()}
+            used["benchmark (producer, polling)"] = sum(os.times()[:2]) - own_before
+    finally:
+        standin.stop()
+    cores = os.cpu_count() or 1
+    return {
+        "elapsed_s": elapsed,
+        "events_per_s": count / elapsed,
+        "share_of_all_cores": {k: v / (elapsed * cores) for k, v in used.items()},
+    }
+
+
+SECTIONS = ("producer", "e2e", "idle", "limit", "rss", "cpu")
 
 
 def run(redis_url: str, only: set[str], e2e_count: int) -> dict[str, Any]:
@@ -429,6 +491,9 @@ def run(redis_url: str, only: set[str], e2e_count: int) -> dict[str, Any]:
     if "rss" in only:
         print("rss ...", file=sys.stderr, flush=True)
         results["rss"] = rss_with_backlog(redis_url)
+    if "cpu" in only:
+        print("cpu split, 50 ms x2 ...", file=sys.stderr, flush=True)
+        results["cpu"] = cpu_split(redis_url)
     return results
 
 
@@ -477,7 +542,24 @@ def report(results: dict[str, Any]) -> str:
         lines.append(
             f"| worker RSS (largest process) as the backlog grows | {shown} | | | <= 150 MB, flat |"
         )
+    if "cpu" in results:
+        split = results["cpu"]["share_of_all_cores"]
+        shown = ", ".join(f"{name} {share:.0%}" for name, share in split.items())
+        lines.append(
+            f"| where the CPU went at 50 ms, 2 processes (share of both cores) | {shown} | | | |"
+        )
     return "\n".join(lines)
+
+
+def median_of(runs: list[Any]) -> Any:
+    """Field by field, the median of several runs' figures (non-numbers from the first)."""
+    first = runs[0]
+    if isinstance(first, dict):
+        keys = list(dict.fromkeys(key for run in runs for key in run))  # a section may be new
+        return {key: median_of([run[key] for run in runs if key in run]) for key in keys}
+    if isinstance(first, bool) or not isinstance(first, int | float):
+        return first
+    return statistics.median(runs)
 
 
 def main() -> None:
@@ -488,7 +570,18 @@ def main() -> None:
     )
     parser.add_argument("--incidents", type=int, default=20_000, help="end-to-end size")
     parser.add_argument("--json", type=Path, help="write the figures here as JSON")
+    parser.add_argument(
+        "--summarize",
+        type=Path,
+        nargs="+",
+        metavar="JSON",
+        help="print the table of the medians of saved runs, and run nothing",
+    )
     args = parser.parse_args()
+    if args.summarize:
+        runs = [json.loads(path.read_text()) for path in args.summarize]
+        print(report(median_of(runs)))
+        return
     results = run(args.redis_url, set(args.only or SECTIONS), args.incidents)
     print(report(results))
     out = args.json or REPO / "bench" / "results" / f"benchmark-{int(time.time())}.json"
