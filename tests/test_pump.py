@@ -278,3 +278,19 @@ async def test_many_incidents_with_bounded_concurrency(
     assert all("finished_at" in body for body in latest.values())
     assert await client.zcard(keys.due) == 0
     assert await client.zcard(keys.inflight) == 0
+
+
+async def test_lost_stream_and_group_are_recreated(
+    client: aioredis.Redis, keys: RedisKeys
+) -> None:
+    """A Redis that restarted without persistence lost the group: ingest recreates it."""
+    api = FakeDatadog()
+    pump = make_pump(client, keys, api)
+    await publish(client, keys, START)
+    await pump.run(0.3)
+    await client.delete(keys.ingest)  # what a memory-only Redis looks like after a restart
+    second = {**START, "id": "incident-0000000002"}
+    await publish(client, keys, second)
+    report = await pump.run(0.5)
+    assert report.redis_error is None
+    assert {b["id"] for b in api.bodies()} == {ID, "incident-0000000002"}

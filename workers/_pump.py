@@ -128,6 +128,9 @@ class Pump:
             ingest = asyncio.create_task(self._ingest(deadline, wake, report))
             try:
                 await self._deliver(deadline, wake, report)
+            except BaseException:
+                ingest.cancel()  # delivery failed: do not keep reading until the deadline
+                raise
             finally:
                 if self._stop.is_set():
                     ingest.cancel()

@@ -7,6 +7,7 @@ is one Lua script, so a crash between two commands cannot half-apply it.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -18,6 +19,8 @@ from redis.exceptions import ResponseError
 from forwarder.protocol import CONSUMER_GROUP, RedisKeys
 from workers._fold import FoldPlan
 from workers._gate import GateUpdate
+
+log = logging.getLogger("dora_forwarder.store")
 
 _BOOKKEEPING: Final = ("version", "sent", "attempt", "first_ms", "failing_since_ms")
 
@@ -103,14 +106,32 @@ class Store:
             if "BUSYGROUP" not in str(exc):
                 raise
 
+    async def _without_group(self, exc: ResponseError) -> None:
+        """Recreate a consumer group that vanished, or re-raise ``exc``.
+
+        A Redis that restarted without persistence has lost the stream and its group; new
+        publishes recreate the stream, and the group must follow, or every read fails.
+        """
+        if "NOGROUP" not in str(exc):
+            raise exc
+        log.warning(
+            "the ingest stream's consumer group is gone (Redis restarted without "
+            "persistence?); creating it again"
+        )
+        await self.ensure_group()
+
     async def read(
         self, consumer: str, count: int, block_ms: int | None
     ) -> list[tuple[bytes, dict[bytes, bytes]]]:
         """New entries for ``consumer``; waits up to ``block_ms`` when there are none."""
         # RESP2 reply: [[stream, [(id, fields), ...]]] (redis-py types it for RESP3 too).
-        reply: Any = await self._redis.xreadgroup(
-            CONSUMER_GROUP, consumer, {self.keys.ingest: ">"}, count=count, block=block_ms
-        )
+        try:
+            reply: Any = await self._redis.xreadgroup(
+                CONSUMER_GROUP, consumer, {self.keys.ingest: ">"}, count=count, block=block_ms
+            )
+        except ResponseError as exc:
+            await self._without_group(exc)
+            return []
         if not reply:
             return []
         return cast(list[tuple[bytes, dict[bytes, bytes]]], reply[0][1])
@@ -119,9 +140,13 @@ class Store:
         self, consumer: str, min_idle_ms: int, count: int
     ) -> list[tuple[bytes, dict[bytes, bytes]]]:
         """Entries another consumer read but never acknowledged within ``min_idle_ms``."""
-        reply = await self._redis.xautoclaim(
-            self.keys.ingest, CONSUMER_GROUP, consumer, min_idle_ms, "0-0", count=count
-        )
+        try:
+            reply = await self._redis.xautoclaim(
+                self.keys.ingest, CONSUMER_GROUP, consumer, min_idle_ms, "0-0", count=count
+            )
+        except ResponseError as exc:
+            await self._without_group(exc)
+            return []
         return [(eid, fields) for eid, fields in reply[1] if fields is not None]
 
     async def forget_idle_consumers(self, keep: str, idle_ms: int) -> int:
@@ -132,7 +157,12 @@ class Store:
         next read; one with pending entries is never dropped (they await reclaim).
         """
         dropped = 0
-        for info in await self._redis.xinfo_consumers(self.keys.ingest, CONSUMER_GROUP):
+        try:
+            consumers = await self._redis.xinfo_consumers(self.keys.ingest, CONSUMER_GROUP)
+        except ResponseError as exc:
+            await self._without_group(exc)
+            return 0
+        for info in consumers:
             name = info["name"].decode() if isinstance(info["name"], bytes) else info["name"]
             if name != keep and int(info["pending"]) == 0 and int(info["idle"]) >= idle_ms:
                 await self._redis.xgroup_delconsumer(self.keys.ingest, CONSUMER_GROUP, name)
