@@ -53,7 +53,9 @@ def register(app: ForwarderCelery) -> None:
         runtime = _process_runtime(app)
         with _sigterm_releases_claims(runtime):
             report = runtime.run(app.settings.task_budget_s)
-        if not runtime.pump.stopping:
+        # After a Redis error, beat's next tick (within FORWARDER_TICK_S) starts the next run:
+        # no tight loop against a Redis that is down.
+        if not runtime.pump.stopping and report.redis_error is None:
             try:
                 pump.apply_async(expires=TICK_EXPIRES_S)
             except OperationalError as exc:  # broker down: beat's next tick restarts us
