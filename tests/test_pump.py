@@ -280,9 +280,7 @@ async def test_many_incidents_with_bounded_concurrency(
     assert await client.zcard(keys.inflight) == 0
 
 
-async def test_lost_stream_and_group_are_recreated(
-    client: aioredis.Redis, keys: RedisKeys
-) -> None:
+async def test_lost_stream_and_group_are_recreated(client: aioredis.Redis, keys: RedisKeys) -> None:
     """A Redis that restarted without persistence lost the group: ingest recreates it."""
     api = FakeDatadog()
     pump = make_pump(client, keys, api)
