@@ -91,3 +91,14 @@ def test_broken_budget_headers_are_ignored() -> None:
     capped = budget_of(answer(202, **{**HEADERS, "X-RateLimit-Remaining": "500"}))
     assert capped is not None
     assert capped.remaining == 100
+
+
+def test_absurd_numbers_in_budget_headers_are_ignored_not_fatal() -> None:
+    """inf, nan or words in X-RateLimit-* give no budget; settling never crashes on them."""
+    for bad in ("inf", "nan", "-inf", "lots"):
+        headers = {**HEADERS, "X-RateLimit-Limit": bad}
+        assert budget_of(answer(202, **headers)) is None
+        assert gate_update([answer(202, **headers)], auth_pause_s=60).budget is None
+    duplicated = budget_of(answer(202, **{**HEADERS, "X-RateLimit-Remaining": "38, 38"}))
+    assert duplicated is not None
+    assert duplicated.remaining == 38

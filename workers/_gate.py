@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from workers._outcome import AUTH_STATUSES, Attempt
-from workers._ratelimit import MAX_WAIT_S, retry_after_s
+from workers._ratelimit import MAX_WAIT_S, header_values, retry_after_s
 
 DEFAULT_RATE_LIMIT_WAIT_S: Final = 10.0
 """How long a 429 without usable X-RateLimit-Reset or -Period closes the gate."""
@@ -46,13 +46,8 @@ class GateUpdate:
 
 
 def _int_header(attempt: Attempt, name: str) -> int | None:
-    raw = attempt.headers.get(name)
-    if raw is None:
-        return None
-    try:
-        return int(float(raw.split(",")[0].strip()))
-    except ValueError:
-        return None
+    values = header_values(attempt.headers, name)
+    return int(values[0]) if values else None
 
 
 def budget_of(attempt: Attempt) -> Budget | None:
@@ -63,7 +58,7 @@ def budget_of(attempt: Attempt) -> Budget | None:
     reset_s = retry_after_s(attempt.headers)
     if limit is None or remaining is None or period is None or reset_s is None:
         return None
-    if limit <= 0 or period <= 0 or remaining < 0:
+    if limit <= 0 or period <= 0:
         return None
     period_s = min(float(period), MAX_WAIT_S)
     return Budget(

@@ -10,18 +10,30 @@ MAX_WAIT_S: Final = 3600.0
 """A reset further away than this is taken as hostile or broken and capped."""
 
 
-def _seconds(raw: str | None) -> float | None:
+def header_values(headers: Mapping[str, str], name: str) -> list[float]:
+    """The usable numbers in header ``name``: finite, not negative, in the order sent.
+
+    The header sometimes arrives twice and is joined as ``"7, 7"``; words, ``inf`` and
+    ``nan`` are dropped rather than trusted. ``headers`` must be case-insensitive (httpx's
+    are), and ``name`` lower-case.
+    """
+    raw = headers.get(name)
     if raw is None:
-        return None
-    # The header sometimes arrives twice and is joined as "7, 7": take the largest value.
+        return []
     values = []
     for part in raw.split(","):
         try:
-            values.append(float(part.strip()))
+            value = float(part.strip())
         except ValueError:
             continue
-    finite = [v for v in values if math.isfinite(v) and v >= 0]
-    return max(finite) if finite else None
+        if math.isfinite(value) and value >= 0:
+            values.append(value)
+    return values
+
+
+def _seconds(headers: Mapping[str, str], name: str) -> float | None:
+    values = header_values(headers, name)
+    return max(values) if values else None
 
 
 def retry_after_s(headers: Mapping[str, str]) -> float | None:
@@ -30,7 +42,7 @@ def retry_after_s(headers: Mapping[str, str]) -> float | None:
     ``headers`` must be case-insensitive (httpx's are). Returns None when neither header
     holds a usable number; caps absurd values at ``MAX_WAIT_S``.
     """
-    wait = _seconds(headers.get("x-ratelimit-reset"))
+    wait = _seconds(headers, "x-ratelimit-reset")
     if wait is None:
-        wait = _seconds(headers.get("x-ratelimit-period"))
+        wait = _seconds(headers, "x-ratelimit-period")
     return None if wait is None else min(wait, MAX_WAIT_S)
