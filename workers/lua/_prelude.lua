@@ -9,3 +9,6 @@ local function clock_ms(override)
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
+
+-- What X-RateLimit-* headers (or their absence) told the gate is trusted this long.
+local KNOWLEDGE_MS = 600000

@@ -20,7 +20,6 @@
 local now = clock_ms(ARGV[7])
 local prefix, limit, lease_ms, token = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
 local probe_ms, ceiling = tonumber(ARGV[5]), tonumber(ARGV[6])
-local KNOWLEDGE_MS = 600000  -- what the headers told us is trusted for ten minutes
 local function num(v) if v then return tonumber(v) end return nil end
 
 local lapsed = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ms(now), 'LIMIT', 0, limit)

@@ -23,7 +23,6 @@
 -- Returns: {delivered, retry, dead, stale, gate newly closed (0/1)}
 local now = clock_ms(ARGV[3])
 local prefix, token = ARGV[1], ARGV[2]
-local KNOWLEDGE_MS = 600000
 
 local counts = {delivered = 0, retry = 0, wait = 0, dead = 0, stale = 0}
 local last_error = nil
