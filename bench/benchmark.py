@@ -36,7 +36,7 @@ import redis
 from forwarder import Publisher, to_event
 from forwarder._entry import encode_entry
 from forwarder.protocol import RedisKeys
-from tests.stack import REPO, Worker
+from tests.stack import REPO, Worker, delete_keys
 
 API_KEY = f"bench-key-{uuid.uuid4().hex}"
 YARDSTICK_QUEUE = "bench-yardstick"
@@ -152,12 +152,7 @@ class System:
         self.worker.stop()
         if self.publisher is not None:
             self.publisher.close()
-        client = redis.Redis.from_url(self.redis_url)
-        for pattern in ("{" + self.prefix + "}*", self.prefix + "*"):
-            stale = list(client.scan_iter(match=pattern, count=5000))
-            for start in range(0, len(stale), 5000):
-                client.delete(*stale[start : start + 5000])
-        client.close()
+        delete_keys(self.redis_url, "{" + self.prefix + "}*", self.prefix + "*")
 
 
 @contextmanager

@@ -26,8 +26,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import redis
-
+from tests.stack import delete_keys
 from tests.standin import StandinServer
 
 STARTED_AT = 1_700_000_000
@@ -135,11 +134,7 @@ def run(incidents: int, concurrency: int, redis_url: str, timeout_s: float) -> d
         finally:
             worker.terminate()
             worker.wait(60)
-            client = redis.Redis.from_url(redis_url)
-            stale = list(client.scan_iter(match="{" + prefix + "}*", count=1000))
-            if stale:
-                client.delete(*stale)
-            client.close()
+            delete_keys(redis_url, "{" + prefix + "}*")
     return figures
 
 

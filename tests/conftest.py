@@ -16,7 +16,7 @@ import pytest
 import redis
 
 from forwarder.protocol import RedisKeys
-from tests.stack import Worker, Workers
+from tests.stack import Worker, Workers, delete_keys
 from tests.standin import StandinServer
 
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
@@ -40,13 +40,7 @@ def prefix(redis_url: str) -> Iterator[str]:
     """A key prefix of this test's own; every key under it is deleted afterwards."""
     name = f"test-{uuid.uuid4().hex[:12]}"
     yield name
-    client = redis.Redis.from_url(redis_url)
-    try:
-        keys = list(client.scan_iter(match="{" + name + "}*", count=1000))
-        if keys:
-            client.delete(*keys)
-    finally:
-        client.close()
+    delete_keys(redis_url, "{" + name + "}*")
 
 
 @pytest.fixture

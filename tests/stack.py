@@ -175,6 +175,20 @@ class Workers:
         return "\n".join(worker.log() for worker in self.started)
 
 
+def delete_keys(redis_url: str, *patterns: str) -> int:
+    """Delete every key matching ``patterns`` (in chunks: a run may leave 100,000)."""
+    client = redis.Redis.from_url(redis_url, socket_connect_timeout=2)
+    deleted = 0
+    try:
+        for pattern in patterns:
+            stale = list(client.scan_iter(match=pattern, count=5000))
+            for start in range(0, len(stale), 5000):
+                deleted += int(client.delete(*stale[start : start + 5000]))
+    finally:
+        client.close()
+    return deleted
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
