@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import cast
@@ -88,18 +87,16 @@ class Pump:
         store: Store,
         sender: Sender,
         config: PumpConfig,
-        *,
-        clock: Callable[[], float] | None = None,
     ) -> None:
         self._store = store
         self._sender = sender
         self._config = config
-        self._clock = clock
         self._group_ready = False
         self._stop: asyncio.Event | None = None
 
     def _now(self) -> float:
-        return self._clock() if self._clock else asyncio.get_running_loop().time()
+        # Only a run's deadline uses this clock; due times and ages use Redis' clock.
+        return asyncio.get_running_loop().time()
 
     def request_stop(self) -> None:
         """Ask a running ``run`` to give its claims back and return; call on its loop."""
