@@ -64,6 +64,15 @@ class Settings(BaseSettings):
     tick_s: float = Field(default=1.0, gt=0, le=60)
     task_budget_s: float = Field(default=5.0, gt=0, le=300)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["text", "json"] = "text"
+    metrics_port: int = Field(default=9641, ge=0, le=65_535)
+    """Where a worker serves Prometheus metrics; 0 turns the endpoint off."""
+    # An exporter is scraped from another host (and from outside a container) by default.
+    metrics_host: str = "0.0.0.0"  # noqa: S104
+    dry_run: bool = False
+    """Print each request instead of sending it (``dora-forwarder run --dry-run``)."""
+    data_dir: str | None = None
+    """Where ``run`` keeps an embedded Redis' data; default: the user's data directory."""
 
     @field_validator("dd_site")
     @classmethod

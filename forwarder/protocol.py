@@ -77,6 +77,11 @@ class RedisKeys:
         return f"{self._tag}:stats"
 
     @property
+    def workers(self) -> str:
+        """Sorted set: worker process (consumer name) -> when it last reported (ms, Redis clock)."""
+        return f"{self._tag}:workers"
+
+    @property
     def incident_prefix(self) -> str:
         """Prefix of the per-incident hashes (merged state, versions, attempts)."""
         return f"{self._tag}:incident:"

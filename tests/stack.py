@@ -25,6 +25,7 @@ from typing import Any
 import redis
 
 from tests.standin import DoraStandin
+from workers._embedded_redis import embedded_binary
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -58,6 +59,8 @@ def worker_env(
         FORWARDER_BACKOFF_MAX_S="0.2",
         FORWARDER_HTTP_TIMEOUT_S="5",
         FORWARDER_LEASE_S="20",
+        # Many workers share this machine in tests: metrics only where a test asks for them.
+        FORWARDER_METRICS_PORT="0",
         PYTHONPATH=str(REPO),
     )
     if api_key is not None:
@@ -199,9 +202,9 @@ class RedisServer:
     """A redis-server of our own with AOF (fsync always), that can crash and come back."""
 
     def __init__(self) -> None:
-        binary = shutil.which("redis-server")
+        binary = shutil.which("redis-server") or embedded_binary()
         if binary is None:
-            raise RuntimeError("redis-server is not installed")
+            raise RuntimeError("no redis-server: install one, or the embedded extra")
         self.binary = binary
         self.port = free_port()
         self.directory = Path(tempfile.mkdtemp(prefix="dora-redis-"))

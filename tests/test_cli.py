@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import redis
 
 from forwarder.protocol import RedisKeys
+from tests.stack import REPO
 from workers.cli import main
 
 
@@ -106,6 +111,81 @@ def test_status_table_and_json(capsys: pytest.CaptureFixture[str], tmp_path: Pat
     assert data["backlog"] == 2
     assert data["in_flight"] == 0
     assert data["last_success_ms"] is None
+
+
+def test_status_lists_live_workers_by_host(
+    capsys: pytest.CaptureFixture[str], sync_redis: redis.Redis, prefix: str
+) -> None:
+    """Processes that reported recently count as live, per host; silent ones do not."""
+    keys = RedisKeys(prefix)
+    now_s, _ = sync_redis.time()
+    now_ms = int(now_s) * 1000
+    sync_redis.zadd(
+        keys.workers,
+        {"host-a:1": now_ms, "host-a:2": now_ms - 5_000, "host-b:7": now_ms, "gone:3": 0},
+    )
+    assert main(["status"]) == 0
+    assert "live workers                3  (host-a: 2, host-b: 1)" in capsys.readouterr().out
+    assert main(["status", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["live_workers"] == ["host-a:1", "host-a:2", "host-b:7"]
+
+
+def test_status_without_workers_says_so(capsys: pytest.CaptureFixture[str]) -> None:
+    """With no live worker the table asks whether one is running."""
+    assert main(["status"]) == 0
+    assert "0  (no worker reported recently: is one running?)" in capsys.readouterr().out
+
+
+def test_status_watch_refreshes_until_interrupted(redis_url: str, prefix: str) -> None:
+    """--watch prints a fresh table every interval and ends cleanly on Ctrl-C (SIGINT)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FORWARDER_", "DD_"))}
+    env.update(FORWARDER_REDIS_URL=redis_url, FORWARDER_KEY_PREFIX=prefix, PYTHONPATH=str(REPO))
+    watcher = subprocess.Popen(
+        [sys.executable, "-m", "workers.cli", "status", "--watch", "0.1"],
+        stdout=subprocess.PIPE,
+        env=env,
+        text=True,
+    )
+    assert watcher.stdout is not None
+    try:
+        frames = 0
+        for line in watcher.stdout:
+            frames += line.startswith("every 0.1 s, Ctrl-C to stop")
+            if frames == 3:
+                break
+        watcher.send_signal(signal.SIGINT)
+        assert watcher.wait(10) == 0
+    finally:
+        watcher.kill()
+        watcher.stdout.close()
+    assert frames == 3
+
+
+def test_status_watch_rejects_a_bad_interval(capsys: pytest.CaptureFixture[str]) -> None:
+    """A zero or non-numeric interval is refused with the reason."""
+    with pytest.raises(SystemExit):
+        main(["status", "--watch", "0"])
+    assert "must be more than 0" in capsys.readouterr().err
+
+
+def test_run_refuses_without_api_key_and_points_to_dry_run(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`run` without DD_API_KEY says what to set, and offers --dry-run."""
+    assert main(["run"]) == 2
+    err = capsys.readouterr().err
+    assert "DD_API_KEY is not set" in err
+    assert "--dry-run" in err
+
+
+def test_run_refuses_two_choices_of_redis(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--embedded-redis with FORWARDER_REDIS_URL set is a contradiction, said plainly."""
+    monkeypatch.setenv("DD_API_KEY", "k" * 32)
+    assert main(["run", "--embedded-redis"]) == 2
+    assert "--embedded-redis and FORWARDER_REDIS_URL" in capsys.readouterr().err
 
 
 def test_bad_setting_names_the_variable(

@@ -1,23 +1,49 @@
-"""Static checks of the deployment files: Dockerfile, .dockerignore and docker-compose.yml.
+"""Static checks of the deployment files: Dockerfile, .dockerignore, docker-compose.yml and
+.env.example.
 
 Docker is not available where the tests run, so these read the files and assert what a
-deployment relies on (durable Redis, the Celery entry points, the required API key, non-root).
+deployment relies on (durable Redis, the Celery entry points, the required API key, non-root,
+an opt-in Flower behind basic auth on loopback, metrics on the compose network, every setting
+documented). Flower's start-up guard is a shell script, so it is run for real with `sh`.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import re
 import shlex
+import subprocess
+import tomllib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from pydantic import AliasChoices
+
+from config.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
+ENV_EXAMPLE = ROOT / ".env.example"
+GITIGNORE = ROOT / ".gitignore"
+PYPROJECT = ROOT / "pyproject.toml"
+
+DEFAULT_SERVICES = ("redis", "worker", "beat")
+"""What a plain `docker compose up` must start."""
+CELERY_SERVICES = ("worker", "beat", "flower")
+"""The services that run the project's image."""
+FLOWER_PORT = "5555"
+
+# A compose substitution: ${VAR}, ${VAR:-default}, ${VAR:?error} ... or $VAR, but not the
+# escaped $$VAR, which reaches the container as a literal $VAR.
+_SUBSTITUTION = re.compile(r"(?<!\$)\$(?:\{(?P<braced>[A-Za-z_]\w*)|(?P<bare>[A-Za-z_]\w*))")
+_REQUIRED_SUBSTITUTION = re.compile(r"(?<!\$)\$\{(?P<name>[A-Za-z_]\w*):?\?")
+_ENV_LINE = re.compile(r"^(?P<comment>#\s*)?(?P<name>[A-Z][A-Z0-9_]*)=(?P<value>.*)$")
 
 
 @pytest.fixture(scope="module")
@@ -75,6 +101,100 @@ def _final_stage() -> list[tuple[str, str]]:
     return instructions[last_from:]
 
 
+def _strings(node: Any) -> Iterator[str]:
+    """Every string value in a loaded YAML tree (keys are never interpolated by compose)."""
+    if isinstance(node, str):
+        yield node
+    elif isinstance(node, dict):
+        for value in node.values():
+            yield from _strings(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _strings(item)
+
+
+def _substitutions(node: Any) -> set[str]:
+    """The variables compose substitutes anywhere in ``node``."""
+    return {
+        match["braced"] or match["bare"]
+        for text in _strings(node)
+        for match in _SUBSTITUTION.finditer(text)
+    }
+
+
+def _required_substitutions(node: Any) -> set[str]:
+    """The variables ``node`` demands with ``${VAR:?...}`` or ``${VAR?...}``."""
+    return {
+        match["name"] for text in _strings(node) for match in _REQUIRED_SUBSTITUTION.finditer(text)
+    }
+
+
+def _published(port: str | int | dict[str, Any]) -> tuple[str, str]:
+    """A compose ``ports`` entry as (host address, container port), either syntax."""
+    if isinstance(port, dict):
+        return str(port.get("host_ip", "")), str(port["target"])
+    parts = str(port).split(":")
+    host_ip = parts[0] if len(parts) == 3 else ""
+    return host_ip, parts[-1].split("/")[0]
+
+
+def _settings_variables() -> dict[str, str]:
+    """Every environment variable the settings read, mapped to its field's name."""
+    prefix = Settings.model_config.get("env_prefix", "")
+    result = {}
+    for field, info in Settings.model_fields.items():
+        alias = info.validation_alias
+        if isinstance(alias, AliasChoices):
+            result[str(alias.choices[0])] = field
+        else:
+            result[f"{prefix}{field}".upper()] = field
+    return result
+
+
+def _env_example() -> list[tuple[str, str, bool, str]]:
+    """.env.example's variables as (name, value, commented out, the line above)."""
+    lines = ENV_EXAMPLE.read_text(encoding="utf-8").splitlines()
+    result = []
+    for index, line in enumerate(lines):
+        match = _ENV_LINE.match(line.strip())
+        if match:
+            above = lines[index - 1].strip() if index else ""
+            result.append((match["name"], match["value"], bool(match["comment"]), above))
+    return result
+
+
+def _flower_script(services: dict[str, Any]) -> str:
+    """Flower's `sh -c` script as the container runs it (compose turns $$ into $)."""
+    argv = _argv(services["flower"]["command"])
+    assert argv[:2] == ["sh", "-c"], argv
+    script = argv[2]
+    assert not _SUBSTITUTION.search(script), "compose would substitute into flower's script"
+    return script.replace("$$", "$")
+
+
+def _run_flower_script(
+    services: dict[str, Any], tmp_path: Path, basic_auth: str | None
+) -> tuple[subprocess.CompletedProcess[str], list[str] | None]:
+    """Run flower's command with a stand-in `celery`; return the result and celery's argv."""
+    called = tmp_path / "celery-argv"
+    fake = tmp_path / "celery"
+    fake.write_text('#!/bin/sh\nprintf \'%s\\n\' "$@" > "$CELERY_ARGV"\n', encoding="utf-8")
+    fake.chmod(0o755)
+    env = {"PATH": f"{tmp_path}{os.pathsep}/usr/bin{os.pathsep}/bin", "CELERY_ARGV": str(called)}
+    if basic_auth is not None:
+        env["FLOWER_BASIC_AUTH"] = basic_auth
+    result = subprocess.run(
+        ["sh", "-c", _flower_script(services)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=10,
+        check=False,
+    )
+    argv = called.read_text(encoding="utf-8").splitlines() if called.exists() else None
+    return result, argv
+
+
 def test_compose_defines_redis_worker_and_beat(compose: dict[str, Any]) -> None:
     """The compose file defines the redis, worker and beat services and no obsolete version key."""
     assert {"redis", "worker", "beat"} <= set(compose["services"])
@@ -125,17 +245,17 @@ def test_beat_runs_celery_beat_once(services: dict[str, Any]) -> None:
     assert beat.get("deploy", {}).get("replicas", 1) == 1
 
 
-@pytest.mark.parametrize("name", ["worker", "beat"])
+@pytest.mark.parametrize("name", CELERY_SERVICES)
 def test_service_waits_for_healthy_redis(services: dict[str, Any], name: str) -> None:
-    """Worker and beat start only once redis reports healthy."""
+    """Worker, beat and flower start only once redis reports healthy."""
     depends_on = services[name]["depends_on"]
     assert isinstance(depends_on, dict), "depends_on must use the long form to set a condition"
     assert depends_on["redis"]["condition"] == "service_healthy"
 
 
-@pytest.mark.parametrize("name", ["worker", "beat"])
+@pytest.mark.parametrize("name", CELERY_SERVICES)
 def test_service_uses_the_redis_service(services: dict[str, Any], name: str) -> None:
-    """Worker and beat point FORWARDER_REDIS_URL at the compose `redis` service."""
+    """Worker, beat and flower point FORWARDER_REDIS_URL at the compose `redis` service."""
     url = _environment(services[name])["FORWARDER_REDIS_URL"]
     assert url.startswith("redis://redis:6379/")
 
@@ -148,12 +268,13 @@ def test_service_requires_the_api_key(services: dict[str, Any], name: str) -> No
     assert env["DD_SITE"].startswith("${DD_SITE")
 
 
-@pytest.mark.parametrize("name", ["worker", "beat"])
+@pytest.mark.parametrize("name", CELERY_SERVICES)
 def test_service_builds_the_project_image(services: dict[str, Any], name: str) -> None:
-    """Worker and beat are built from the Dockerfile at the repository root."""
+    """Worker, beat and flower run one image, built from the Dockerfile at the repository root."""
     build = services[name]["build"]
     context = build if isinstance(build, str) else build.get("context", ".")
     assert context in {".", "./"}
+    assert services[name]["image"] == services["worker"]["image"]
 
 
 def test_dockerfile_uses_python_312_slim() -> None:
@@ -163,14 +284,29 @@ def test_dockerfile_uses_python_312_slim() -> None:
     assert args.split()[0] == "python:3.12-slim"
 
 
-def test_dockerfile_installs_the_project() -> None:
-    """The Dockerfile pip-installs the project from the build context without a pip cache."""
-    installs = [
+def _pip_installs() -> list[list[str]]:
+    """The argument lists of the Dockerfile's `pip install` commands."""
+    return [
         shlex.split(args)
         for name, args in _instructions()
         if name == "RUN" and "pip install" in args
     ]
-    assert any("." in argv and "--no-cache-dir" in argv for argv in installs), installs
+
+
+def _project_targets(argv: list[str]) -> list[set[str]]:
+    """The extras of each `.` or `.[a,b]` (the build context) that ``argv`` installs."""
+    targets = []
+    for arg in argv:
+        match = re.fullmatch(r"\.(?:\[(?P<extras>[\w,\s-]*)\])?", arg)
+        if match:
+            targets.append({e.strip() for e in (match["extras"] or "").split(",") if e.strip()})
+    return targets
+
+
+def test_dockerfile_installs_the_project() -> None:
+    """The Dockerfile pip-installs the project from the build context without a pip cache."""
+    installs = _pip_installs()
+    assert any(_project_targets(argv) and "--no-cache-dir" in argv for argv in installs), installs
 
 
 def test_dockerfile_runs_as_non_root() -> None:
@@ -203,3 +339,169 @@ def test_dockerignore_keeps_secrets_and_venv_out_but_the_readme_in() -> None:
     }
     assert {".env", ".venv", ".git"} <= patterns
     assert not {"README.md", "*.md", "**/*.md"} & patterns
+
+
+def test_default_services_have_no_profile(services: dict[str, Any]) -> None:
+    """Redis, worker and beat belong to no profile, so a plain `docker compose up` starts them."""
+    for name in DEFAULT_SERVICES:
+        assert not services[name].get("profiles"), f"{name} is behind a profile"
+
+
+def test_flower_is_only_in_the_flower_profile(services: dict[str, Any]) -> None:
+    """Flower runs only with `--profile flower`, never on a plain `up`."""
+    assert services["flower"]["profiles"] == ["flower"]
+
+
+def test_profiles_add_no_required_variable(services: dict[str, Any]) -> None:
+    """No opt-in service demands a ${VAR:?} of its own: compose checks them even on a plain `up`."""
+    always = set().union(
+        *(_required_substitutions(s) for s in services.values() if not s.get("profiles"))
+    )
+    for name, service in services.items():
+        if service.get("profiles"):
+            extra = _required_substitutions(service) - always
+            assert not extra, f"{name} would make a plain `up` demand {sorted(extra)}"
+
+
+def test_flower_publishes_only_on_loopback(services: dict[str, Any]) -> None:
+    """Flower's port 5555 is published on 127.0.0.1 only."""
+    ports = [_published(port) for port in services["flower"]["ports"]]
+    assert (("127.0.0.1", FLOWER_PORT)) in ports, ports
+    for host_ip, _ in ports:
+        assert host_ip == "127.0.0.1", f"flower published beyond loopback: {ports}"
+
+
+def test_flower_gets_basic_auth_but_not_the_api_key(services: dict[str, Any]) -> None:
+    """Flower takes FLOWER_BASIC_AUTH from .env without `:?`, and never sees DD_API_KEY."""
+    flower = services["flower"]
+    env = _environment(flower)
+    assert env["FLOWER_BASIC_AUTH"].startswith("${FLOWER_BASIC_AUTH")
+    assert not _required_substitutions(env["FLOWER_BASIC_AUTH"])
+    assert "DD_API_KEY" not in env
+    assert "env_file" not in flower, "an env_file would hand flower the whole .env, key included"
+
+
+def test_flower_watches_the_workers_broker(services: dict[str, Any]) -> None:
+    """Flower uses the workers' Redis URL and key prefix, so it sees their queue and events."""
+    flower, worker = _environment(services["flower"]), _environment(services["worker"])
+    for name in ("FORWARDER_REDIS_URL", "FORWARDER_KEY_PREFIX"):
+        assert flower[name] == worker[name], name
+
+
+@pytest.mark.parametrize("basic_auth", [None, "", "admin", "admin:", ":secret"])
+def test_flower_refuses_to_start_without_basic_auth(
+    services: dict[str, Any], tmp_path: Path, basic_auth: str | None
+) -> None:
+    """Without FLOWER_BASIC_AUTH=user:password flower exits non-zero and never runs celery."""
+    result, celery_argv = _run_flower_script(services, tmp_path, basic_auth)
+    assert result.returncode != 0
+    assert celery_argv is None, "celery started without basic auth"
+    assert "FLOWER_BASIC_AUTH" in result.stderr
+
+
+def test_flower_runs_celery_flower_on_its_port(services: dict[str, Any], tmp_path: Path) -> None:
+    """With basic auth set, the container execs `celery -A workers flower` on port 5555."""
+    result, celery_argv = _run_flower_script(services, tmp_path, "admin:secret")
+    assert result.returncode == 0, result.stderr
+    assert celery_argv is not None
+    assert celery_argv[:3] == ["-A", "workers", "flower"]
+    assert f"--port={FLOWER_PORT}" in celery_argv
+    # Published ports reach the container's interface, not its loopback.
+    assert "--address=0.0.0.0" in celery_argv
+
+
+def test_dockerfile_installs_the_flower_extra() -> None:
+    """The image installs the project's `flower` extra, which pyproject.toml defines."""
+    extras = tomllib.loads(PYPROJECT.read_text(encoding="utf-8"))["project"][
+        "optional-dependencies"
+    ]
+    assert "flower" in extras
+    installed = set().union(*(set().union(*_project_targets(argv)) for argv in _pip_installs()))
+    assert "flower" in installed, _pip_installs()
+
+
+def test_worker_exposes_metrics_to_the_compose_network_only(services: dict[str, Any]) -> None:
+    """The worker exposes its metrics port on the compose network, listens on all of its
+    interfaces, and publishes nothing beyond loopback."""
+    worker = services["worker"]
+    port = _environment(worker)["FORWARDER_METRICS_PORT"]
+    assert port in [str(p).split("/")[0] for p in worker["expose"]]
+    assert _environment(worker)["FORWARDER_METRICS_HOST"] == "0.0.0.0"
+    for host_ip, _ in (_published(p) for p in worker.get("ports", [])):
+        assert host_ip == "127.0.0.1", "worker metrics published beyond loopback"
+
+
+def test_metrics_port_is_the_settings_default(services: dict[str, Any]) -> None:
+    """Compose's worker and the Dockerfile's EXPOSE use the Settings default metrics port."""
+    default = str(Settings.model_fields["metrics_port"].default)
+    assert _environment(services["worker"])["FORWARDER_METRICS_PORT"] == default
+    exposed = {
+        port.split("/")[0]
+        for name, args in _final_stage()
+        if name == "EXPOSE"
+        for port in args.split()
+    }
+    assert default in exposed, exposed
+
+
+def test_env_example_names_every_settings_variable() -> None:
+    """.env.example lists every environment variable config.settings.Settings reads."""
+    named = {name for name, *_ in _env_example()}
+    missing = set(_settings_variables()) - named
+    assert not missing, f".env.example does not document {sorted(missing)}"
+
+
+def test_env_example_names_every_compose_substitution(compose: dict[str, Any]) -> None:
+    """.env.example lists every ${VAR} that docker-compose.yml substitutes."""
+    named = {name for name, *_ in _env_example()}
+    missing = _substitutions(compose) - named
+    assert not missing, f".env.example does not document {sorted(missing)}"
+
+
+def test_env_example_names_nothing_unknown(compose: dict[str, Any]) -> None:
+    """Every variable in .env.example is read by the settings or substituted by compose."""
+    known = set(_settings_variables()) | _substitutions(compose)
+    unknown = {name for name, *_ in _env_example()} - known
+    assert not unknown, f".env.example names variables nothing reads: {sorted(unknown)}"
+
+
+def test_env_example_documents_each_variable_once() -> None:
+    """Each variable in .env.example appears once, right under a comment saying what it is."""
+    entries = _env_example()
+    names = [name for name, *_ in entries]
+    assert len(names) == len(set(names)), "a variable appears twice"
+    for name, _, _, above in entries:
+        assert above.startswith("#"), f"{name} has no comment above it"
+        assert not _ENV_LINE.match(above), f"{name} has no comment of its own above it"
+        assert "default" in above, f"{name}'s comment does not say its default"
+
+
+def test_env_example_requires_only_the_api_key_as_a_placeholder() -> None:
+    """Only DD_API_KEY is uncommented, with an empty placeholder; the rest are commented out."""
+    uncommented = {name: value for name, value, commented, _ in _env_example() if not commented}
+    assert uncommented == {"DD_API_KEY": ""}
+
+
+def test_env_example_shows_the_settings_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each commented-out setting in .env.example shows the value Settings uses by default."""
+    for name in list(os.environ):
+        if name.startswith(("FORWARDER_", "DD_")):
+            monkeypatch.delenv(name)
+    variables = _settings_variables()
+    for name, value, commented, _ in _env_example():
+        if not commented or name not in variables:
+            continue
+        field = variables[name]
+        default = Settings.model_fields[field].default
+        if value == "":
+            assert default is None, f"{name} shows no default, but it is {default!r}"
+        else:
+            parsed = getattr(Settings(**{field: value}), field)
+            assert parsed == default, f"{name} shows {value!r}, but the default is {default!r}"
+
+
+def test_env_file_stays_out_of_git() -> None:
+    """.gitignore ignores .env, the copy of .env.example that holds the API key."""
+    patterns = {line.strip() for line in GITIGNORE.read_text(encoding="utf-8").splitlines()}
+    assert ".env" in patterns
+    assert ".env.example" not in patterns

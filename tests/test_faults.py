@@ -100,6 +100,9 @@ def test_warm_shutdown_releases_claims_at_once(
         assert first.process.wait(15) == 0
         released = re.findall(r"released (\d+) claim\(s\) at shutdown", first.log())
         assert sum(int(n) for n in released) == 10
+        # A clean stop: no pool process killed under its task, nothing reported as lost.
+        assert "WorkerLostError" not in first.log()
+        assert "exited with" not in first.log()
         standin.latency_s = 0.0
         workers.start()
         wait_until(

@@ -347,3 +347,27 @@ async def test_ceiling_limits_the_fleet_per_second(
     assert (empty.claims, empty.gate_reason) == ([], "ceiling")
     later = await store.claim(10, 60_000, "t", probe_ms=1_000, ceiling_per_s=2, now_ms=t0 + 501)
     assert len(later.claims) == 1
+
+
+async def test_claim_carries_when_its_newest_event_was_published(
+    store: Store, client: Any, keys: RedisKeys
+) -> None:
+    """A claim knows the publish time of the newest entry behind its version (stream id ms)."""
+    await publish(client, keys, START)
+    finish_id = await client.xadd(keys.ingest, encode_entry(to_event(FINISH)))
+    await ingest(store)
+    (claimed,) = await claim(store)
+    assert claimed.published_ms == int(finish_id.decode().split("-")[0])
+    assert claimed.published_ms <= claimed.claimed_at_ms
+
+
+async def test_heartbeat_records_live_workers_and_forgets_silent_ones(
+    store: Store, client: Any, keys: RedisKeys
+) -> None:
+    """Each heartbeat stamps its process on Redis' clock; long-silent processes are dropped."""
+    now_ms = await store.redis_time_ms()
+    await client.zadd(keys.workers, {"gone-host:1": now_ms - 7_200_000})
+    await store.heartbeat("host-a:10", forget_after_ms=3_600_000)
+    seen = dict(await client.zrange(keys.workers, 0, -1, withscores=True))
+    assert set(seen) == {b"host-a:10"}
+    assert seen[b"host-a:10"] >= now_ms

@@ -36,6 +36,8 @@ class Attempt:
     headers: Mapping[str, str]
     body: str
     error: str | None = None
+    elapsed_s: float = 0.0
+    """How long the request took, as the worker saw it."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,7 @@ import redis.exceptions
 
 from workers._fold import plan_fold
 from workers._gate import REASON_AUTH, gate_update
+from workers._observer import NoObserver, PumpObserver
 from workers._outcome import Attempt, Verdict
 from workers._sender import Sender
 from workers._settlement import SettlementPolicy, before_sending, from_answer
@@ -32,6 +33,9 @@ IDLE_POLL_S = 1.0
 
 FORGET_CONSUMER_AFTER_MS = 3_600_000
 """A consumer with nothing pending, silent this long, belonged to a process now gone."""
+
+HEARTBEAT_EVERY_S = 1.0
+"""How often a running pump tells Redis it is alive (``status`` lists live workers)."""
 
 REDIS_DOWN_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 
@@ -87,10 +91,12 @@ class Pump:
         store: Store,
         sender: Sender,
         config: PumpConfig,
+        observer: PumpObserver | None = None,
     ) -> None:
         self._store = store
         self._sender = sender
         self._config = config
+        self._observer: PumpObserver = observer or NoObserver()
         self._group_ready = False
         self._stop: asyncio.Event | None = None
 
@@ -144,7 +150,11 @@ class Pump:
             config.consumer, config.reclaim_idle_ms, config.ingest_batch
         )
         await self._store.forget_idle_consumers(config.consumer, FORGET_CONSUMER_AFTER_MS)
+        last_heartbeat = -HEARTBEAT_EVERY_S
         while True:
+            if self._now() - last_heartbeat >= HEARTBEAT_EVERY_S:
+                await self._store.heartbeat(config.consumer, FORGET_CONSUMER_AFTER_MS)
+                last_heartbeat = self._now()
             if entries:
                 plan = plan_fold(entries)
                 result = await self._store.fold(
@@ -154,6 +164,7 @@ class Pump:
                 )
                 report.entries += len(plan.ack_ids)
                 report.dead_entries += result.poison
+                self._observer.folded(len(plan.ack_ids), result.poison)
                 for poison in plan.poison:
                     log.error("dead letter: stream entry %s: %s", poison.entry_id, poison.reason)
                 if result.changed:
@@ -215,6 +226,7 @@ class Pump:
             early = before_sending(claim, self._config.policy)
             if early is not None:
                 flight.batch.settlements.append(self._logged(claim, early))
+                self._observer.settled(claim, early, None)
             else:
                 flight.in_flight[asyncio.create_task(self._sender.send(claim.attributes))] = claim
                 report.sent += 1
@@ -230,6 +242,7 @@ class Pump:
                 flight.batch.answers.append(answer)
                 settlement = from_answer(claim, answer, self._config.policy)
                 flight.batch.settlements.append(self._logged(claim, settlement, answer))
+                self._observer.settled(claim, settlement, answer)
         refill_at = max(1, self._config.max_in_flight // 4)
         if len(flight.batch.settlements) >= refill_at or not flight.in_flight:
             await self._settle(flight, report)
@@ -261,14 +274,26 @@ class Pump:
     def _logged(
         self, claim: Claim, settlement: Settlement, attempt: Attempt | None = None
     ) -> Settlement:
-        """One log line per outcome that matters to an operator."""
+        """One log line per outcome that matters to an operator, with its fields as ``extra``.
+
+        Fields: ``incident``, ``verdict``, ``status`` (None without an HTTP answer),
+        ``attempt`` (this attempt's number, None when nothing was sent), and ``reason``
+        for retries and dead letters, ``retry_in_s`` for retries.
+        """
         status = attempt.status if attempt else None
+        fields = {
+            "incident": claim.incident_id,
+            "verdict": str(settlement.verdict),
+            "status": status,
+            "attempt": claim.attempt + 1 if attempt is not None else None,
+        }
         if settlement.verdict is Verdict.DELIVERED and attempt is not None:
             log.info(
                 "delivered incident=%s status=%s attempt=%d",
                 claim.incident_id,
                 status,
                 claim.attempt + 1,
+                extra=fields,
             )
         elif settlement.verdict is Verdict.RETRY:
             log.info(
@@ -278,9 +303,19 @@ class Pump:
                 claim.attempt + 1,
                 settlement.delay_ms / 1000,
                 settlement.reason,
+                extra={
+                    **fields,
+                    "retry_in_s": settlement.delay_ms / 1000,
+                    "reason": settlement.reason,
+                },
             )
         elif settlement.verdict is Verdict.DEAD:
-            log.error("dead letter: incident=%s reason=%s", claim.incident_id, settlement.reason)
+            log.error(
+                "dead letter: incident=%s reason=%s",
+                claim.incident_id,
+                settlement.reason,
+                extra={**fields, "reason": settlement.reason},
+            )
         return settlement
 
     async def _settle(self, flight: _Flight, report: PumpReport) -> None:

@@ -16,8 +16,9 @@ import redis.asyncio as aioredis
 from config import Settings
 from forwarder.protocol import RedisKeys
 from workers._backoff import BackoffPolicy
+from workers._observer import NoObserver, PumpObserver
 from workers._pump import Pump, PumpConfig, PumpReport
-from workers._sender import DatadogSender, Sender, default_transport
+from workers._sender import DatadogSender, PrintingSender, Sender, default_transport
 from workers._settlement import SettlementPolicy
 from workers._store import Store
 
@@ -61,7 +62,9 @@ def pump_config(settings: Settings) -> PumpConfig:
 
 
 def datadog_sender(settings: Settings) -> Sender:
-    """The sender that talks to Datadog (or to ``FORWARDER_API_URL``)."""
+    """The sender that talks to Datadog (or to ``FORWARDER_API_URL``), or prints (dry run)."""
+    if settings.dry_run:
+        return PrintingSender(base_url=settings.api_base_url)
     if settings.dd_api_key is None:
         raise MissingApiKeyError("DD_API_KEY is not set: workers need it to deliver events")
     return DatadogSender(
@@ -70,6 +73,17 @@ def datadog_sender(settings: Settings) -> Sender:
         timeout_s=settings.http_timeout_s,
         transport=default_transport(settings.max_in_flight),
     )
+
+
+def _observer(settings: Settings) -> PumpObserver:
+    """Prometheus counters when the worker serves metrics; nothing otherwise."""
+    if settings.metrics_port == 0:
+        return NoObserver()
+    # Imported here, in the pool process: prometheus_client must see the multiprocess
+    # directory that the worker's start-up hook set before the pool forked.
+    from workers._metrics import PrometheusObserver  # noqa: PLC0415
+
+    return PrometheusObserver()
 
 
 class Runtime:
@@ -86,7 +100,9 @@ class Runtime:
             health_check_interval=30,
         )
         store = Store(client, RedisKeys(settings.key_prefix))
-        self.pump = Pump(store, sender or datadog_sender(settings), pump_config(settings))
+        self.pump = Pump(
+            store, sender or datadog_sender(settings), pump_config(settings), _observer(settings)
+        )
 
     def run(self, budget_s: float) -> PumpReport:
         """Run the pump for ``budget_s`` seconds on this process's loop."""

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import time
 from collections.abc import Mapping
 from typing import Any, Final, Protocol
 
@@ -26,6 +28,11 @@ class Sender(Protocol):
     async def send(self, attributes: Mapping[str, Any]) -> Attempt: ...
 
     async def aclose(self) -> None: ...
+
+
+def request_body(attributes: Mapping[str, Any]) -> bytes:
+    """The JSON body Datadog expects for one incident's attributes."""
+    return json.dumps({"data": {"attributes": attributes}}, separators=(",", ":")).encode()
 
 
 def default_transport(max_connections: int) -> httpx.AsyncBaseTransport:
@@ -72,7 +79,7 @@ class DatadogSender:
 
     async def send(self, attributes: Mapping[str, Any]) -> Attempt:
         """POST one incident; transport failures and timeouts come back as ``Attempt.error``."""
-        body = json.dumps({"data": {"attributes": attributes}}, separators=(",", ":")).encode()
+        body = request_body(attributes)
         request = httpx.Request(
             "POST",
             self._url,
@@ -80,6 +87,7 @@ class DatadogSender:
             content=body,
             extensions={"timeout": self._timeouts},
         )
+        started = time.perf_counter()
         try:
             # A hard bound as well: a transport must not hold a claim past its lease.
             async with asyncio.timeout(self._timeout_s + 1.0):
@@ -89,11 +97,42 @@ class DatadogSender:
                 finally:
                     await response.aclose()
         except httpx.HTTPError as exc:
-            return Attempt(None, {}, "", f"{type(exc).__name__}: {exc}"[:MAX_BODY_KEPT])
+            error = f"{type(exc).__name__}: {exc}"[:MAX_BODY_KEPT]
+            return Attempt(None, {}, "", error, time.perf_counter() - started)
         except TimeoutError:
-            return Attempt(None, {}, "", f"no answer within {self._timeout_s + 1.0:g} s")
-        return Attempt(response.status_code, response.headers, response.text[:MAX_BODY_KEPT])
+            error = f"no answer within {self._timeout_s + 1.0:g} s"
+            return Attempt(None, {}, "", error, time.perf_counter() - started)
+        return Attempt(
+            response.status_code,
+            response.headers,
+            response.text[:MAX_BODY_KEPT],
+            elapsed_s=time.perf_counter() - started,
+        )
 
     async def aclose(self) -> None:
         """Close the pooled connections."""
         await self._transport.aclose()
+
+
+class PrintingSender:
+    """A dry run: writes each request it would send as one JSON line, and answers 202.
+
+    One ``write`` per line, so that lines of several pool processes sharing the output do
+    not interleave. The line carries no headers: there is no key to hide in a dry run.
+    """
+
+    def __init__(self, *, base_url: str, fd: int = 1) -> None:
+        self._url = base_url.rstrip("/") + FAILURE_PATH
+        self._fd = fd
+        self._prefix = b'{"method":"POST","url":' + json.dumps(self._url).encode() + b',"body":'
+
+    def __repr__(self) -> str:
+        return f"PrintingSender(url={self._url!r})"
+
+    async def send(self, attributes: Mapping[str, Any]) -> Attempt:
+        """Print the request for ``attributes``; it counts as accepted."""
+        os.write(self._fd, self._prefix + request_body(attributes) + b"}\n")
+        return Attempt(202, {}, "")
+
+    async def aclose(self) -> None:
+        """Nothing to close."""

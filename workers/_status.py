@@ -7,6 +7,7 @@ from typing import Any
 
 import redis
 
+from config import Settings
 from forwarder.protocol import CONSUMER_GROUP, RedisKeys
 
 
@@ -28,6 +29,8 @@ class Status:
     last_error_ms: int | None
     gate_closed_until_ms: int | None
     gate_reason: str | None
+    live_workers: tuple[str, ...]
+    """Worker processes (``host:pid``) that reported within the live window."""
     now_ms: int
 
     @property
@@ -40,12 +43,24 @@ class Status:
         return {**asdict(self), "gate_open": self.gate_open}
 
 
+def live_window_ms(settings: Settings) -> int:
+    """How recently a worker process must have reported to count as live.
+
+    A running pump reports every second, and an idle process gets a tick (and runs a
+    pump) every ``FORWARDER_TICK_S``: a few ticks of silence mean the process is gone.
+    """
+    return int(max(15.0, 3 * settings.tick_s) * 1000)
+
+
 def _int(value: bytes | None) -> int | None:
     return int(value) if value is not None else None
 
 
-def read_status(client: redis.Redis, keys: RedisKeys) -> Status:
-    """Read every figure in one pipelined round trip."""
+def read_status(client: redis.Redis, keys: RedisKeys, live_window_ms: int) -> Status:
+    """Read every figure in one pipelined round trip.
+
+    A worker process counts as live if it reported within ``live_window_ms``.
+    """
     now_s, now_us = client.time()
     now_ms = int(now_s) * 1000 + int(now_us) // 1000
     pipe = client.pipeline(transaction=False)
@@ -57,7 +72,8 @@ def read_status(client: redis.Redis, keys: RedisKeys) -> Status:
     pipe.xlen(keys.dead)
     pipe.hgetall(keys.stats)
     pipe.hmget(keys.gate, ["closed_until_ms", "reason"])
-    backlog, stream_exists, due_now, due_all, in_flight, dead, stats, gate = pipe.execute()
+    pipe.zrangebyscore(keys.workers, now_ms - live_window_ms, "+inf")
+    backlog, stream_exists, due_now, due_all, in_flight, dead, stats, gate, live = pipe.execute()
     pending = 0
     if stream_exists:
         try:
@@ -80,5 +96,6 @@ def read_status(client: redis.Redis, keys: RedisKeys) -> Status:
         last_error_ms=_int(stats.get(b"last_error_ms")),
         gate_closed_until_ms=_int(gate[0]),
         gate_reason=gate[1].decode() if gate[1] is not None else None,
+        live_workers=tuple(sorted(name.decode() for name in live)),
         now_ms=now_ms,
     )

@@ -22,7 +22,7 @@ from workers._gate import GateUpdate
 
 log = logging.getLogger("dora_forwarder.store")
 
-_BOOKKEEPING: Final = ("version", "sent", "attempt", "first_ms", "failing_since_ms")
+_BOOKKEEPING: Final = ("version", "sent", "attempt", "first_ms", "failing_since_ms", "pub_ms")
 
 
 def _script(name: str) -> str:
@@ -44,6 +44,8 @@ class Claim:
     attributes: dict[str, Any]
     claimed_at_ms: int = 0
     """Redis' clock when it was claimed: what ages and waits are measured against."""
+    published_ms: int | None = None
+    """When the newest entry behind this version was published (Redis' clock)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +99,7 @@ class Store:
         self._fold = client.register_script(_script("fold.lua"))
         self._claim = client.register_script(_script("claim.lua"))
         self._settle = client.register_script(_script("settle.lua"))
+        self._heartbeat = client.register_script(_script("heartbeat.lua"))
 
     async def ensure_group(self) -> None:
         """Create the consumer group (and stream) unless it exists; read from the start."""
@@ -260,6 +263,10 @@ class Store:
         delivered, retried, dead, stale, newly_closed = (int(x) for x in reply)
         return SettleResult(delivered, retried, dead, stale, bool(newly_closed))
 
+    async def heartbeat(self, consumer: str, forget_after_ms: int) -> None:
+        """Record that ``consumer`` is alive now; forget those silent ``forget_after_ms``."""
+        await self._heartbeat(keys=[self.keys.workers], args=[consumer, forget_after_ms])
+
     async def redis_time_ms(self) -> int:
         """Redis' clock in milliseconds: the one clock every worker's due times use."""
         seconds, micros = await self._redis.time()
@@ -295,4 +302,5 @@ def _claim_from(row: Sequence[bytes], claimed_at_ms: int) -> Claim:
         failing_since_ms=numbers.get("failing_since_ms"),
         attributes=attributes,
         claimed_at_ms=claimed_at_ms,
+        published_ms=numbers.get("pub_ms"),
     )

@@ -14,6 +14,7 @@ from celery import Celery
 
 from config import Settings
 from forwarder.protocol import RedisKeys
+from workers import _logging
 
 PUMP_TASK: Final = "dora.pump"
 QUEUE: Final = "dora"
@@ -64,7 +65,12 @@ def create_app(settings: Settings) -> ForwarderCelery:
         # A pump ends by itself after its budget; the hard limit only catches a hang.
         task_time_limit=settings.task_budget_s + settings.http_timeout_s + 60,
         worker_redirect_stdouts=False,
+        # Task events, so that Flower and `celery events` show the pumps (one task every
+        # FORWARDER_TASK_BUDGET_S per process: a few events a second at most).
+        worker_send_task_events=True,
+        task_send_sent_event=True,
     )
+    _logging.connect(settings)
     quiet = _QuietTicks()
     for name in ("celery.worker.strategy", "celery.worker.request"):
         logging.getLogger(name).addFilter(quiet)

@@ -8,14 +8,18 @@ import sys
 from collections.abc import Iterator, Sequence
 from typing import IO, Any
 
-import redis
-
 from config import Settings, SettingsError, load_settings
 from forwarder import IncidentEvent, InvalidEventError, Publisher, PublishError, to_event
-from forwarder.protocol import RedisKeys
-from workers._cli_common import EXIT_BAD_INPUT, EXIT_FAILURE, redis_client, when
+from workers._cli_common import EXIT_BAD_INPUT, EXIT_FAILURE
 from workers._cli_letters import cmd_dead_letters
-from workers._status import Status, read_status
+from workers._cli_status import cmd_status
+from workers._run import (
+    RunOptions,
+    cmd_run,
+    default_data_dir,
+    missing_key_message,
+    run_celery_worker,
+)
 
 PUBLISH_CHUNK = 500
 """Events sent to Redis per pipeline by ``publish``."""
@@ -71,53 +75,6 @@ def cmd_publish(settings: Settings, path: str, err: IO[str]) -> int:
     return EXIT_BAD_INPUT if bad else 0
 
 
-def format_status(status: Status) -> str:
-    """The human-readable table of ``status``."""
-    rows = [
-        (
-            "backlog (stream)",
-            f"{status.backlog}  ({status.unread} unread, {status.pending} being folded)",
-        ),
-        ("due now", str(status.due_now)),
-        ("scheduled (retries, waits)", str(status.scheduled)),
-        ("in flight", str(status.in_flight)),
-        ("dead letters", str(status.dead_letters)),
-        (
-            "gate",
-            "open"
-            if status.gate_open
-            else f"closed until {when(status.gate_closed_until_ms)} ({status.gate_reason})",
-        ),
-        ("delivered (total)", str(status.delivered_total)),
-        ("retries (total)", str(status.retries_total)),
-        ("last success", when(status.last_success_ms)),
-        ("last error", f"{when(status.last_error_ms)}  {status.last_error or ''}".rstrip()),
-    ]
-    width = max(len(label) for label, _ in rows)
-    return "\n".join(f"{label:<{width}}  {value}" for label, value in rows)
-
-
-def cmd_status(settings: Settings, as_json: bool, out: IO[str], err: IO[str]) -> int:
-    """Print the forwarder's state as a table, or as JSON."""
-    client = redis_client(settings)
-    try:
-        status = read_status(client, RedisKeys(settings.key_prefix))
-    except redis.RedisError as exc:
-        print(
-            f"dora-forwarder: cannot read status from Redis at "
-            f"{settings.redis_url_for_logs}: {exc}",
-            file=err,
-        )
-        return EXIT_FAILURE
-    finally:
-        client.close()
-    if as_json:
-        print(json.dumps(status.as_dict(), sort_keys=True), file=out)
-    else:
-        print(format_status(status), file=out)
-    return 0
-
-
 def cmd_worker(
     settings: Settings,
     concurrency: int | None,
@@ -125,22 +82,21 @@ def cmd_worker(
     extra: Sequence[str],
     err: IO[str],
 ) -> int:
-    """Run a Celery worker with an embedded beat (one machine's whole forwarder)."""
-    if settings.dd_api_key is None:
-        print(
-            "dora-forwarder: DD_API_KEY is not set; the worker needs it to deliver events "
-            "(export DD_API_KEY=<your Datadog API key>)",
-            file=err,
-        )
+    """Run a Celery worker with an embedded beat on the configured Redis."""
+    if settings.dd_api_key is None and not settings.dry_run:
+        print(missing_key_message(), file=err)
         return EXIT_FAILURE
-    import workers  # noqa: PLC0415 - Celery is only loaded for the worker
+    return run_celery_worker(concurrency, loglevel, list(extra))
 
-    argv = ["worker", "--beat", f"--loglevel={loglevel or settings.log_level}"]
-    if concurrency:
-        argv.append(f"--concurrency={concurrency}")
-    argv.extend(extra)
-    workers.app.worker_main(argv)
-    return 0
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 < value <= 3600:
+        raise argparse.ArgumentTypeError("must be more than 0 and at most 3600 seconds")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -158,8 +114,18 @@ def build_parser() -> argparse.ArgumentParser:
         "others are bad; exit code 1 if any line was rejected.",
     )
     publish.add_argument("file", help="path of a JSON-lines file, or - for standard input")
-    status = commands.add_parser("status", help="show backlog, due, in flight, dead letters")
+    status = commands.add_parser(
+        "status", help="show backlog, due, in flight, dead letters, gate, live workers"
+    )
     status.add_argument("--json", action="store_true", help="print one JSON object")
+    status.add_argument(
+        "--watch",
+        nargs="?",
+        type=_positive_seconds,
+        const=2.0,
+        metavar="SECONDS",
+        help="refresh every SECONDS (default 2) until Ctrl-C",
+    )
     letters = commands.add_parser(
         "dead-letters",
         help="list, replay or purge dead letters",
@@ -176,14 +142,49 @@ def build_parser() -> argparse.ArgumentParser:
         action.add_argument("--all", action="store_true", help="every dead letter")
         if name == "purge":
             action.add_argument("--yes", action="store_true", help="really delete them")
+    run = commands.add_parser(
+        "run",
+        help="run the whole forwarder: worker + beat, and a Redis of its own if none answers",
+        description="Runs a worker with an embedded beat. Without FORWARDER_REDIS_URL and "
+        "with no Redis answering on localhost:6379, it first starts an embedded Redis "
+        "(pip install 'dora-forwarder[embedded]') that keeps its data in --data-dir. "
+        "Arguments after -- go to `celery worker` unchanged.",
+    )
+    run.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print each request as a JSON line instead of sending it (no DD_API_KEY needed); "
+        "events taken count as delivered",
+    )
+    run.add_argument(
+        "--embedded-redis",
+        action="store_true",
+        help="always start the embedded Redis, even if another answers",
+    )
+    run.add_argument(
+        "--embedded-port",
+        type=int,
+        default=6379,
+        metavar="PORT",
+        help="port of the embedded Redis on 127.0.0.1 (default 6379)",
+    )
+    run.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        help="where the embedded Redis keeps its data (default: FORWARDER_DATA_DIR, else "
+        f"{default_data_dir()})",
+    )
     worker = commands.add_parser(
         "worker",
-        help="run a worker with an embedded beat (Celery)",
+        help="run a worker with an embedded beat (Celery) on the configured Redis",
         description="Arguments after -- go to `celery worker` unchanged.",
     )
-    worker.add_argument("--concurrency", "-c", type=int, help="worker processes (default: cores)")
-    worker.add_argument("--loglevel", "-l", help="log level (default: FORWARDER_LOG_LEVEL)")
-    worker.add_argument("celery_args", nargs="*", help="extra arguments for celery worker")
+    for command in (run, worker):
+        command.add_argument(
+            "--concurrency", "-c", type=int, help="worker processes (default: cores)"
+        )
+        command.add_argument("--loglevel", "-l", help="log level (default: FORWARDER_LOG_LEVEL)")
+        command.add_argument("celery_args", nargs="*", help="extra arguments for celery worker")
     return parser
 
 
@@ -199,9 +200,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "publish":
         result = cmd_publish(settings, args.file, sys.stderr)
     elif args.command == "status":
-        result = cmd_status(settings, args.json, sys.stdout, sys.stderr)
+        result = cmd_status(settings, args.json, args.watch, sys.stdout, sys.stderr)
     elif args.command == "dead-letters":
         result = cmd_dead_letters(settings, args, sys.stdout, sys.stderr)
+    elif args.command == "run":
+        options = RunOptions(
+            dry_run=args.dry_run,
+            embedded_redis=args.embedded_redis,
+            embedded_port=args.embedded_port,
+            data_dir=args.data_dir,
+            concurrency=args.concurrency,
+            loglevel=args.loglevel,
+            celery_args=tuple(args.celery_args),
+        )
+        result = cmd_run(settings, options, sys.stderr)
     else:
         result = cmd_worker(settings, args.concurrency, args.loglevel, args.celery_args, sys.stderr)
     return int(result)

@@ -18,12 +18,13 @@ from typing import Any
 import redis
 from billiard.process import current_process
 from celery import Task
-from celery.signals import worker_init, worker_shutting_down
+from celery.signals import worker_init, worker_shutdown, worker_shutting_down
 from kombu.exceptions import OperationalError
 
+from config import Settings
 from forwarder.protocol import RedisKeys
 from workers._gate import REASON_AUTH
-from workers._preflight import judge_redis
+from workers._preflight import Findings, judge_redis
 from workers._runtime import Runtime
 from workers.celery_app import PUMP_TASK, TICK_EXPIRES_S, ForwarderCelery
 
@@ -31,6 +32,7 @@ log = logging.getLogger("dora_forwarder.tasks")
 
 _runtime: Runtime | None = None
 _worker: Any = None
+_metrics_dir: str | None = None
 
 
 def _process_runtime(app: ForwarderCelery) -> Runtime:
@@ -73,19 +75,18 @@ def register(app: ForwarderCelery) -> None:
 def _sigterm_releases_claims(runtime: Runtime) -> Iterator[None]:
     """While a pump runs, SIGTERM makes it give its claims back and return first.
 
-    In a pool process billiard's own handler would exit on the spot, so it is put back
-    and honoured only after the pump returned. In the main process (solo pool) Celery's
-    handler only starts the warm shutdown, so it runs at once.
+    In a pool process billiard's own handler would exit on the spot, failing the task
+    (Celery logs WorkerLostError); ours lets the task end normally, and the warm shutdown
+    then closes the pool. In the main process (solo pool) Celery's handler only starts
+    the warm shutdown, so it runs at once.
     """
     if threading.current_thread() is not threading.main_thread():
         yield  # signal handlers belong to the main thread (threads pool)
         return
     previous = signal.getsignal(signal.SIGTERM)
     in_main_process = current_process().name == "MainProcess"
-    received: list[int] = []
 
     def on_sigterm(signum: int, frame: FrameType | None) -> None:
-        received.append(signum)
         runtime.request_stop()
         if in_main_process and callable(previous):
             previous(signum, frame)
@@ -95,21 +96,23 @@ def _sigterm_releases_claims(runtime: Runtime) -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
-        if received and not in_main_process and callable(previous):
-            previous(signal.SIGTERM, None)
 
 
 @worker_shutting_down.connect
 def _forward_warm_shutdown(sig: str = "", how: str = "", **_: Any) -> None:
-    """On a warm shutdown, tell each pool process, so that claims are released at once."""
+    """On a warm shutdown, tell each pool process running a pump to release its claims now.
+
+    Idle pool processes are left alone: SIGTERM would make them exit on the spot, which
+    Celery reports as an error, and the pool's own shutdown ends them cleanly.
+    """
     pool = getattr(getattr(_worker, "pool", None), "_pool", None)
-    for process in getattr(pool, "_pool", None) or []:
-        pid = getattr(process, "pid", None)
-        if pid and pid != os.getpid():
-            try:
-                os.kill(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                continue
+    jobs = list((getattr(pool, "_cache", None) or {}).values())
+    busy = {pid for job in jobs for pid in (job.worker_pids() or [])}
+    for pid in busy - {os.getpid()}:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            continue
 
 
 @worker_init.connect
@@ -125,11 +128,30 @@ def _check_before_start(sender: Any = None, **_: Any) -> None:
     if not isinstance(app, ForwarderCelery):
         return
     settings = app.settings
-    if settings.dd_api_key is None:
+    if settings.dry_run:
+        log.warning(
+            "dry run: each request is printed instead of sent, and counts as delivered: "
+            "events taken from Redis now will not be sent to Datadog later"
+        )
+    elif settings.dd_api_key is None:
         raise SystemExit(
             "dora-forwarder: DD_API_KEY is not set; workers need it to deliver events "
             "(export DD_API_KEY=<your Datadog API key>)"
         )
+    findings = _judge_redis_now(settings)
+    if findings is not None:
+        for warning in findings.warnings:
+            log.warning("%s", warning)
+        if findings.errors:
+            raise SystemExit("dora-forwarder: " + "; ".join(findings.errors))
+    _start_metrics(app)
+
+
+def _judge_redis_now(settings: Settings) -> Findings | None:
+    """Judge the Redis workers will use (None if it cannot be reached yet).
+
+    Lifts an auth pause on the way: a refused key is tried again at once.
+    """
     client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=5, socket_timeout=5)
     try:
         info = client.info()
@@ -143,11 +165,27 @@ def _check_before_start(sender: Any = None, **_: Any) -> None:
             log.info("the API key was refused before; probing it again now")
     except redis.RedisError as exc:
         log.warning("cannot check Redis at %s yet: %s", settings.redis_url_for_logs, exc)
-        return
+        return None
     finally:
         client.close()
-    findings = judge_redis(info, save)
-    for warning in findings.warnings:
-        log.warning("%s", warning)
-    if findings.errors:
-        raise SystemExit("dora-forwarder: " + "; ".join(findings.errors))
+    return judge_redis(info, save)
+
+
+def _start_metrics(app: ForwarderCelery) -> None:
+    """Serve /metrics from this (main) process, summing what every pool process counts."""
+    global _metrics_dir  # noqa: PLW0603 - made at start, removed at shutdown
+    if app.settings.metrics_port == 0:
+        return
+    from workers import _metrics  # noqa: PLC0415 - prometheus_client only where it is used
+
+    _metrics_dir = _metrics.prepare_multiprocess_dir()
+    _metrics.serve_metrics(app.settings)
+
+
+@worker_shutdown.connect
+def _remove_metrics_dir(**_: Any) -> None:
+    """The per-process metric files are this worker's alone: delete them with it."""
+    if _metrics_dir is not None:
+        from workers._metrics import remove_multiprocess_dir  # noqa: PLC0415
+
+        remove_multiprocess_dir(_metrics_dir)

@@ -31,10 +31,12 @@ for k = 6, #KEYS do
   local id = ARGV[i]
   local dirty = ARGV[i + 1] == '1'
   local n_fields = tonumber(ARGV[i + 2])
+  local newest = ''
   i = i + 3
   for _ = 1, n_fields do
     local field, position, value = ARGV[i], ARGV[i + 1], ARGV[i + 2]
     i = i + 3
+    if position > newest then newest = position end
     local seen = redis.call('HGET', key, 's:' .. field)
     if (not seen) or position > seen then
       redis.call('HSET', key, 's:' .. field, position)
@@ -47,6 +49,9 @@ for k = 6, #KEYS do
   if dirty then
     changed = changed + 1
     redis.call('HINCRBY', key, 'version', 1)
+    -- When the newest entry behind this version was published (its stream id's ms part):
+    -- delivery measures the publish-to-delivery latency from it.
+    if newest ~= '' then redis.call('HSET', key, 'pub_ms', tonumber(string.sub(newest, 1, 15))) end
     redis.call('HSETNX', key, 'first_ms', ms(now))
     redis.call('PEXPIRE', key, retention_ms)
     -- An incident in flight is made due again by its settlement, which sees the new version.

