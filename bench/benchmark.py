@@ -95,6 +95,10 @@ class Standin:
         self.process.wait(10)
 
 
+WORKER_ENV: dict[str, str] = {}
+"""Extra environment of every dora-forwarder worker (``--worker-env``), e.g. to A/B a setting."""
+
+
 class System:
     """One forwarder under test: its worker processes and its producer."""
 
@@ -110,6 +114,7 @@ class System:
                 FORWARDER_REDIS_URL=redis_url,
                 FORWARDER_KEY_PREFIX=self.prefix,
                 FORWARDER_API_URL=api_url,
+                **WORKER_ENV,
                 **env,
             )
             argv, app = ["worker", "--beat", f"--concurrency={processes}"], "workers"
@@ -585,6 +590,13 @@ def main() -> None:
         default=[1, 2],
         help="end to end: worker process counts (default 1 2)",
     )
+    parser.add_argument(
+        "--worker-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="set this in dora-forwarder workers' environment, e.g. FORWARDER_METRICS_PORT=0",
+    )
     parser.add_argument("--json", type=Path, help="write the figures here as JSON")
     parser.add_argument(
         "--summarize",
@@ -598,6 +610,7 @@ def main() -> None:
         runs = [json.loads(path.read_text()) for path in args.summarize]
         print(report(median_of(runs)))
         return
+    WORKER_ENV.update(item.split("=", 1) for item in args.worker_env)
     results = run(
         args.redis_url,
         set(args.only or SECTIONS),
