@@ -73,6 +73,13 @@ class Settings(BaseSettings):
     """Print each request instead of sending it (``dora-forwarder run --dry-run``)."""
     data_dir: str | None = None
     """Where ``run`` keeps an embedded Redis' data; default: the user's data directory."""
+    ingest_keys: SecretStr | None = None
+    """Comma-separated keys producers send as DD-API-KEY to ``serve``; never Datadog's key."""
+    ingest_host: str = "127.0.0.1"
+    ingest_port: int = Field(default=9642, ge=1, le=65_535)
+    ingest_max_body_bytes: int = Field(default=1_048_576, ge=1_024, le=64 * 1_048_576)
+    ingest_tls_certfile: str | None = None
+    ingest_tls_keyfile: str | None = None
 
     @field_validator("dd_site")
     @classmethod
