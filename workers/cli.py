@@ -12,6 +12,7 @@ from config import Settings, SettingsError, load_settings
 from forwarder import IncidentEvent, InvalidEventError, Publisher, PublishError, to_event
 from workers._cli_common import EXIT_BAD_INPUT, EXIT_FAILURE
 from workers._cli_letters import cmd_dead_letters
+from workers._cli_serve import add_serve_parser, cmd_serve
 from workers._cli_status import cmd_status
 from workers._run import (
     RunOptions,
@@ -179,6 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="run a worker with an embedded beat (Celery) on the configured Redis",
         description="Arguments after -- go to `celery worker` unchanged.",
     )
+    add_serve_parser(commands)
     for command in (run, worker):
         command.add_argument(
             "--concurrency", "-c", type=int, help="worker processes (default: cores)"
@@ -214,6 +216,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             celery_args=tuple(args.celery_args),
         )
         result = cmd_run(settings, options, sys.stderr)
+    elif args.command == "serve":
+        result = cmd_serve(settings, args, sys.stderr)
     else:
         result = cmd_worker(settings, args.concurrency, args.loglevel, args.celery_args, sys.stderr)
     return int(result)
