@@ -1,4 +1,4 @@
-"""Incident identity: Datadog's id rule, and the id derived when a producer gives none."""
+"""Event identity: Datadog's id rule, and the id derived when a producer gives none."""
 
 from __future__ import annotations
 
@@ -23,4 +23,10 @@ def derive_incident_id(
     """
     owner: list[object] = ["services", sorted(services)] if services else ["team", team or ""]
     basis = json.dumps([env or "", *owner, started_at_ns], separators=(",", ":"))
+    return DERIVED_ID_PREFIX + hashlib.sha256(basis.encode()).hexdigest()[:40]
+
+
+def derive_deployment_id(*, started_at_ns: int, env: str | None, service: str) -> str:
+    """The id of a deployment published without one: the same inputs give the same id."""
+    basis = json.dumps(["deployment", env or "", service, started_at_ns], separators=(",", ":"))
     return DERIVED_ID_PREFIX + hashlib.sha256(basis.encode()).hexdigest()[:40]

@@ -1,10 +1,10 @@
-"""The incident event a producer publishes, with Datadog's rules checked up front."""
+"""The events a producer publishes (incidents, deployments), Datadog's rules checked up front."""
 
 from __future__ import annotations
 
 import re
 from functools import cached_property
-from typing import Annotated, Any, Final, Self
+from typing import Annotated, Any, ClassVar, Final, Self
 
 from pydantic import (
     AfterValidator,
@@ -17,8 +17,9 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from forwarder._identity import ID_PATTERN, derive_incident_id
+from forwarder._identity import ID_PATTERN, derive_deployment_id, derive_incident_id
 from forwarder._timestamps import to_nanoseconds
+from forwarder.protocol import KIND_DEPLOYMENT, KIND_FAILURE
 
 MAX_CUSTOM_TAGS: Final = 100
 _SHA_PATTERN: Final = re.compile(r"^[a-fA-F0-9]{40,}$")
@@ -79,6 +80,7 @@ class IncidentEvent(BaseModel):
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+    KIND: ClassVar[str] = KIND_FAILURE
 
     id: IncidentId | None = None
     started_at: Timestamp | None = None
@@ -122,6 +124,11 @@ class IncidentEvent(BaseModel):
         )
 
     @property
+    def event_id(self) -> str:
+        """The incident's id (``incident_id``), under the name every event kind shares."""
+        return self.incident_id
+
+    @property
     def is_finish_only(self) -> bool:
         """True for a finish that names only its incident and needs the stored start."""
         return self.started_at is None
@@ -131,3 +138,49 @@ class IncidentEvent(BaseModel):
         data = self.model_dump(exclude_none=True)
         data["id"] = self.incident_id
         return data
+
+
+class DeploymentEvent(BaseModel):
+    """One deployment of a service: when it started and finished (both required).
+
+    Timestamps are accepted as for incidents and held as integer nanoseconds. Publishing
+    the same id again updates the deployment field by field.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    KIND: ClassVar[str] = KIND_DEPLOYMENT
+
+    id: IncidentId | None = None
+    service: Text
+    started_at: Timestamp
+    finished_at: Timestamp
+    env: Text | None = None
+    team: Text | None = None
+    version: Text | None = None
+    git: GitInfo | None = None
+    custom_tags: Annotated[list[CustomTag], Field(max_length=MAX_CUSTOM_TAGS)] | None = None
+
+    @model_validator(mode="after")
+    def _datadog_rules(self) -> Self:
+        if self.finished_at < self.started_at:
+            raise _rule_error("finished_at", "finished_at is before started_at")
+        return self
+
+    @cached_property
+    def event_id(self) -> str:
+        """The given id, or the one derived from service + env + started_at."""
+        if self.id is not None:
+            return self.id
+        return derive_deployment_id(
+            started_at_ns=self.started_at, env=self.env, service=self.service
+        )
+
+    def attributes(self) -> dict[str, Any]:
+        """Datadog's request attributes for this deployment, always with an ``id``."""
+        data = self.model_dump(exclude_none=True)
+        data["id"] = self.event_id
+        return data
+
+
+Event = IncidentEvent | DeploymentEvent
+"""Any event a producer can publish."""

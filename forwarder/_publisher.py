@@ -12,10 +12,11 @@ import redis
 
 from forwarder._entry import encode_entry, to_event
 from forwarder._errors import InvalidEventError, PublishError
-from forwarder._models import GitInfo, IncidentEvent
-from forwarder.protocol import DEFAULT_KEY_PREFIX, RedisKeys
+from forwarder._models import Event, GitInfo
+from forwarder.protocol import DEFAULT_KEY_PREFIX, KIND_DEPLOYMENT, RedisKeys
 
-EventLike = IncidentEvent | Mapping[str, Any]
+EventLike = Event | Mapping[str, Any]
+"""An event object, or a mapping of an incident's attributes (bare or as Datadog's body)."""
 
 DEFAULT_TIMEOUT_S = 1.0
 MESSAGE_FAILURES = 5
@@ -52,14 +53,16 @@ class Publisher:
         return cls(client, key_prefix=key_prefix)
 
     def publish(self, event: EventLike) -> str:
-        """Validate and enqueue one event; return its incident id.
+        """Validate and enqueue one event; return its id (given, or derived).
 
-        Raises ``InvalidEventError`` (nothing enqueued) or ``PublishError``.
+        A mapping is an incident's attributes; publish a ``DeploymentEvent`` (or call
+        ``deployment``) for a deployment. Raises ``InvalidEventError`` (nothing enqueued)
+        or ``PublishError``.
         """
         valid = to_event(event)
         with _redis_errors():
             self._redis.xadd(self._stream, encode_entry(valid))  # type: ignore[arg-type]
-        return valid.incident_id
+        return valid.event_id
 
     def publish_many(self, events: Iterable[EventLike]) -> list[str]:
         """Validate every event, enqueue the valid ones in one pipeline, return their ids.
@@ -68,7 +71,7 @@ class Publisher:
         ``InvalidEventError`` is raised for the first bad one; its ``index`` says which, and
         ``InvalidEventsError.failures`` (the exception raised) lists them all.
         """
-        valid: list[IncidentEvent] = []
+        valid: list[Event] = []
         failures: list[InvalidEventError] = []
         for index, event in enumerate(events):
             try:
@@ -82,8 +85,8 @@ class Publisher:
                     pipe.xadd(self._stream, encode_entry(item))  # type: ignore[arg-type]
                 pipe.execute()
         if failures:
-            raise InvalidEventsError(failures, published=[e.incident_id for e in valid])
-        return [item.incident_id for item in valid]
+            raise InvalidEventsError(failures, published=[e.event_id for e in valid])
+        return [item.event_id for item in valid]
 
     def incident_started(
         self,
@@ -129,6 +132,36 @@ class Publisher:
         """
         finished = time.time_ns() if finished_at is None else finished_at
         return self.publish({**attributes, "id": id, "finished_at": finished})
+
+    def deployment(
+        self,
+        *,
+        service: str,
+        started_at: object,
+        finished_at: object = None,
+        id: str | None = None,
+        env: str | None = None,
+        team: str | None = None,
+        version: str | None = None,
+        git: GitInfo | Mapping[str, str] | None = None,
+        custom_tags: Sequence[str] | None = None,
+    ) -> str:
+        """Report a deployment of ``service`` (``finished_at`` defaults to now); return its id.
+
+        Datadog needs both times, so report a deployment once it has finished.
+        """
+        attributes = _drop_none(
+            service=service,
+            started_at=started_at,
+            finished_at=time.time_ns() if finished_at is None else finished_at,
+            id=id,
+            env=env,
+            team=team,
+            version=version,
+            git=git,
+            custom_tags=custom_tags,
+        )
+        return self.publish(to_event(attributes, KIND_DEPLOYMENT))
 
     def close(self) -> None:
         """Release the Redis connections."""

@@ -3,6 +3,7 @@
 Everything a producer in any language needs to enqueue an event is here (and in the README):
 
     XADD {dora}:ingest * v 1 kind failure event '<JSON attributes>'
+    XADD {dora}:ingest * v 1 kind deployment event '<JSON attributes>'
 
 ``event`` holds Datadog's request attributes (``started_at``, ``services`` ...), either bare or
 wrapped as ``{"data": {"attributes": {...}}}``; timestamps may be s, ms or ns integers or
@@ -20,6 +21,14 @@ ENTRY_VERSION: Final = "1"
 KIND_FAILURE: Final = "failure"
 """Value of the ``kind`` field for an incident (Datadog's ``/api/v2/dora/failure``)."""
 
+KIND_DEPLOYMENT: Final = "deployment"
+"""Value of the ``kind`` field for a deployment (Datadog's ``/api/v2/dora/deployment``)."""
+
+KINDS: Final = (KIND_FAILURE, KIND_DEPLOYMENT)
+
+_KIND_SEPARATOR: Final = "/"
+"""Not allowed in ids, so a deployment's state id can never equal an incident's."""
+
 FIELD_REPLAY: Final = "replay"
 """Set (to ``1``) on entries re-enqueued from dead letters: delivered again even if unchanged."""
 
@@ -31,6 +40,20 @@ CONSUMER_GROUP: Final = "forwarder"
 """The one consumer group every worker of a deployment reads the ingest stream through."""
 
 DEFAULT_KEY_PREFIX: Final = "dora"
+
+
+def state_id(kind: str, event_id: str) -> str:
+    """The name under which workers keep an event's merged state (and schedule it).
+
+    An incident's is its id (as before deployments existed); a deployment's is prefixed.
+    """
+    return event_id if kind == KIND_FAILURE else f"{kind}{_KIND_SEPARATOR}{event_id}"
+
+
+def parse_state_id(name: str) -> tuple[str, str]:
+    """``(kind, event id)`` of a state id made by ``state_id``."""
+    kind, separator, event_id = name.partition(_KIND_SEPARATOR)
+    return (kind, event_id) if separator else (KIND_FAILURE, name)
 
 
 @dataclass(frozen=True, slots=True)

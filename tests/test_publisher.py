@@ -121,6 +121,8 @@ def test_exported_names_do_not_drift() -> None:
     """The producer API is exactly what the README documents, sorted."""
     assert forwarder.__all__ == sorted(forwarder.__all__)
     assert set(forwarder.__all__) == {
+        "DeploymentEvent",
+        "Event",
         "FieldError",
         "ForwarderError",
         "GitInfo",
@@ -129,6 +131,7 @@ def test_exported_names_do_not_drift() -> None:
         "InvalidEventsError",
         "PublishError",
         "Publisher",
+        "derive_deployment_id",
         "derive_incident_id",
         "to_event",
     }

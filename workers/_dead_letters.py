@@ -21,8 +21,8 @@ from forwarder.protocol import (
     FIELD_KIND,
     FIELD_REPLAY,
     FIELD_VERSION,
-    KIND_FAILURE,
     RedisKeys,
+    parse_state_id,
 )
 
 
@@ -55,7 +55,7 @@ class DeadLetter:
         if self.source == "incident" and self.detail and self.detail.get("attributes"):
             return {
                 FIELD_VERSION: ENTRY_VERSION,
-                FIELD_KIND: KIND_FAILURE,
+                FIELD_KIND: parse_state_id(self.incident_id or "")[0],
                 FIELD_EVENT: json.dumps(self.detail["attributes"], separators=(",", ":")),
                 FIELD_REPLAY: "1",
             }

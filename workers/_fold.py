@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from forwarder._entry import InvalidEntryError, decode_entry
-from forwarder.protocol import FIELD_REPLAY
+from forwarder.protocol import FIELD_REPLAY, state_id
 
 RawFields = Mapping[bytes, bytes] | Mapping[str, str]
 
@@ -88,9 +88,10 @@ def plan_fold(entries: Sequence[tuple[bytes | str, RawFields]]) -> FoldPlan:
             poison.append(PoisonEntry(entry_id, str(exc), payload))
             continue
         position = stream_position(entry_id)
-        fields_of = latest.setdefault(event.incident_id, {})
+        name = state_id(event.KIND, event.event_id)
+        fields_of = latest.setdefault(name, {})
         if _field(fields, FIELD_REPLAY) == "1":
-            forced.add(event.incident_id)
+            forced.add(name)
         for name, value in event.attributes().items():
             fields_of[name] = FieldUpdate(name, position, json.dumps(value, separators=(",", ":")))
     updates = tuple(
@@ -127,5 +128,9 @@ def merge(
 
 
 def is_complete(attributes: Mapping[str, object]) -> bool:
-    """Whether a merged state can be sent: Datadog needs started_at and services or team."""
-    return "started_at" in attributes and ("services" in attributes or "team" in attributes)
+    """Whether a merged state can be sent: Datadog needs started_at, and services or team
+    for an incident (a deployment's ``service`` is required by its model, so it always has it).
+    """
+    return "started_at" in attributes and (
+        "services" in attributes or "team" in attributes or "service" in attributes
+    )

@@ -228,7 +228,8 @@ class Pump:
                 flight.batch.settlements.append(self._logged(claim, early))
                 self._observer.settled(claim, early, None)
             else:
-                flight.in_flight[asyncio.create_task(self._sender.send(claim.attributes))] = claim
+                sending = self._sender.send(claim.attributes, claim.kind)
+                flight.in_flight[asyncio.create_task(sending)] = claim
                 report.sent += 1
         return (result.wait_ms / 1000 if result.wait_ms else None), len(result.claims)
 

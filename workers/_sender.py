@@ -13,9 +13,11 @@ import httpx
 from httpx_aiohttp import AiohttpTransport
 from pydantic import SecretStr
 
+from forwarder.protocol import KIND_DEPLOYMENT, KIND_FAILURE
 from workers._outcome import Attempt
 
-FAILURE_PATH: Final = "/api/v2/dora/failure"
+PATHS: Final = {KIND_FAILURE: "/api/v2/dora/failure", KIND_DEPLOYMENT: "/api/v2/dora/deployment"}
+"""Where each kind of event is POSTed."""
 MAX_BODY_KEPT: Final = 4096
 """Bytes of a response body kept for a dead letter or a log line."""
 
@@ -25,7 +27,7 @@ USER_AGENT: Final = "dora-forwarder/0.1"
 class Sender(Protocol):
     """Something that delivers one incident's attributes and says what happened."""
 
-    async def send(self, attributes: Mapping[str, Any]) -> Attempt: ...
+    async def send(self, attributes: Mapping[str, Any], kind: str = KIND_FAILURE) -> Attempt: ...
 
     async def aclose(self) -> None: ...
 
@@ -41,7 +43,7 @@ def default_transport(max_connections: int) -> httpx.AsyncBaseTransport:
 
 
 class DatadogSender:
-    """POSTs to ``<base_url>/api/v2/dora/failure`` with the API key; never raises for HTTP.
+    """POSTs to ``<base_url>/api/v2/dora/<kind>`` with the API key; never raises for HTTP.
 
     ``transport`` is the seam for tests (``httpx.MockTransport``) and other clients. The
     transport is called directly, without ``httpx.AsyncClient``: a forwarder that posts to
@@ -59,9 +61,9 @@ class DatadogSender:
     ) -> None:
         self._timeout_s = timeout_s
         self._transport = transport
-        self._url = httpx.URL(base_url.rstrip("/") + FAILURE_PATH)
+        self._urls = {kind: httpx.URL(base_url.rstrip("/") + path) for kind, path in PATHS.items()}
         self._headers = [
-            (b"Host", self._url.netloc),
+            (b"Host", self._urls[KIND_FAILURE].netloc),
             (b"DD-API-KEY", api_key.get_secret_value().encode()),
             (b"Content-Type", b"application/json"),
             (b"Accept", b"application/json"),
@@ -75,14 +77,14 @@ class DatadogSender:
         }
 
     def __repr__(self) -> str:
-        return f"DatadogSender(url={str(self._url)!r})"
+        return f"DatadogSender(url={str(self._urls[KIND_FAILURE])!r})"
 
-    async def send(self, attributes: Mapping[str, Any]) -> Attempt:
-        """POST one incident; transport failures and timeouts come back as ``Attempt.error``."""
+    async def send(self, attributes: Mapping[str, Any], kind: str = KIND_FAILURE) -> Attempt:
+        """POST one event; transport failures and timeouts come back as ``Attempt.error``."""
         body = request_body(attributes)
         request = httpx.Request(
             "POST",
-            self._url,
+            self._urls[kind],
             headers=self._headers,
             content=body,
             extensions={"timeout": self._timeouts},
@@ -122,16 +124,21 @@ class PrintingSender:
     """
 
     def __init__(self, *, base_url: str, fd: int = 1) -> None:
-        self._url = base_url.rstrip("/") + FAILURE_PATH
+        self._base_url = base_url.rstrip("/")
         self._fd = fd
-        self._prefix = b'{"method":"POST","url":' + json.dumps(self._url).encode() + b',"body":'
+        self._prefixes = {
+            kind: b'{"method":"POST","url":'
+            + json.dumps(self._base_url + path).encode()
+            + b',"body":'
+            for kind, path in PATHS.items()
+        }
 
     def __repr__(self) -> str:
-        return f"PrintingSender(url={self._url!r})"
+        return f"PrintingSender(base_url={self._base_url!r})"
 
-    async def send(self, attributes: Mapping[str, Any]) -> Attempt:
+    async def send(self, attributes: Mapping[str, Any], kind: str = KIND_FAILURE) -> Attempt:
         """Print the request for ``attributes``; it counts as accepted."""
-        os.write(self._fd, self._prefix + request_body(attributes) + b"}\n")
+        os.write(self._fd, self._prefixes[kind] + request_body(attributes) + b"}\n")
         return Attempt(202, {}, "")
 
     async def aclose(self) -> None:

@@ -6,16 +6,18 @@ import json
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Final
 
-from pydantic import ValidationError
-
-from forwarder._errors import field_errors
-from forwarder._models import IncidentEvent
+from forwarder._entry import to_event
+from forwarder._errors import InvalidEventError
+from forwarder.protocol import KIND_DEPLOYMENT, KIND_FAILURE
 from workers._backoff import BackoffPolicy
 from workers._fold import is_complete
 from workers._outcome import AUTH_STATUSES, Attempt, Verdict, decide
 from workers._sender import MAX_BODY_KEPT
 from workers._store import Claim, Settlement
+
+_NOUNS: Final = {KIND_FAILURE: "incident", KIND_DEPLOYMENT: "deployment"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,10 +72,9 @@ def before_sending(claim: Claim, policy: SettlementPolicy) -> Settlement | None:
             "for its start, which never arrived (FORWARDER_ORPHAN_WAIT_S)",
         )
     try:
-        IncidentEvent.model_validate(claim.attributes)
-    except ValidationError as exc:
-        reasons = "; ".join(str(error) for error in field_errors(exc))
-        return dead_letter(claim, f"merged incident is invalid: {reasons}")
+        to_event(claim.attributes, claim.kind)
+    except InvalidEventError as exc:
+        return dead_letter(claim, f"merged {_NOUNS[claim.kind]} is invalid: {exc}")
     return None
 
 

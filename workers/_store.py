@@ -16,7 +16,7 @@ from typing import Any, Final, cast
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
-from forwarder.protocol import CONSUMER_GROUP, RedisKeys
+from forwarder.protocol import CONSUMER_GROUP, RedisKeys, parse_state_id
 from workers._fold import FoldPlan
 from workers._gate import GateUpdate
 
@@ -46,6 +46,11 @@ class Claim:
     """Redis' clock when it was claimed: what ages and waits are measured against."""
     published_ms: int | None = None
     """When the newest entry behind this version was published (Redis' clock)."""
+
+    @property
+    def kind(self) -> str:
+        """``failure`` or ``deployment``: which endpoint the state goes to."""
+        return parse_state_id(self.incident_id)[0]
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,7 +9,8 @@ from collections.abc import Iterator, Sequence
 from typing import IO, Any
 
 from config import Settings, SettingsError, load_settings
-from forwarder import IncidentEvent, InvalidEventError, Publisher, PublishError, to_event
+from forwarder import Event, InvalidEventError, Publisher, PublishError, to_event
+from forwarder.protocol import KIND_FAILURE, KINDS
 from workers._cli_common import EXIT_BAD_INPUT, EXIT_FAILURE
 from workers._cli_letters import cmd_dead_letters
 from workers._cli_serve import add_serve_parser, cmd_serve
@@ -26,8 +27,8 @@ PUBLISH_CHUNK = 500
 """Events sent to Redis per pipeline by ``publish``."""
 
 
-def _parse_lines(stream: IO[str]) -> Iterator[tuple[int, IncidentEvent | str]]:
-    """Yield ``(line number, event or error text)`` for each non-blank line."""
+def _parse_lines(stream: IO[str], kind: str) -> Iterator[tuple[int, Event | str]]:
+    """Yield ``(line number, event of ``kind`` or error text)`` for each non-blank line."""
     for number, line in enumerate(stream, start=1):
         text = line.strip()
         if not text:
@@ -38,22 +39,22 @@ def _parse_lines(stream: IO[str]) -> Iterator[tuple[int, IncidentEvent | str]]:
             yield number, f"not valid JSON: {exc.msg} (column {exc.colno})"
             continue
         try:
-            yield number, to_event(data)
+            yield number, to_event(data, kind)
         except InvalidEventError as exc:
             yield number, str(exc)
 
 
-def cmd_publish(settings: Settings, path: str, err: IO[str]) -> int:
+def cmd_publish(settings: Settings, path: str, err: IO[str], kind: str = KIND_FAILURE) -> int:
     """Enqueue every valid line of ``path``; report each bad one with its line number."""
     publisher = Publisher.from_url(
         settings.redis_url, key_prefix=settings.key_prefix, timeout_s=settings.publish_timeout_s
     )
     published = bad = 0
-    chunk: list[IncidentEvent] = []
+    chunk: list[Event] = []
     name = "stdin" if path == "-" else path
     try:
         with sys.stdin if path == "-" else open(path, encoding="utf-8") as stream:
-            for number, item in _parse_lines(stream):
+            for number, item in _parse_lines(stream, kind):
                 if isinstance(item, str):
                     bad += 1
                     print(f"{name}:{number}: {item}", file=err)
@@ -109,12 +110,18 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     publish = commands.add_parser(
         "publish",
-        help="enqueue incident events from a JSON-lines file",
+        help="enqueue incident (or deployment) events from a JSON-lines file",
         description="Each line holds an event's attributes, bare or as Datadog's whole body "
         '{"data": {"attributes": {...}}}. Valid lines are enqueued even if '
         "others are bad; exit code 1 if any line was rejected.",
     )
     publish.add_argument("file", help="path of a JSON-lines file, or - for standard input")
+    publish.add_argument(
+        "--kind",
+        choices=KINDS,
+        default=KIND_FAILURE,
+        help="what the lines are: incidents (failure, the default) or deployments",
+    )
     status = commands.add_parser(
         "status", help="show backlog, due, in flight, dead letters, gate, live workers"
     )
@@ -200,7 +207,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILURE
     result: Any
     if args.command == "publish":
-        result = cmd_publish(settings, args.file, sys.stderr)
+        result = cmd_publish(settings, args.file, sys.stderr, args.kind)
     elif args.command == "status":
         result = cmd_status(settings, args.json, args.watch, sys.stdout, sys.stderr)
     elif args.command == "dead-letters":

@@ -56,8 +56,11 @@ for k = 6, #KEYS do
     redis.call('PEXPIRE', key, retention_ms)
     -- An incident in flight is made due again by its settlement, which sees the new version.
     if not redis.call('ZSCORE', KEYS[3], id) then
+      -- As workers/_fold.py is_complete: an incident needs services or team, a deployment
+      -- always has its service.
       local complete = redis.call('HEXISTS', key, 'a:started_at') == 1 and
-        (redis.call('HEXISTS', key, 'a:services') == 1 or redis.call('HEXISTS', key, 'a:team') == 1)
+        (redis.call('HEXISTS', key, 'a:services') == 1 or redis.call('HEXISTS', key, 'a:team') == 1
+         or redis.call('HEXISTS', key, 'a:service') == 1)
       local due_at = now
       if not complete then
         -- A finish without its start waits for it; if it is still alone then, it is dead-lettered.
