@@ -24,7 +24,7 @@ import redis
 
 from forwarder import to_event
 from forwarder._entry import encode_entry
-from forwarder.protocol import RedisKeys
+from forwarder.protocol import KIND_DEPLOYMENT, RedisKeys
 from tests.serve import ServeProcess, serve_env
 from tests.stack import REPO, delete_keys
 
@@ -34,11 +34,21 @@ DATADOG_KEY = f"datadog-key-{uuid.uuid4().hex}"
 ALL_KEYS = (INGEST_KEY, OTHER_INGEST_KEY, DATADOG_KEY)
 LIMIT_BYTES = 2048
 FAILURE = "/api/v2/dora/failure"
+DEPLOYMENT = "/api/v2/dora/deployment"
+SHA = "66adc9350f2cc9b250b69abddab733dd55e1a588"
 ATTRIBUTES: dict[str, Any] = {
     "id": "incident-ingest-000001",
     "started_at": 1_700_000_000,
     "services": ["checkout"],
     "env": "prod",
+}
+DEPLOYED: dict[str, Any] = {
+    "id": "deployment-ingest-0001",
+    "service": "checkout",
+    "started_at": 1_700_000_000,
+    "finished_at": 1_700_000_090,
+    "env": "prod",
+    "git": {"repository_url": "https://github.com/acme/checkout", "commit_sha": SHA},
 }
 
 
@@ -133,6 +143,31 @@ def test_legacy_incident_path_takes_the_same_body(
     assert [e[b"kind"] for e in entries(sync_redis, stream)] == [b"failure"]
 
 
+def test_deployment_is_enqueued_as_a_deployment(
+    server: ServeProcess, stream: str, sync_redis: redis.Redis
+) -> None:
+    """POST /api/v2/dora/deployment: 202 type dora_deployment, one entry of kind deployment."""
+    response = post(server, body_of(DEPLOYED), path=DEPLOYMENT)
+    assert response.status_code == 202
+    assert response.json() == {"data": {"id": "deployment-ingest-0001", "type": "dora_deployment"}}
+    expected = encode_entry(to_event(DEPLOYED, KIND_DEPLOYMENT))
+    assert expected["kind"] == "deployment"
+    assert entries(sync_redis, stream) == [{k.encode(): v.encode() for k, v in expected.items()}]
+
+
+def test_deployment_id_is_derived_when_none_is_given(
+    server: ServeProcess, stream: str, sync_redis: redis.Redis
+) -> None:
+    """A deployment without an id gets the one derived from service + env + started_at."""
+    attributes = {k: v for k, v in DEPLOYED.items() if k != "id"}
+    response = post(server, body_of(attributes), path=DEPLOYMENT)
+    assert response.status_code == 202
+    derived = to_event(attributes, KIND_DEPLOYMENT).event_id
+    assert response.json()["data"]["id"] == derived
+    (entry,) = entries(sync_redis, stream)
+    assert json.loads(entry[b"event"])["id"] == derived
+
+
 def test_any_configured_key_any_header_case_any_content_type(
     server: ServeProcess, stream: str, sync_redis: redis.Redis
 ) -> None:
@@ -192,6 +227,33 @@ def test_bad_field_is_a_400_pointing_at_it(
     (error,) = response.json()["errors"]
     assert error["status"] == "400"
     assert error["title"] == "Bad Request"
+    assert error["detail"].startswith(detail)
+    assert error["source"] == {"pointer": pointer}
+    assert entries(sync_redis, stream) == []
+
+
+@pytest.mark.parametrize(
+    ("change", "pointer", "detail"),
+    [
+        ({"finished_at": None}, "/data/attributes/finished_at", "finished_at: is required"),
+        ({"service": None}, "/data/attributes/service", "service: is required"),
+        ({"services": ["x"]}, "/data/attributes/services", "services: is not a field Datadog"),
+        ({"finished_at": 1}, "/data/attributes/finished_at", "finished_at: is before started"),
+    ],
+)
+def test_bad_deployment_field_is_a_400_pointing_at_it(
+    server: ServeProcess,
+    stream: str,
+    sync_redis: redis.Redis,
+    change: dict[str, Any],
+    pointer: str,
+    detail: str,
+) -> None:
+    """Deployments are held to the deployment model: Datadog's required fields, no others."""
+    attributes = {k: v for k, v in {**DEPLOYED, **change}.items() if v is not None}
+    response = post(server, body_of(attributes), path=DEPLOYMENT)
+    assert response.status_code == 400
+    (error,) = response.json()["errors"]
     assert error["detail"].startswith(detail)
     assert error["source"] == {"pointer": pointer}
     assert entries(sync_redis, stream) == []

@@ -30,9 +30,10 @@ def add_serve_parser(commands: Any) -> None:
     serve = commands.add_parser(
         "serve",
         help="serve Datadog's DORA write API to producers (curl, datadog-ci, Datadog's clients)",
-        description="Accepts POST /api/v2/dora/failure (and the legacy /incident) with "
-        "Datadog's bodies and DD-API-KEY header, and enqueues each event into Redis for the "
-        "workers. Producers send one of FORWARDER_INGEST_KEYS, never the Datadog key.",
+        description="Accepts POST /api/v2/dora/failure, /api/v2/dora/deployment (and the "
+        "legacy /incident) with Datadog's bodies and DD-API-KEY header, and enqueues each "
+        "event into Redis for the workers. Producers send one of FORWARDER_INGEST_KEYS, "
+        "never the Datadog key.",
     )
     serve.add_argument("--host", help="address to listen on (default: FORWARDER_INGEST_HOST)")
     serve.add_argument(

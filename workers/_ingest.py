@@ -5,7 +5,7 @@ its base URL. Each request goes: route -> ``DD-API-KEY`` -> size (``Content-Leng
 the bytes as they arrive) -> JSON, envelope and the producers' models -> one ``XADD`` that
 Redis acknowledges -> 202 with the event's id. Nothing is acknowledged that is not stored:
 when Redis does not answer in time the caller gets a 503 and retries (a retry of a write
-that did land is harmless: the same id folds into the same incident).
+that did land is harmless: the same id folds into the same state).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from starlette.routing import Route
 
 from config import Settings
 from forwarder._entry import encode_entry
-from forwarder.protocol import KIND_FAILURE, RedisKeys
+from forwarder.protocol import KIND_DEPLOYMENT, KIND_FAILURE, RedisKeys
 from workers._ingest_keys import IngestKeys
 from workers._ingest_request import BadRequestError, parse_event
 from workers._jsonapi import bad_request, plain_errors
@@ -58,6 +58,7 @@ ROUTES: Final[Mapping[str, EventRoute]] = MappingProxyType(
         "/api/v2/dora/failure": EventRoute(KIND_FAILURE, "dora_failure"),
         # Deprecated by Datadog for /failure; same body, and it answers dora_failure too.
         "/api/v2/dora/incident": EventRoute(KIND_FAILURE, "dora_failure"),
+        "/api/v2/dora/deployment": EventRoute(KIND_DEPLOYMENT, "dora_deployment"),
     }
 )
 
@@ -175,7 +176,7 @@ class Ingest:
         except RedisError as exc:
             log.warning("answered 503 to %s: Redis did not take the event: %s", where, exc)
             return _unavailable()
-        content = {"data": {"id": event.incident_id, "type": route.response_type}}
+        content = {"data": {"id": event.event_id, "type": route.response_type}}
         return JSONResponse(content, status_code=HTTPStatus.ACCEPTED, media_type=JSONAPI_TYPE)
 
     async def health(self, _request: Request) -> Response:

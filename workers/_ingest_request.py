@@ -12,8 +12,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any, NoReturn
 
-from forwarder import IncidentEvent, InvalidEventError, to_event
-from forwarder.protocol import KIND_FAILURE
+from forwarder import Event, InvalidEventError, to_event
 from workers._jsonapi import ApiError, from_field_error
 
 
@@ -60,12 +59,13 @@ def attributes_of(document: Any) -> Mapping[str, Any]:
     return attributes
 
 
-def parse_event(body: bytes, kind: str) -> IncidentEvent:
-    """Validate a request body into the event of ``kind``, or raise ``BadRequestError``."""
-    if kind != KIND_FAILURE:
-        raise ValueError(f"no model for events of kind {kind!r}")
+def parse_event(body: bytes, kind: str) -> Event:
+    """Validate a request body into the event of ``kind``, or raise ``BadRequestError``.
+
+    ``kind`` is one of ``forwarder.protocol.KINDS`` (another is a ``ValueError``: a bug).
+    """
     attributes = attributes_of(_document(body))
     try:
-        return to_event({"data": {"attributes": attributes}})
+        return to_event({"data": {"attributes": attributes}}, kind)
     except InvalidEventError as exc:
         raise BadRequestError([from_field_error(error) for error in exc.errors]) from None
