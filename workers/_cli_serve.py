@@ -15,6 +15,10 @@ GRACEFUL_SHUTDOWN_S: Final = 5
 """How long a stopping server lets requests under way finish (each is one XADD)."""
 
 
+class ServeSettingsError(ValueError):
+    """The settings of ``serve`` contradict each other; the message says what to set."""
+
+
 def _port(text: str) -> int:
     try:
         value = int(text)
@@ -56,21 +60,29 @@ def _configure_logging(settings: Settings, err: IO[str]) -> None:
     root.setLevel(settings.log_level)
 
 
+def serve_keys(settings: Settings) -> IngestKeys:
+    """The accepted keys, once the settings ``serve`` needs are checked.
+
+    Raises ``IngestKeysError`` (no keys, or the Datadog key among them) or
+    ``ServeSettingsError`` (half a TLS configuration); both say what to set.
+    """
+    keys = IngestKeys.from_settings(settings.ingest_keys, settings.dd_api_key)
+    if bool(settings.ingest_tls_certfile) != bool(settings.ingest_tls_keyfile):
+        raise ServeSettingsError(
+            "set both FORWARDER_INGEST_TLS_CERTFILE and FORWARDER_INGEST_TLS_KEYFILE to serve "
+            "HTTPS, or neither to serve plain HTTP"
+        )
+    return keys
+
+
 def cmd_serve(settings: Settings, args: argparse.Namespace, err: IO[str]) -> int:
     """Serve until SIGINT or SIGTERM; refuse to start without ingest keys. An exit code."""
     try:
-        keys = IngestKeys.from_settings(settings.ingest_keys, settings.dd_api_key)
-    except IngestKeysError as exc:
+        keys = serve_keys(settings)
+    except (IngestKeysError, ServeSettingsError) as exc:
         print(f"dora-forwarder: {exc}", file=err)
         return EXIT_FAILURE
     certfile, keyfile = settings.ingest_tls_certfile, settings.ingest_tls_keyfile
-    if bool(certfile) != bool(keyfile):
-        print(
-            "dora-forwarder: set both FORWARDER_INGEST_TLS_CERTFILE and "
-            "FORWARDER_INGEST_TLS_KEYFILE to serve HTTPS, or neither to serve plain HTTP",
-            file=err,
-        )
-        return EXIT_FAILURE
     import uvicorn  # noqa: PLC0415 - only this command needs the server
 
     from workers._ingest import ROUTES, create_app  # noqa: PLC0415

@@ -17,6 +17,7 @@ import platformdirs
 from config import Settings
 from workers._cli_common import EXIT_FAILURE
 from workers._embedded_redis import EmbeddedRedis, EmbeddedRedisError, answers
+from workers._run_ingest import ingest_problem, start_ingest
 
 APP_NAME: Final = "dora-forwarder"
 
@@ -81,6 +82,9 @@ def cmd_run(settings: Settings, options: RunOptions, err: IO[str]) -> int:
     if not (settings.dry_run or options.dry_run) and settings.dd_api_key is None:
         print(missing_key_message(), file=err)
         return EXIT_FAILURE
+    if (problem := ingest_problem(settings)) is not None:
+        print(problem, file=err)
+        return EXIT_FAILURE
     url_set = "redis_url" in settings.model_fields_set
     try:
         choice = choose_redis(
@@ -116,9 +120,12 @@ def cmd_run(settings: Settings, options: RunOptions, err: IO[str]) -> int:
         print(f"dora-forwarder: using Redis at {settings.redis_url_for_logs}", file=err)
     if options.dry_run:
         os.environ["FORWARDER_DRY_RUN"] = "1"
+    ingest = start_ingest(settings, err)  # with the environment above: the same Redis
     try:
         return run_celery_worker(options.concurrency, options.loglevel, options.celery_args)
     finally:
+        if ingest is not None:
+            ingest.stop()
         if embedded is not None:
             embedded.stop()
             print(f"dora-forwarder: stopped the embedded Redis ({embedded.data_dir})", file=err)
