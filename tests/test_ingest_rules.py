@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 from pydantic import SecretStr
 
 from forwarder import FieldError, to_event
+from tests.stack import REPO
 from workers._ingest_keys import IngestKeys, IngestKeysError, parse_keys
 from workers._ingest_request import BadRequestError, parse_event
 from workers._jsonapi import ApiError, bad_request, from_field_error, plain_errors, pointer_of
@@ -159,3 +162,17 @@ def test_keys_never_show_in_their_repr() -> None:
     keys = IngestKeys.from_settings(SecretStr("alpha-key,beta-key"), None)
     assert repr(keys) == "IngestKeys(<2 key(s)>)"
     assert len(keys) == 2
+
+
+@pytest.mark.parametrize("module", ["forwarder", "workers.cli"])
+def test_importing_does_not_load_the_server_stack(module: str) -> None:
+    """Producers (forwarder) and the other commands (workers.cli) load no Starlette or uvicorn."""
+    code = (
+        f"import sys, {module}; "
+        "loaded = sorted({m.split('.')[0] for m in sys.modules} & {'starlette', 'uvicorn'}); "
+        "print(loaded); sys.exit(bool(loaded))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], check=False, capture_output=True, text=True, cwd=REPO
+    )
+    assert (result.returncode, result.stdout.strip()) == (0, "[]"), result.stderr

@@ -126,6 +126,11 @@ class Ingest:
         self.factory = factory
         self.redis: aioredis.Redis | None = None
 
+    def _redis(self) -> aioredis.Redis:
+        if self.redis is None:
+            raise RuntimeError("the app's lifespan makes its Redis client: run the app with it")
+        return self.redis
+
     def _refusal(self, request: Request) -> str | None:
         """Why the request's ``DD-API-KEY`` is refused, or None when it is accepted."""
         presented = request.headers.getlist(API_KEY_HEADER)
@@ -169,10 +174,8 @@ class Ingest:
         except BadRequestError as exc:
             log.info("rejected %s: HTTP 400 %s", where, exc)
             return _json(HTTPStatus.BAD_REQUEST, bad_request(exc.errors))
-        if self.redis is None:  # only without the lifespan, which tests may skip
-            self.redis = self.factory()
         try:
-            await self.redis.xadd(self.stream, encode_entry(event))  # type: ignore[arg-type]
+            await self._redis().xadd(self.stream, encode_entry(event))  # type: ignore[arg-type]
         except RedisError as exc:
             log.warning("answered 503 to %s: Redis did not take the event: %s", where, exc)
             return _unavailable()
@@ -181,10 +184,8 @@ class Ingest:
 
     async def health(self, _request: Request) -> Response:
         """200 while Redis answers PING within the timeout, else 503 (for load balancers)."""
-        if self.redis is None:
-            self.redis = self.factory()
         try:
-            await self.redis.ping()
+            await self._redis().ping()
         except RedisError as exc:
             log.warning("health: Redis does not answer: %s", exc)
             return _unavailable()
