@@ -27,8 +27,7 @@ from tests.standin import StandinServer
 from workers import _logging
 from workers._logging import RedactSecrets, configure_handlers, json_formatter, secrets_of
 from workers._outcome import Attempt, Verdict
-from workers._pump import Pump, PumpConfig
-from workers._settlement import SettlementPolicy
+from workers._outcome_log import log_outcome
 from workers._store import Claim, Settlement
 
 KEY = "logging-test-key-0123456789abcdef"
@@ -285,32 +284,18 @@ def claim(attempt: int = 0) -> Claim:
     return Claim(INCIDENT, 2, 0, attempt, 0, None, {"id": INCIDENT})
 
 
-@pytest.fixture
-def pump() -> Pump:
-    config = PumpConfig(
-        consumer="test",
-        ingest_batch=1,
-        max_in_flight=1,
-        lease_ms=1000,
-        reclaim_idle_ms=1000,
-        retention_ms=1000,
-        policy=SettlementPolicy(),
-    )
-    return Pump(store=None, sender=None, config=config)  # type: ignore[arg-type]
-
-
 def outcome_record(caplog: pytest.LogCaptureFixture) -> logging.LogRecord:
     (record,) = [r for r in caplog.records if r.name == "dora_forwarder.pump"]
     return record
 
 
 def test_delivered_line_keeps_its_text_and_has_fields(
-    pump: Pump, caplog: pytest.LogCaptureFixture
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """A delivery is one INFO line, its text as before, with incident, status and attempt."""
     caplog.set_level(logging.INFO, logger="dora_forwarder.pump")
     settlement = Settlement(INCIDENT, 2, Verdict.DELIVERED)
-    assert pump._logged(claim(), settlement, Attempt(202, {}, "")) is settlement
+    assert log_outcome(claim(), settlement, Attempt(202, {}, "")) is settlement
     record = outcome_record(caplog)
     assert record.levelno == logging.INFO
     assert record.getMessage() == f"delivered incident={INCIDENT} status=202 attempt=1"
@@ -319,13 +304,13 @@ def test_delivered_line_keeps_its_text_and_has_fields(
 
 
 def test_retry_after_transport_error_has_no_status(
-    pump: Pump, caplog: pytest.LogCaptureFixture
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """A retry after a network error says status None, the delay in seconds and the reason."""
     caplog.set_level(logging.INFO, logger="dora_forwarder.pump")
     reason = "network error: ConnectError: refused"
     settlement = Settlement(INCIDENT, 2, Verdict.RETRY, delay_ms=1500, reason=reason)
-    pump._logged(claim(attempt=2), settlement, Attempt(None, {}, "", "ConnectError: refused"))
+    log_outcome(claim(attempt=2), settlement, Attempt(None, {}, "", "ConnectError: refused"))
     record = outcome_record(caplog)
     assert record.getMessage() == (
         f"retry incident={INCIDENT} status=None attempt=3 in=1.5s reason={reason}"
@@ -335,22 +320,22 @@ def test_retry_after_transport_error_has_no_status(
 
 
 def test_dead_letter_line_is_an_error_with_its_reason(
-    pump: Pump, caplog: pytest.LogCaptureFixture
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """A dead letter is an ERROR line with the reason; nothing sent means no attempt number."""
     caplog.set_level(logging.INFO, logger="dora_forwarder.pump")
     reason = "merged incident is invalid: finished_at: before started_at"
-    pump._logged(claim(), Settlement(INCIDENT, 2, Verdict.DEAD, reason=reason))
+    log_outcome(claim(), Settlement(INCIDENT, 2, Verdict.DEAD, reason=reason))
     record = outcome_record(caplog)
     assert record.levelno == logging.ERROR
     assert record.getMessage() == f"dead letter: incident={INCIDENT} reason={reason}"
     assert (record.status, record.attempt, record.reason) == (None, None, reason)  # type: ignore[attr-defined]
 
 
-def test_waits_are_not_logged(pump: Pump, caplog: pytest.LogCaptureFixture) -> None:
+def test_waits_are_not_logged(caplog: pytest.LogCaptureFixture) -> None:
     """A finish waiting for its start writes no line (it is not news to an operator)."""
     caplog.set_level(logging.DEBUG, logger="dora_forwarder.pump")
-    pump._logged(claim(), Settlement(INCIDENT, 2, Verdict.WAIT, delay_ms=1000))
+    log_outcome(claim(), Settlement(INCIDENT, 2, Verdict.WAIT, delay_ms=1000))
     assert [r for r in caplog.records if r.name == "dora_forwarder.pump"] == []
 
 

@@ -215,3 +215,22 @@ def test_dry_run_on_embedded_redis_prints_requests_and_survives_a_restart(
     log = (tmp_path / "run.log").read_text()
     assert f"started an embedded Redis on 127.0.0.1:{port}" in log
     assert str(data) in log
+
+
+@pytest.mark.integration
+@needs_embedded
+def test_embedded_redis_stops_when_run_is_killed(
+    tmp_path: Path, run_env: dict[str, str], runs: list[RunProcess]
+) -> None:
+    """Even a SIGKILLed run leaves no Redis behind: it gets SIGTERM and shuts down cleanly."""
+    port = free_port()
+    url = f"redis://127.0.0.1:{port}/0"
+    args = ["--dry-run", "--embedded-redis", f"--embedded-port={port}", f"--data-dir={tmp_path}"]
+    run = RunProcess([*args, "--concurrency=1"], run_env, tmp_path / "run.log")
+    runs.append(run)
+    wait_until(lambda: answers(url), timeout_s=20, what="the embedded Redis")
+    run.process.kill()
+    wait_until(lambda: not answers(url), timeout_s=10, what="the embedded Redis to stop")
+    log = (tmp_path / "redis.log").read_text()
+    assert "Received SIGTERM" in log
+    assert "Calling fsync() on the AOF file" in log

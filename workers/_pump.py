@@ -22,6 +22,7 @@ from workers._fold import plan_fold
 from workers._gate import REASON_AUTH, gate_update
 from workers._observer import NoObserver, PumpObserver
 from workers._outcome import Attempt, Verdict
+from workers._outcome_log import log_outcome
 from workers._sender import Sender
 from workers._settlement import SettlementPolicy, before_sending, from_answer
 from workers._store import Claim, Settlement, Store
@@ -225,7 +226,7 @@ class Pump:
         for claim in result.claims:
             early = before_sending(claim, self._config.policy)
             if early is not None:
-                flight.batch.settlements.append(self._logged(claim, early))
+                flight.batch.settlements.append(log_outcome(claim, early))
                 self._observer.settled(claim, early, None)
             else:
                 sending = self._sender.send(claim.attributes, claim.kind)
@@ -242,7 +243,7 @@ class Pump:
                 answer = cast(Attempt, task.result())
                 flight.batch.answers.append(answer)
                 settlement = from_answer(claim, answer, self._config.policy)
-                flight.batch.settlements.append(self._logged(claim, settlement, answer))
+                flight.batch.settlements.append(log_outcome(claim, settlement, answer))
                 self._observer.settled(claim, settlement, answer)
         refill_at = max(1, self._config.max_in_flight // 4)
         if len(flight.batch.settlements) >= refill_at or not flight.in_flight:
@@ -271,53 +272,6 @@ class Pump:
             await asyncio.wait([woken, stop], timeout=wait_s, return_when=asyncio.FIRST_COMPLETED)
             woken.cancel()
         wake.clear()
-
-    def _logged(
-        self, claim: Claim, settlement: Settlement, attempt: Attempt | None = None
-    ) -> Settlement:
-        """One log line per outcome that matters to an operator, with its fields as ``extra``.
-
-        Fields: ``incident``, ``verdict``, ``status`` (None without an HTTP answer),
-        ``attempt`` (this attempt's number, None when nothing was sent), and ``reason``
-        for retries and dead letters, ``retry_in_s`` for retries.
-        """
-        status = attempt.status if attempt else None
-        fields = {
-            "incident": claim.incident_id,
-            "verdict": str(settlement.verdict),
-            "status": status,
-            "attempt": claim.attempt + 1 if attempt is not None else None,
-        }
-        if settlement.verdict is Verdict.DELIVERED and attempt is not None:
-            log.info(
-                "delivered incident=%s status=%s attempt=%d",
-                claim.incident_id,
-                status,
-                claim.attempt + 1,
-                extra=fields,
-            )
-        elif settlement.verdict is Verdict.RETRY:
-            log.info(
-                "retry incident=%s status=%s attempt=%d in=%.1fs reason=%s",
-                claim.incident_id,
-                status,
-                claim.attempt + 1,
-                settlement.delay_ms / 1000,
-                settlement.reason,
-                extra={
-                    **fields,
-                    "retry_in_s": settlement.delay_ms / 1000,
-                    "reason": settlement.reason,
-                },
-            )
-        elif settlement.verdict is Verdict.DEAD:
-            log.error(
-                "dead letter: incident=%s reason=%s",
-                claim.incident_id,
-                settlement.reason,
-                extra={**fields, "reason": settlement.reason},
-            )
-        return settlement
 
     async def _settle(self, flight: _Flight, report: PumpReport) -> None:
         batch = flight.batch

@@ -10,6 +10,7 @@ import asyncio
 import logging
 import os
 import socket
+from collections.abc import Callable
 
 import redis.asyncio as aioredis
 
@@ -21,6 +22,9 @@ from workers._pump import Pump, PumpConfig, PumpReport
 from workers._sender import DatadogSender, PrintingSender, Sender, default_transport
 from workers._settlement import SettlementPolicy
 from workers._store import Store
+
+SHUTDOWN_POLL_S = 0.05
+"""How often a running pump looks whether its worker is shutting down (bounds the release)."""
 
 REDIS_SOCKET_TIMEOUT_S = 10.0
 """Above the longest XREADGROUP BLOCK (1 s) so that a blocked read is never cut short."""
@@ -104,13 +108,32 @@ class Runtime:
             store, sender or datadog_sender(settings), pump_config(settings), _observer(settings)
         )
 
-    def run(self, budget_s: float) -> PumpReport:
-        """Run the pump for ``budget_s`` seconds on this process's loop."""
+    def run(self, budget_s: float, shutting_down: Callable[[], bool] | None = None) -> PumpReport:
+        """Run the pump for ``budget_s`` seconds on this process's loop.
+
+        ``shutting_down`` is polled while it runs: once it answers True the pump gives its
+        claims back and returns, as on SIGTERM.
+        """
         self.running = True
         try:
-            return self.loop.run_until_complete(self.pump.run(budget_s))
+            return self.loop.run_until_complete(self._run(budget_s, shutting_down))
         finally:
             self.running = False
+
+    async def _run(self, budget_s: float, shutting_down: Callable[[], bool] | None) -> PumpReport:
+        watcher = asyncio.create_task(self._watch(shutting_down)) if shutting_down else None
+        try:
+            return await self.pump.run(budget_s)
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+
+    async def _watch(self, shutting_down: Callable[[], bool]) -> None:
+        # The flag lives in another process's hands (a multiprocessing.Event): it can only
+        # be polled.
+        while not shutting_down():  # noqa: ASYNC110
+            await asyncio.sleep(SHUTDOWN_POLL_S)
+        self.pump.request_stop()
 
     def request_stop(self) -> None:
         """Make a running pump give back its claims and return (from a signal handler)."""

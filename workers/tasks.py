@@ -7,6 +7,7 @@ every pool process give its claims back at once instead of holding them to the e
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 import signal
 import threading
@@ -31,7 +32,8 @@ from workers.celery_app import PUMP_TASK, TICK_EXPIRES_S, ForwarderCelery
 log = logging.getLogger("dora_forwarder.tasks")
 
 _runtime: Runtime | None = None
-_worker: Any = None
+# Made before the pool forks, so that every pool process shares it with the main one.
+_WORKER_STOPPING = multiprocessing.get_context("fork").Event()
 _metrics_dir: str | None = None
 
 
@@ -54,7 +56,7 @@ def register(app: ForwarderCelery) -> None:
         """
         runtime = _process_runtime(app)
         with _sigterm_releases_claims(runtime):
-            report = runtime.run(app.settings.task_budget_s)
+            report = runtime.run(app.settings.task_budget_s, _WORKER_STOPPING.is_set)
         # After a Redis error, beat's next tick (within FORWARDER_TICK_S) starts the next run:
         # no tight loop against a Redis that is down.
         if not runtime.pump.stopping and report.redis_error is None:
@@ -100,19 +102,13 @@ def _sigterm_releases_claims(runtime: Runtime) -> Iterator[None]:
 
 @worker_shutting_down.connect
 def _forward_warm_shutdown(sig: str = "", how: str = "", **_: Any) -> None:
-    """On a warm shutdown, tell each pool process running a pump to release its claims now.
+    """On a warm shutdown, make every pump in every pool process release its claims now.
 
-    Idle pool processes are left alone: SIGTERM would make them exit on the spot, which
-    Celery reports as an error, and the pool's own shutdown ends them cleanly.
+    A flag the pool processes inherited, rather than signals: SIGTERM would make an idle
+    pool process exit on the spot (Celery reports that as an error), and which process is
+    busy is not known for certain at the moment the signal arrives.
     """
-    pool = getattr(getattr(_worker, "pool", None), "_pool", None)
-    jobs = list((getattr(pool, "_cache", None) or {}).values())
-    busy = {pid for job in jobs for pid in (job.worker_pids() or [])}
-    for pid in busy - {os.getpid()}:
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            continue
+    _WORKER_STOPPING.set()
 
 
 @worker_init.connect
@@ -122,8 +118,6 @@ def _check_before_start(sender: Any = None, **_: Any) -> None:
     A key refused before (the gate closed for ``auth``) is tried again at once: a worker
     is often (re)started precisely to fix it.
     """
-    global _worker  # noqa: PLW0603 - the worker of this process, for the shutdown hook
-    _worker = sender
     app = getattr(sender, "app", None)
     if not isinstance(app, ForwarderCelery):
         return
