@@ -71,6 +71,8 @@ class Settings(BaseSettings):
     metrics_host: str = "0.0.0.0"  # noqa: S104
     dry_run: bool = False
     """Print each request instead of sending it (``dora-forwarder run --dry-run``)."""
+    dry_run_fd: int = Field(default=1, ge=1)
+    """The file descriptor a dry run writes its requests to (``run`` sets it)."""
     data_dir: str | None = None
     """Where ``run`` keeps an embedded Redis' data; default: the user's data directory."""
     ingest_keys: SecretStr | None = None

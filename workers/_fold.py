@@ -88,10 +88,10 @@ def plan_fold(entries: Sequence[tuple[bytes | str, RawFields]]) -> FoldPlan:
             poison.append(PoisonEntry(entry_id, str(exc), payload))
             continue
         position = stream_position(entry_id)
-        name = state_id(event.KIND, event.event_id)
-        fields_of = latest.setdefault(name, {})
+        state = state_id(event.KIND, event.event_id)
+        fields_of = latest.setdefault(state, {})
         if _field(fields, FIELD_REPLAY) == "1":
-            forced.add(name)
+            forced.add(state)
         for name, value in event.attributes().items():
             fields_of[name] = FieldUpdate(name, position, json.dumps(value, separators=(",", ":")))
     updates = tuple(

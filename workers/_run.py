@@ -7,6 +7,7 @@ is configured and none answers on localhost.
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -118,8 +119,9 @@ def cmd_run(settings: Settings, options: RunOptions, err: IO[str]) -> int:
         os.environ["FORWARDER_REDIS_URL"] = embedded.url
     else:
         print(f"dora-forwarder: using Redis at {settings.redis_url_for_logs}", file=err)
-    if options.dry_run:
+    if settings.dry_run or options.dry_run:
         os.environ["FORWARDER_DRY_RUN"] = "1"
+        os.environ["FORWARDER_DRY_RUN_FD"] = str(_requests_only_on_stdout())
     ingest = start_ingest(settings, err)  # with the environment above: the same Redis
     try:
         return run_celery_worker(options.concurrency, options.loglevel, options.celery_args)
@@ -129,6 +131,19 @@ def cmd_run(settings: Settings, options: RunOptions, err: IO[str]) -> int:
         if embedded is not None:
             embedded.stop()
             print(f"dora-forwarder: stopped the embedded Redis ({embedded.data_dir})", file=err)
+
+
+def _requests_only_on_stdout() -> int:
+    """Keep standard output for the dry run's requests; send everything else to stderr.
+
+    Celery writes some notices straight to the standard output's file descriptor (the
+    shutdown line), so the descriptor itself is moved: the requests go to a duplicate of
+    it, which the pool processes inherit, and descriptor 1 becomes standard error.
+    """
+    sys.stdout.flush()
+    requests_fd = os.dup(sys.stdout.fileno())
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    return requests_fd
 
 
 def run_celery_worker(

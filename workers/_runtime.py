@@ -68,7 +68,7 @@ def pump_config(settings: Settings) -> PumpConfig:
 def datadog_sender(settings: Settings) -> Sender:
     """The sender that talks to Datadog (or to ``FORWARDER_API_URL``), or prints (dry run)."""
     if settings.dry_run:
-        return PrintingSender(base_url=settings.api_base_url)
+        return PrintingSender(base_url=settings.api_base_url, fd=settings.dry_run_fd)
     if settings.dd_api_key is None:
         raise MissingApiKeyError("DD_API_KEY is not set: workers need it to deliver events")
     return DatadogSender(
