@@ -505,3 +505,30 @@ def test_env_file_stays_out_of_git() -> None:
     patterns = {line.strip() for line in GITIGNORE.read_text(encoding="utf-8").splitlines()}
     assert ".env" in patterns
     assert ".env.example" not in patterns
+
+
+INGEST_PORT = "9642"
+
+
+def test_ingest_is_opt_in_and_published_on_loopback_only(services: dict[str, Any]) -> None:
+    """The ingest endpoint runs only with `--profile ingest`, reachable on 127.0.0.1 only."""
+    ingest = services["ingest"]
+    assert ingest["profiles"] == ["ingest"]
+    ports = [_published(port) for port in ingest["ports"]]
+    assert ports == [("127.0.0.1", INGEST_PORT)], ports
+
+
+def test_ingest_serves_the_settings_port_with_its_own_keys(services: dict[str, Any]) -> None:
+    """It runs `dora-forwarder serve` on the settings' port, with ingest keys, never DD_API_KEY."""
+    from config import Settings  # noqa: PLC0415
+
+    ingest = services["ingest"]
+    argv = _argv(ingest["command"])
+    assert argv[:2] == ["dora-forwarder", "serve"]
+    assert argv[argv.index("--port") + 1] == str(Settings.model_fields["ingest_port"].default)
+    env = _environment(ingest)
+    assert env["FORWARDER_INGEST_KEYS"].startswith("${FORWARDER_INGEST_KEYS")
+    assert "DD_API_KEY" not in env
+    assert "env_file" not in ingest
+    assert env["FORWARDER_REDIS_URL"] == _environment(services["worker"])["FORWARDER_REDIS_URL"]
+    assert "/health" in " ".join(ingest["healthcheck"]["test"])
