@@ -233,6 +233,12 @@ def test_secrets_are_the_key_and_the_redis_password() -> None:
     assert secrets_of(settings(redis_url="redis://localhost/0")) == (KEY,)
 
 
+def test_ingest_keys_are_secrets_too() -> None:
+    """Every key producers may send to the ingest endpoint is redacted like the API key."""
+    keyed = settings(redis_url="redis://localhost/0", ingest_keys="ci-key-000000000001, bot-key-2")
+    assert set(secrets_of(keyed)) == {KEY, "ci-key-000000000001", "bot-key-2"}
+
+
 def test_record_without_secret_passes_untouched() -> None:
     """A record without a secret keeps its arguments and exception info for every handler."""
     try:

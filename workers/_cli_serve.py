@@ -8,7 +8,7 @@ from typing import IO, Any, Final
 
 from config import Settings
 from workers._cli_common import EXIT_FAILURE
-from workers._ingest_keys import IngestKeys, IngestKeysError, parse_keys
+from workers._ingest_keys import IngestKeys, IngestKeysError
 
 TEXT_FORMAT: Final = "[%(asctime)s: %(levelname)s/%(name)s] %(message)s"
 GRACEFUL_SHUTDOWN_S: Final = 5
@@ -47,17 +47,14 @@ def add_serve_parser(commands: Any) -> None:
 
 def _configure_logging(settings: Settings, err: IO[str]) -> None:
     """One handler on ``err`` for every logger (uvicorn's too), with every secret redacted."""
-    from workers._logging import RedactSecrets, json_formatter, secrets_of  # noqa: PLC0415
+    from workers._logging import configure_handlers  # noqa: PLC0415
 
-    ingest = settings.ingest_keys.get_secret_value() if settings.ingest_keys else ""
-    secrets = sorted({*secrets_of(settings), *parse_keys(ingest)}, key=len, reverse=True)
     handler = logging.StreamHandler(err)
-    handler.addFilter(RedactSecrets(secrets))
-    text = logging.Formatter(TEXT_FORMAT)
-    handler.setFormatter(json_formatter() if settings.log_format == "json" else text)
+    handler.setFormatter(logging.Formatter(TEXT_FORMAT))
     root = logging.getLogger()
     root.handlers = [handler]
     root.setLevel(settings.log_level)
+    configure_handlers(root, settings)  # the secret filter; the JSON format if asked for
 
 
 def serve_keys(settings: Settings) -> IngestKeys:

@@ -8,8 +8,6 @@ of ``run``; it listens on loopback only, and it shuts down (flushing the AOF) wi
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import signal
 import subprocess
 import sys
 import time
@@ -19,10 +17,11 @@ from typing import Final, Self
 
 import redis
 
+from workers._child import stop, stop_with_parent
+
 START_TIMEOUT_S: Final = 10.0
 STOP_TIMEOUT_S: Final = 10.0
 LOG_NAME: Final = "redis.log"
-_PR_SET_PDEATHSIG: Final = 1
 
 
 class EmbeddedRedisError(RuntimeError):
@@ -48,12 +47,6 @@ def answers(url: str, timeout_s: float = 0.5) -> bool:
         return False
     finally:
         client.close()
-
-
-def _stop_with_parent() -> None:
-    """In the child, before exec: SIGTERM (a clean shutdown) when ``run`` dies, even by kill."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 class EmbeddedRedis:
@@ -94,7 +87,7 @@ class EmbeddedRedis:
             # Its own session: a Ctrl-C in the terminal must not stop Redis before the
             # worker has given its claims back.
             start_new_session=True,
-            preexec_fn=_stop_with_parent if sys.platform == "linux" else None,  # noqa: PLW1509 - no threads yet
+            preexec_fn=stop_with_parent if sys.platform == "linux" else None,  # noqa: PLW1509 - no threads yet
         )
         deadline = time.monotonic() + START_TIMEOUT_S
         while not answers(self.url, timeout_s=0.2):
@@ -110,14 +103,8 @@ class EmbeddedRedis:
     def stop(self) -> None:
         """Shut the server down cleanly (SIGTERM flushes the AOF); kill it if it hangs."""
         process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        process.terminate()
-        try:
-            process.wait(STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(STOP_TIMEOUT_S)
+        if process is not None:
+            stop(process, STOP_TIMEOUT_S)
 
     def __enter__(self) -> Self:
         return self.start()

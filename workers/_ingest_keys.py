@@ -20,6 +20,11 @@ def parse_keys(text: str) -> tuple[str, ...]:
     return tuple(key.strip() for key in text.split(SEPARATOR) if key.strip())
 
 
+def configured_keys(setting: SecretStr | None) -> tuple[str, ...]:
+    """The keys of ``FORWARDER_INGEST_KEYS`` (none when it is unset)."""
+    return parse_keys(setting.get_secret_value()) if setting is not None else ()
+
+
 class IngestKeysError(ValueError):
     """The configured keys cannot be used; the message says what to set."""
 
@@ -39,8 +44,7 @@ class IngestKeys:
 
         Raises ``IngestKeysError`` when no key is set, or when one of them is the Datadog key.
         """
-        text = keys.get_secret_value() if keys is not None else ""
-        parsed = tuple(key.encode() for key in parse_keys(text))
+        parsed = tuple(key.encode() for key in configured_keys(keys))
         if not parsed:
             raise IngestKeysError(
                 "FORWARDER_INGEST_KEYS is not set. Set it to one or more keys of your choosing, "

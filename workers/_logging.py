@@ -20,6 +20,7 @@ from celery.utils.log import get_multiprocessing_logger
 from pythonjsonlogger.json import JsonFormatter
 
 from config import Settings
+from workers._ingest_keys import configured_keys
 
 REDACTED: Final = "***"
 
@@ -29,12 +30,12 @@ _PLAIN: Final = (int, float, bool, type(None))
 
 
 def secrets_of(settings: Settings) -> tuple[str, ...]:
-    """The values no log line may contain: the API key and the Redis URL's password.
+    """The values no log line may contain: the API key, the ingest keys, the Redis password.
 
     The password is listed as written in the URL and percent-decoded, as a client may
     show either. Longest first, so that a secret containing another is hidden whole.
     """
-    found: set[str] = set()
+    found: set[str] = set(configured_keys(settings.ingest_keys))
     if settings.dd_api_key is not None:
         found.add(settings.dd_api_key.get_secret_value())
     password = urlsplit(settings.redis_url).password

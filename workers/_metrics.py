@@ -28,7 +28,7 @@ from prometheus_client.registry import Collector
 from config import Settings
 from forwarder.protocol import RedisKeys
 from workers._gate import REASON_AUTH, REASON_RATE_LIMIT
-from workers._outcome import Attempt
+from workers._outcome import Attempt, Verdict
 from workers._status import live_window_ms, read_status
 from workers._store import Claim, Settlement
 
@@ -106,7 +106,7 @@ class PrometheusObserver:
             code = str(attempt.status) if attempt.status is not None else "error"
             self.http_seconds.observe(attempt.elapsed_s)
         self.deliveries.labels(settlement.verdict, code).inc()
-        if settlement.verdict == "delivered" and claim.published_ms is not None:
+        if settlement.verdict == Verdict.DELIVERED and claim.published_ms is not None:
             waited_s = (claim.claimed_at_ms - claim.published_ms) / 1000 + (
                 attempt.elapsed_s if attempt else 0.0
             )
@@ -119,26 +119,25 @@ class FleetCollector(Collector):
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._keys = RedisKeys(settings.key_prefix)
+        # One pooled client for every scrape (redis-py's are thread-safe and reconnect).
+        self._client = redis.Redis.from_url(
+            settings.redis_url,
+            socket_timeout=SCRAPE_REDIS_TIMEOUT_S,
+            socket_connect_timeout=SCRAPE_REDIS_TIMEOUT_S,
+        )
 
     def collect(self) -> Iterator[Metric]:
         """Read ``status`` from Redis; on failure only ``redis_up 0``."""
         up = GaugeMetricFamily(
             f"{NAMESPACE}_redis_up", "Whether this scrape could read the fleet's state from Redis"
         )
-        client = redis.Redis.from_url(
-            self._settings.redis_url,
-            socket_timeout=SCRAPE_REDIS_TIMEOUT_S,
-            socket_connect_timeout=SCRAPE_REDIS_TIMEOUT_S,
-        )
         try:
-            status = read_status(client, self._keys, live_window_ms(self._settings))
+            status = read_status(self._client, self._keys, live_window_ms(self._settings))
         except redis.RedisError as exc:
             log.warning("metrics: cannot read the fleet's state from Redis: %s", exc)
             up.add_metric([], 0)
             yield up
             return
-        finally:
-            client.close()
         up.add_metric([], 1)
         yield up
         for name, text, value in (

@@ -13,17 +13,16 @@ import sys
 from typing import IO, Final
 
 from config import Settings
+from workers._child import stop, stop_with_parent
 from workers._cli_serve import ServeSettingsError, serve_keys
-from workers._embedded_redis import _stop_with_parent
-from workers._ingest_keys import IngestKeysError, parse_keys
+from workers._ingest_keys import IngestKeysError, configured_keys
 
 STOP_TIMEOUT_S: Final = 10.0
 
 
 def ingest_wanted(settings: Settings) -> bool:
     """Whether ``run`` starts the ingest endpoint: when at least one ingest key is set."""
-    keys = settings.ingest_keys.get_secret_value() if settings.ingest_keys else ""
-    return bool(parse_keys(keys))
+    return bool(configured_keys(settings.ingest_keys))
 
 
 def ingest_problem(settings: Settings) -> str | None:
@@ -56,20 +55,13 @@ class IngestChild:
             [sys.executable, "-m", "workers.cli", "serve"],
             stdin=subprocess.DEVNULL,
             env=dict(os.environ),
-            preexec_fn=_stop_with_parent if sys.platform == "linux" else None,  # noqa: PLW1509 - no threads yet
+            preexec_fn=stop_with_parent if sys.platform == "linux" else None,  # noqa: PLW1509 - no threads yet
         )
         return cls(process)
 
     def stop(self) -> None:
         """SIGTERM (requests under way finish), then SIGKILL if it hangs."""
-        if self.process.poll() is not None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(STOP_TIMEOUT_S)
+        stop(self.process, STOP_TIMEOUT_S)
 
 
 def start_ingest(settings: Settings, err: IO[str]) -> IngestChild | None:
