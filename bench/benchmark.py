@@ -9,7 +9,7 @@ XADD as the floor); end-to-end throughput of 20,000 incidents at 0 and 50 ms of 
 with 1 and 2 worker processes; idle latency (one event at a time, publish to API receipt);
 behaviour at a rate limit (share of the limit delivered, 429s per window); and worker RSS
 while 100,000 incidents wait behind a closed gate. The stand-in API runs as its own process
-(`python -m tests.standin`); everything talks over 127.0.0.1, and every wait is bounded.
+(`python -m harness.standin`); everything talks over 127.0.0.1, and every wait is bounded.
 """
 
 from __future__ import annotations
@@ -34,9 +34,9 @@ import httpx
 import redis
 
 from forwarder import Publisher, to_event
-from forwarder._entry import encode_entry
+from forwarder.entry import encode_entry
 from forwarder.protocol import RedisKeys
-from tests.stack import REPO, Worker, delete_keys
+from harness.stack import REPO, Worker, delete_keys
 
 API_KEY = f"bench-key-{uuid.uuid4().hex}"
 YARDSTICK_QUEUE = "bench-yardstick"
@@ -56,7 +56,7 @@ class Standin:
         argv = [
             sys.executable,
             "-m",
-            "tests.standin",
+            "harness.standin",
             "--port",
             "0",
             "--api-key",
@@ -218,7 +218,7 @@ def producer(redis_url: str, samples: int = 20_000, batch_events: int = 100_000)
         raw = []
         for _ in range(samples):
             start = time.perf_counter_ns()
-            client.xadd(keys.ingest, fields)  # type: ignore[arg-type]
+            client.xadd(keys.ingest, fields)
             raw.append((time.perf_counter_ns() - start) / 1000)
         many = [event(f"many-{i:012d}", i) for i in range(batch_events)]
         start_s = time.perf_counter()
@@ -229,7 +229,7 @@ def producer(redis_url: str, samples: int = 20_000, batch_events: int = 100_000)
         for _chunk in range(0, batch_events, 1000):
             pipe = client.pipeline(transaction=False)
             for _ in range(1000):
-                pipe.xadd(keys.ingest, fields)  # type: ignore[arg-type]
+                pipe.xadd(keys.ingest, fields)
             pipe.execute()
         raw_many_s = time.perf_counter() - start_s
     finally:

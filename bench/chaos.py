@@ -36,8 +36,8 @@ import redis
 
 from forwarder import Publisher, PublishError
 from forwarder.protocol import RedisKeys
-from tests.stack import RedisServer, Workers, delete_keys, judge, wait_until
-from tests.standin import StandinServer
+from harness.stack import RedisServer, Workers, delete_keys, judge, wait_until
+from harness.standin import StandinServer
 from workers.cli import main as cli_main
 
 NS = 1_000_000_000

@@ -26,8 +26,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from tests.stack import delete_keys
-from tests.standin import StandinServer
+from harness.stack import delete_keys
+from harness.standin import StandinServer
 
 STARTED_AT = 1_700_000_000
 FINISHED_AT = 1_700_000_900

@@ -26,8 +26,8 @@ import aiohttp
 import redis
 
 from forwarder.protocol import RedisKeys
-from tests.serve import ServeProcess, serve_env
-from tests.stack import delete_keys
+from harness.serve import ServeProcess, serve_env
+from harness.stack import delete_keys
 
 KEY = "bench-ingest-key-0123456789abcdef"
 DEADLINE_S = 300.0

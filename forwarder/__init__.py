@@ -1,13 +1,16 @@
 """dora-forwarder's producer side: validate incident and deployment events, enqueue them.
 
-Import this from services; it never imports Celery and never talks to Datadog.
+Import this from services; it never imports Celery and never talks to Datadog. The
+``Publisher`` (and with it redis-py) loads on first use, so that code which only validates
+events, the workers' pure policy among it, imports no Redis client.
 """
 
-from forwarder._entry import to_event
+from typing import TYPE_CHECKING, Any
+
 from forwarder._errors import FieldError, ForwarderError, InvalidEventError, PublishError
 from forwarder._identity import derive_deployment_id, derive_incident_id
 from forwarder._models import DeploymentEvent, Event, GitInfo, IncidentEvent
-from forwarder._publisher import InvalidEventsError, Publisher
+from forwarder.entry import to_event
 
 __all__ = [
     "DeploymentEvent",
@@ -24,3 +27,16 @@ __all__ = [
     "derive_incident_id",
     "to_event",
 ]
+
+if TYPE_CHECKING:
+    from forwarder._publisher import InvalidEventsError, Publisher
+
+_LAZY = frozenset({"InvalidEventsError", "Publisher"})
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        from forwarder import _publisher  # noqa: PLC0415 - redis-py only where it is used
+
+        return getattr(_publisher, name)
+    raise AttributeError(f"module 'forwarder' has no attribute {name!r}")

@@ -10,9 +10,9 @@ from typing import Any, Self
 
 import redis
 
-from forwarder._entry import encode_entry, to_event
 from forwarder._errors import InvalidEventError, PublishError
 from forwarder._models import Event, GitInfo
+from forwarder.entry import encode_entry, to_event
 from forwarder.protocol import DEFAULT_KEY_PREFIX, KIND_DEPLOYMENT, RedisKeys
 
 EventLike = Event | Mapping[str, Any]
@@ -61,7 +61,7 @@ class Publisher:
         """
         valid = to_event(event)
         with _redis_errors():
-            self._redis.xadd(self._stream, encode_entry(valid))  # type: ignore[arg-type]
+            self._redis.xadd(self._stream, encode_entry(valid))
         return valid.event_id
 
     def publish_many(self, events: Iterable[EventLike]) -> list[str]:
@@ -82,7 +82,7 @@ class Publisher:
             with _redis_errors():
                 pipe = self._redis.pipeline(transaction=False)
                 for item in valid:
-                    pipe.xadd(self._stream, encode_entry(item))  # type: ignore[arg-type]
+                    pipe.xadd(self._stream, encode_entry(item))
                 pipe.execute()
         if failures:
             raise InvalidEventsError(failures, published=[e.event_id for e in valid])

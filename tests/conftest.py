@@ -16,8 +16,8 @@ import pytest
 import redis
 
 from forwarder.protocol import RedisKeys
-from tests.stack import Worker, Workers, delete_keys
-from tests.standin import StandinServer
+from harness.stack import Worker, Workers, delete_keys
+from harness.standin import StandinServer
 
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 

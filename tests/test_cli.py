@@ -14,7 +14,7 @@ import pytest
 import redis
 
 from forwarder.protocol import RedisKeys
-from tests.stack import REPO
+from harness.stack import REPO
 from workers.cli import main
 
 

@@ -10,12 +10,13 @@ import redis
 import redis.asyncio as aioredis
 
 from forwarder import to_event
-from forwarder._entry import encode_entry
+from forwarder.entry import encode_entry
 from forwarder.protocol import RedisKeys
-from workers._fold import plan_fold
-from workers._gate import GateUpdate
-from workers._store import Settlement, Store
 from workers.cli import main
+from workers.delivery.fold import plan_fold
+from workers.delivery.gate import GateUpdate
+from workers.delivery.records import Settlement
+from workers.delivery.store import Store
 
 ID = "incident-0000000001"
 START = {"id": ID, "started_at": 1_700_000_000, "team": "payments"}
@@ -37,7 +38,7 @@ def letters(redis_url: str, keys: RedisKeys, sync_redis: redis.Redis) -> list[st
         await store.ensure_group()
         await client.hset(keys.gate, "unlimited_ms", 10**15)
         await client.xadd(keys.ingest, {"v": "1", "kind": "failure", "event": "{oops"})
-        await client.xadd(keys.ingest, encode_entry(to_event(START)))  # type: ignore[arg-type]
+        await client.xadd(keys.ingest, encode_entry(to_event(START)))
         entries = await store.read("c", 10, None)
         await store.fold(plan_fold(entries), retention_ms=60_000, orphan_wait_ms=60_000)
         claimed = await store.claim(10, 60_000, "t", probe_ms=1_000)

@@ -17,14 +17,14 @@ from forwarder import (
     derive_deployment_id,
     to_event,
 )
-from forwarder._entry import decode_entry, encode_entry
+from forwarder.entry import decode_entry, encode_entry
 from forwarder.protocol import KIND_DEPLOYMENT, RedisKeys, parse_state_id, state_id
-from tests.stack import Worker, wait_until
-from tests.standin import StandinServer
+from harness.stack import Worker, wait_until
+from harness.standin import StandinServer
 from tests.test_pump import FakeDatadog, make_pump
-from workers._dead_letters import list_letters, replay
-from workers._fold import plan_fold
 from workers.cli import main
+from workers.delivery.fold import plan_fold
+from workers.ops.dead_letters import list_letters, replay
 
 SHA = "66adc9350f2cc9b250b69abddab733dd55e1a588"
 ID = "deployment-00000000001"
@@ -176,8 +176,8 @@ async def test_pump_posts_deployments_to_the_deployment_endpoint(
     """A deployment goes to /api/v2/dora/deployment, an incident to /failure, one request each."""
     api = FakeDatadog()
     incident = {"id": ID, "started_at": 1_700_000_000, "services": ["checkout"]}
-    await client.xadd(keys.ingest, encode_entry(to_event(deployment(), KIND_DEPLOYMENT)))  # type: ignore[arg-type]
-    await client.xadd(keys.ingest, encode_entry(to_event(incident)))  # type: ignore[arg-type]
+    await client.xadd(keys.ingest, encode_entry(to_event(deployment(), KIND_DEPLOYMENT)))
+    await client.xadd(keys.ingest, encode_entry(to_event(incident)))
     report = await make_pump(client, keys, api).run(0.3)
     assert report.outcomes == {"delivered": 2}
     paths = sorted(request.url.path for request in api.requests)

@@ -15,8 +15,8 @@ import redis
 from bench import chaos
 from forwarder import Publisher
 from forwarder.protocol import RedisKeys
-from tests.stack import Workers, wait_until
-from tests.standin import StandinServer
+from harness.stack import Workers, wait_until
+from harness.standin import StandinServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -6,8 +6,8 @@ import json
 from typing import Any
 
 from forwarder import to_event
-from forwarder._entry import encode_entry
-from workers._fold import (
+from forwarder.entry import encode_entry
+from workers.delivery.fold import (
     IncidentUpdate,
     StoredField,
     is_complete,
@@ -140,6 +140,6 @@ def test_merge_ignores_older_write() -> None:
 
 
 def _field(name: str, entry_id: str, value: str) -> Any:
-    from workers._fold import FieldUpdate  # noqa: PLC0415
+    from workers.delivery.fold import FieldUpdate  # noqa: PLC0415
 
     return FieldUpdate(name, stream_position(entry_id), value)

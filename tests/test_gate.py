@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx
 
-from workers._gate import (
+from workers.delivery.gate import (
     DEFAULT_RATE_LIMIT_WAIT_S,
     REASON_AUTH,
     REASON_RATE_LIMIT,
@@ -13,7 +13,7 @@ from workers._gate import (
     budget_of,
     gate_update,
 )
-from workers._outcome import Attempt
+from workers.delivery.records import Attempt
 
 HEADERS = {
     "X-RateLimit-Limit": "100",

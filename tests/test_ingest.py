@@ -23,10 +23,10 @@ import pytest
 import redis
 
 from forwarder import to_event
-from forwarder._entry import encode_entry
+from forwarder.entry import encode_entry
 from forwarder.protocol import KIND_DEPLOYMENT, RedisKeys
-from tests.serve import ServeProcess, serve_env
-from tests.stack import REPO, delete_keys
+from harness.serve import ServeProcess, serve_env
+from harness.stack import REPO, delete_keys
 
 INGEST_KEY = f"ingest-key-{uuid.uuid4().hex}"
 OTHER_INGEST_KEY = f"other-ingest-key-{uuid.uuid4().hex}"

@@ -26,9 +26,9 @@ from datadog_api_client.v2.model.dora_failure_request_attributes import (
 from datadog_api_client.v2.model.dora_failure_request_data import DORAFailureRequestData
 from datadog_api_client.v2.model.dora_git_info import DORAGitInfo
 
-from tests.serve import ServeProcess, serve_env
-from tests.stack import Worker, wait_until
-from tests.standin import StandinServer
+from harness.serve import ServeProcess, serve_env
+from harness.stack import Worker, wait_until
+from harness.standin import StandinServer
 
 SHA = "66adc9350f2cc9b250b69abddab733dd55e1a588"
 REPOSITORY = "https://github.com/acme/checkout"

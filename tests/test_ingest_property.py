@@ -26,10 +26,10 @@ from pydantic import SecretStr
 from config import load_settings
 from forwarder import derive_deployment_id, derive_incident_id
 from forwarder.protocol import KIND_DEPLOYMENT, KIND_FAILURE, RedisKeys, state_id
-from tests.stack import delete_keys
-from workers._fold import plan_fold
-from workers._ingest import create_app
-from workers._ingest_keys import IngestKeys
+from harness.stack import delete_keys
+from workers.delivery.fold import plan_fold
+from workers.ingest.app import create_app
+from workers.ingest.keys import IngestKeys
 
 KEY = f"ingest-key-{uuid.uuid4().hex}"
 NS = 10**9

@@ -10,10 +10,10 @@ import pytest
 from pydantic import SecretStr
 
 from forwarder import FieldError, to_event
-from tests.stack import REPO
-from workers._ingest_keys import IngestKeys, IngestKeysError, parse_keys
-from workers._ingest_request import BadRequestError, parse_event
-from workers._jsonapi import ApiError, bad_request, from_field_error, plain_errors, pointer_of
+from harness.stack import REPO
+from workers.ingest.jsonapi import ApiError, bad_request, from_field_error, plain_errors, pointer_of
+from workers.ingest.keys import IngestKeys, IngestKeysError, parse_keys
+from workers.ingest.request import BadRequestError, parse_event
 
 VALID = {"started_at": 1_700_000_000, "services": ["api"]}
 

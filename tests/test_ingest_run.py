@@ -14,10 +14,10 @@ import pytest
 from pydantic import SecretStr
 
 from config import load_settings
-from tests.stack import REPO, delete_keys, free_port, wait_until
+from harness.stack import REPO, delete_keys, free_port, wait_until
 from tests.test_run import RunProcess
-from workers._run_ingest import ingest_problem, start_ingest
 from workers.cli import main
+from workers.cli.run_serve import ingest_problem, start_ingest
 
 KEY = f"ingest-key-{uuid.uuid4().hex}"
 

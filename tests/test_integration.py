@@ -11,8 +11,8 @@ import redis
 
 from forwarder import Publisher
 from forwarder.protocol import RedisKeys
-from tests.stack import Worker, wait_until
-from tests.standin import StandinServer
+from harness.stack import Worker, wait_until
+from harness.standin import StandinServer
 
 pytestmark = pytest.mark.integration
 

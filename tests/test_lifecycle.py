@@ -8,8 +8,8 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.stack import REPO, Worker, wait_until, worker_env
-from tests.standin import StandinServer
+from harness.stack import REPO, Worker, wait_until, worker_env
+from harness.standin import StandinServer
 
 pytestmark = pytest.mark.integration
 

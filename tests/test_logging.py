@@ -22,13 +22,12 @@ from celery.utils.log import ColorFormatter
 from config import Settings
 from forwarder import Publisher
 from forwarder.protocol import RedisKeys
-from tests.stack import Worker, wait_until
-from tests.standin import StandinServer
-from workers import _logging
-from workers._logging import RedactSecrets, configure_handlers, json_formatter, secrets_of
-from workers._outcome import Attempt, Verdict
-from workers._outcome_log import log_outcome
-from workers._store import Claim, Settlement
+from harness.stack import Worker, wait_until
+from harness.standin import StandinServer
+from workers.delivery.outcome_log import log_outcome
+from workers.delivery.records import Attempt, Claim, Settlement, Verdict
+from workers import celery_app
+from workers.ops.logs import RedactSecrets, configure_handlers, json_formatter, secrets_of
 
 KEY = "logging-test-key-0123456789abcdef"
 PASSWORD = "p%40ss-word"  # noqa: S105 - a test value, as written in a URL
@@ -270,9 +269,9 @@ def test_connect_configures_the_loggers_celery_sets_up(
     for name, logger in loggers.items():
         logger.addHandler(logging.StreamHandler(streams[name]))
     # Billiard's real logger is global (and pytest's handlers may sit on it): a stand-in.
-    monkeypatch.setattr(_logging, "get_multiprocessing_logger", lambda: loggers["billiard"])
+    monkeypatch.setattr(celery_app, "get_multiprocessing_logger", lambda: loggers["billiard"])
     root, stream = captured
-    _logging.connect(settings("json"))
+    celery_app.connect_logging(settings("json"))
     after_setup_logger.send(sender=None, logger=root, loglevel=logging.INFO)
     after_setup_task_logger.send(sender=None, logger=loggers["task"], loglevel=logging.INFO)
     root.info("key %s", KEY)

@@ -11,10 +11,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from forwarder import to_event
-from forwarder._entry import encode_entry
+from forwarder.entry import encode_entry
 from forwarder.protocol import RedisKeys
-from workers._fold import StoredField, merge, plan_fold
-from workers._store import Store
+from workers.delivery.fold import StoredField, merge, plan_fold
+from workers.delivery.store import Store
 
 ID = "incident-0000000001"
 

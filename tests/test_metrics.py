@@ -14,11 +14,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from config import load_settings
 from forwarder import Publisher
 from forwarder.protocol import RedisKeys
-from tests.stack import Worker, free_port, wait_until
-from tests.standin import StandinServer
-from workers._metrics import FleetCollector, PrometheusObserver
-from workers._outcome import Attempt
-from workers._store import Claim, Settlement
+from harness.stack import Worker, free_port, wait_until
+from harness.standin import StandinServer
+from workers.delivery.records import Attempt, Claim, Settlement
+from workers.ops.metrics import FleetCollector, PrometheusObserver
 
 ID = "incident-metrics-0001"
 

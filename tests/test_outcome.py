@@ -5,9 +5,10 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from workers._backoff import BackoffPolicy
-from workers._outcome import Attempt, Verdict, decide
-from workers._ratelimit import MAX_WAIT_S, retry_after_s
+from workers.delivery.backoff import BackoffPolicy
+from workers.delivery.outcome import decide
+from workers.delivery.ratelimit import MAX_WAIT_S, retry_after_s
+from workers.delivery.records import Attempt, Verdict
 
 POLICY = BackoffPolicy(base_s=1.0, max_s=60.0)
 

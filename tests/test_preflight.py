@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from workers._preflight import judge_redis
+from workers.ops.preflight import judge_redis
 
 GOOD = {"redis_version": "7.0.15", "maxmemory_policy": "noeviction", "aof_enabled": 1}
 

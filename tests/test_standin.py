@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.standin import StandinServer
+from harness.standin import StandinServer
 
 API_KEY = "test-api-key"
 PERIOD_S = 3600
@@ -263,8 +263,8 @@ def test_stop_leaves_no_thread() -> None:
 
 
 def test_subprocess_mode() -> None:
-    """`python -m tests.standin` announces its URL and serves the same API."""
-    command = [sys.executable, "-m", "tests.standin", "--port", "0", "--api-key", API_KEY]
+    """`python -m harness.standin` announces its URL and serves the same API."""
+    command = [sys.executable, "-m", "harness.standin", "--port", "0", "--api-key", API_KEY]
     root = Path(__file__).resolve().parents[1]
     with subprocess.Popen(
         # A window of 10**9 s cannot roll over mid-test (the next boundary is in 2033).

@@ -15,11 +15,12 @@ import pytest
 import redis.asyncio as aioredis
 
 from forwarder import to_event
-from forwarder._entry import encode_entry
+from forwarder.entry import encode_entry
 from forwarder.protocol import RedisKeys
-from workers._fold import plan_fold
-from workers._gate import Budget, GateUpdate
-from workers._store import Settlement, Store
+from workers.delivery.fold import plan_fold
+from workers.delivery.gate import Budget, GateUpdate
+from workers.delivery.records import Settlement
+from workers.delivery.store import Store
 
 pytestmark = pytest.mark.anyio
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from workers.celery_app import ForwarderCelery
+    from workers.tasks import ForwarderCelery
 
 __all__ = ["app"]
 

@@ -10,24 +10,13 @@ from __future__ import annotations
 import logging
 from typing import Any, Final
 
-from celery import Celery
+from celery.signals import after_setup_logger, after_setup_task_logger, worker_init
+from celery.utils.log import get_multiprocessing_logger
 
 from config import Settings
 from forwarder.protocol import RedisKeys
-from workers import _logging
-
-PUMP_TASK: Final = "dora.pump"
-QUEUE: Final = "dora"
-TICK_EXPIRES_S: Final = 10.0
-"""A tick older than this is dropped unrun: generous, since workers' clocks may differ."""
-
-
-class ForwarderCelery(Celery):
-    """A Celery app that carries the forwarder's settings to its tasks."""
-
-    def __init__(self, settings: Settings, **kwargs: Any) -> None:
-        super().__init__("dora_forwarder", **kwargs)
-        self.settings = settings
+from workers.ops.logs import configure_handlers
+from workers.tasks import PUMP_TASK, QUEUE, TICK_EXPIRES_S, ForwarderCelery, register
 
 
 class _QuietTicks(logging.Filter):
@@ -70,11 +59,52 @@ def create_app(settings: Settings) -> ForwarderCelery:
         worker_send_task_events=True,
         task_send_sent_event=True,
     )
-    _logging.connect(settings)
+    connect_logging(settings)
     quiet = _QuietTicks()
     for name in ("celery.worker.strategy", "celery.worker.request"):
         logging.getLogger(name).addFilter(quiet)
-    from workers.tasks import register  # noqa: PLC0415 - tasks need the app first
-
     register(app)
     return app
+
+
+_DISPATCH_UID: Final = "dora_forwarder.logging"
+
+
+def _set_up_before_worker_init_hooks(sender: Any = None, **_: Any) -> None:
+    """Have Celery set up logging now rather than right after the ``worker_init`` hooks.
+
+    Those hooks (the worker's checks before start) log too; before this they went out
+    through Python's last-resort handler, unformatted. Celery's own later call finds
+    logging set up and leaves it as is, as in a pool process.
+    """
+    setup = getattr(sender, "setup_logging", None)  # a `celery worker`, not a bare WorkController
+    if callable(setup):
+        setup()
+
+
+def connect_logging(settings: Settings) -> None:
+    """Configure the handlers of every logger Celery sets up, once it has set them up.
+
+    That covers the root logger (everything that propagates: ours, Celery's, httpx's),
+    billiard's own logger and Celery's task logger. The last call wins: one app a process.
+    Called before the app's ``worker_init`` hooks run, so that they log through them.
+    """
+    # Connected once and never moved, so it stays ahead of hooks connected after it.
+    worker_init.connect(_set_up_before_worker_init_hooks, dispatch_uid=_DISPATCH_UID)
+
+    def on_root(logger: logging.Logger | None = None, **_: Any) -> None:
+        for each in (logger, get_multiprocessing_logger()):
+            if each is not None:
+                configure_handlers(each, settings)
+
+    def on_task_logger(logger: logging.Logger | None = None, **_: Any) -> None:
+        if logger is not None:
+            configure_handlers(logger, settings)
+
+    for signal, receiver in (
+        (after_setup_logger, on_root),
+        (after_setup_task_logger, on_task_logger),
+    ):
+        signal.disconnect(dispatch_uid=_DISPATCH_UID)
+        # A closure has no other reference: a weak one would be collected at once.
+        signal.connect(receiver, weak=False, dispatch_uid=_DISPATCH_UID)

@@ -14,22 +14,35 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
-from typing import Any
+from typing import Any, Final
 
 import redis
 from billiard.process import current_process
-from celery import Task
+from celery import Celery, Task
 from celery.signals import worker_init, worker_shutdown, worker_shutting_down
 from kombu.exceptions import OperationalError
 
 from config import Settings
 from forwarder.protocol import RedisKeys
-from workers._gate import REASON_AUTH
-from workers._preflight import Findings, judge_redis
-from workers._runtime import Runtime
-from workers.celery_app import PUMP_TASK, TICK_EXPIRES_S, ForwarderCelery
+from workers.delivery.gate import REASON_AUTH
+from workers.delivery.runtime import Runtime
+from workers.ops.preflight import Findings, judge_redis
 
 log = logging.getLogger("dora_forwarder.tasks")
+
+PUMP_TASK: Final = "dora.pump"
+QUEUE: Final = "dora"
+TICK_EXPIRES_S: Final = 10.0
+"""A tick older than this is dropped unrun: generous, since workers' clocks may differ."""
+
+
+class ForwarderCelery(Celery):
+    """A Celery app that carries the forwarder's settings to its tasks."""
+
+    def __init__(self, settings: Settings, **kwargs: Any) -> None:
+        super().__init__("dora_forwarder", **kwargs)
+        self.settings = settings
+
 
 _runtime: Runtime | None = None
 # Made before the pool forks, so that every pool process shares it with the main one.
@@ -45,7 +58,11 @@ def _process_runtime(app: ForwarderCelery) -> Runtime:
 
 
 def register(app: ForwarderCelery) -> None:
-    """Register the pump task on ``app``."""
+    """Register the pump task on ``app``, and the checks its workers run before starting.
+
+    Call after the app's logging hooks are connected: the checks log through them.
+    """
+    worker_init.connect(_check_before_start, dispatch_uid="dora_forwarder.check_before_start")
 
     @app.task(name=PUMP_TASK, bind=True, ignore_result=True)
     def pump(self: Task[Any, Any]) -> dict[str, Any]:
@@ -111,7 +128,6 @@ def _forward_warm_shutdown(sig: str = "", how: str = "", **_: Any) -> None:
     _WORKER_STOPPING.set()
 
 
-@worker_init.connect
 def _check_before_start(sender: Any = None, **_: Any) -> None:
     """Refuse to start without a key or on a Redis that cannot work; warn of risky Redis.
 
@@ -170,7 +186,7 @@ def _start_metrics(app: ForwarderCelery) -> None:
     global _metrics_dir  # noqa: PLW0603 - made at start, removed at shutdown
     if app.settings.metrics_port == 0:
         return
-    from workers import _metrics  # noqa: PLC0415 - prometheus_client only where it is used
+    from workers.ops import metrics as _metrics  # noqa: PLC0415 - prometheus_client only where it is used
 
     _metrics_dir = _metrics.prepare_multiprocess_dir()
     _metrics.serve_metrics(app.settings)
@@ -180,6 +196,6 @@ def _start_metrics(app: ForwarderCelery) -> None:
 def _remove_metrics_dir(**_: Any) -> None:
     """The per-process metric files are this worker's alone: delete them with it."""
     if _metrics_dir is not None:
-        from workers._metrics import remove_multiprocess_dir  # noqa: PLC0415
+        from workers.ops.metrics import remove_multiprocess_dir  # noqa: PLC0415
 
         remove_multiprocess_dir(_metrics_dir)

@@ -1,0 +1,290 @@
+"""The real stack for integration tests, fault tests and the chaos script.
+
+Real ``celery`` worker processes (each in its own process group, so that a SIGKILL takes
+the whole tree like an orchestrator does), a Redis server of its own with AOF when a test
+restarts Redis, and helpers to read what the stand-in API received. Loopback only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from harness.standin import DoraStandin
+from workers.ops.embedded_redis import embedded_binary
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def wait_until(
+    condition: Callable[[], Any], *, timeout_s: float = 10.0, what: str = "condition"
+) -> Any:
+    """Poll ``condition`` until it returns something truthy; fail after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        time.sleep(0.02)
+
+
+def worker_env(
+    redis_url: str, prefix: str, api_url: str, api_key: str | None, **extra: str
+) -> dict[str, str]:
+    """The environment of a worker process: fast retries and short leases for tests."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FORWARDER_", "DD_"))}
+    env.update(
+        FORWARDER_REDIS_URL=redis_url,
+        FORWARDER_KEY_PREFIX=prefix,
+        FORWARDER_API_URL=api_url,
+        FORWARDER_TASK_BUDGET_S="2",
+        FORWARDER_TICK_S="0.5",
+        FORWARDER_BACKOFF_BASE_S="0.05",
+        FORWARDER_BACKOFF_MAX_S="0.2",
+        FORWARDER_HTTP_TIMEOUT_S="5",
+        FORWARDER_LEASE_S="20",
+        # Many workers share this machine in tests: metrics only where a test asks for them.
+        FORWARDER_METRICS_PORT="0",
+        PYTHONPATH=str(REPO),
+    )
+    if api_key is not None:
+        env["DD_API_KEY"] = api_key
+    env.update(extra)
+    return env
+
+
+class Worker:
+    """A real ``celery -A workers worker`` (or beat) process group and its log."""
+
+    def __init__(
+        self,
+        argv: list[str],
+        env: dict[str, str],
+        log_path: Path,
+        cwd: Path,
+        app: str = "workers",
+        loglevel: str = "INFO",
+    ) -> None:
+        self.log_path = log_path
+        command = [sys.executable, "-m", "celery", "-A", app, *argv, f"--loglevel={loglevel}"]
+        with log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=cwd,
+                env=env,
+                start_new_session=True,
+            )
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 30.0) -> int:
+        """Send ``sig`` to the main process; wait (SIGKILL the group after ``timeout_s``)."""
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(timeout_s)
+        code = self.process.poll()
+        # Pool processes outliving their parent would keep consuming: make sure they are gone.
+        self.kill()
+        return code if code is not None else -signal.SIGKILL
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group: main process, pool processes, embedded beat."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(10)
+
+    def rss_bytes(self) -> int:
+        """Resident memory of the whole process group (main, pool, beat)."""
+        return sum(self.rss_by_process())
+
+    def rss_by_process(self) -> list[int]:
+        """Resident memory of each process of the group, in bytes."""
+        sizes = []
+        for pid_dir in Path("/proc").iterdir():
+            if pid_dir.name.isdigit():
+                size = _rss_of_group_member(pid_dir, self.process.pid)
+                if size is not None:
+                    sizes.append(size)
+        return sizes
+
+
+def _rss_of_group_member(pid_dir: Path, group: int) -> int | None:
+    """VmRSS in bytes of the process in ``pid_dir`` if it belongs to process group ``group``."""
+    try:
+        stat = (pid_dir / "stat").read_text().rsplit(")", 1)[1].split()
+        if int(stat[2]) != group:  # field 5 of /proc/PID/stat: the process group id
+            return None
+        for line in (pid_dir / "status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, IndexError, ValueError):
+        return None
+    return None
+
+
+OWN_KEY = "<the stack's own key>"
+
+
+class Workers:
+    """Starts workers for one test or scenario, and stops every one of them at the end."""
+
+    def __init__(
+        self, redis_url: str, prefix: str, api_url: str, api_key: str, directory: Path
+    ) -> None:
+        self.redis_url, self.prefix, self.api_url = redis_url, prefix, api_url
+        self.api_key, self.directory = api_key, directory
+        self.started: list[Worker] = []
+
+    def start(self, *argv: str, key: str | None = OWN_KEY, **env: str) -> Worker:
+        """Start ``celery -A workers <argv>`` (default: worker --beat, 2 processes).
+
+        ``key`` is the DD_API_KEY to give it: its own by default, None for none at all.
+        """
+        api_key = self.api_key if key == OWN_KEY else key
+        worker = Worker(
+            list(argv) or ["worker", "--beat", "--concurrency=2"],
+            worker_env(self.redis_url, self.prefix, self.api_url, api_key, **env),
+            self.directory / f"worker-{len(self.started)}.log",
+            self.directory,
+        )
+        self.started.append(worker)
+        return worker
+
+    def stop_all(self) -> None:
+        for worker in self.started:
+            worker.stop()
+
+    def logs(self) -> str:
+        return "\n".join(worker.log() for worker in self.started)
+
+
+def delete_keys(redis_url: str, *patterns: str) -> int:
+    """Delete every key matching ``patterns`` (in chunks: a run may leave 100,000)."""
+    client = redis.Redis.from_url(redis_url, socket_connect_timeout=2)
+    deleted = 0
+    try:
+        for pattern in patterns:
+            stale = list(client.scan_iter(match=pattern, count=5000))
+            for start in range(0, len(stale), 5000):
+                deleted += int(client.delete(*stale[start : start + 5000]))
+    finally:
+        client.close()
+    return deleted
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class RedisServer:
+    """A redis-server of our own with AOF (fsync always), that can crash and come back."""
+
+    def __init__(self) -> None:
+        binary = shutil.which("redis-server") or embedded_binary()
+        if binary is None:
+            raise RuntimeError("no redis-server: install one, or the embedded extra")
+        self.binary = binary
+        self.port = free_port()
+        self.directory = Path(tempfile.mkdtemp(prefix="dora-redis-"))
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> RedisServer:
+        self.process = subprocess.Popen(
+            [
+                self.binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(self.directory),
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--save",
+                "",
+                "--maxmemory-policy",
+                "noeviction",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        client = redis.Redis.from_url(self.url, socket_connect_timeout=0.2)
+
+        def answers() -> bool:
+            try:
+                return bool(client.ping())
+            except redis.RedisError:
+                return False
+
+        wait_until(answers, timeout_s=10, what=f"redis-server on port {self.port}")
+        client.close()
+        return self
+
+    def crash(self) -> None:
+        """SIGKILL: no shutdown, no final save; only what AOF already holds survives."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(10)
+            self.process = None
+
+    def stop(self) -> None:
+        self.crash()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    """What the stand-in API holds, judged against what was published."""
+
+    delivered: int
+    lost: list[str]
+    duplicates: int
+    rate_limited: int
+    requests: int
+
+
+def judge(standin: DoraStandin, expected: dict[str, dict[str, Any]]) -> Received:
+    """Compare the API's final state of each incident with the expected one.
+
+    Lost: an incident whose final state at the API is not exactly what was published.
+    Duplicates: accepted requests that repeated a body already accepted for that incident.
+    """
+    latest = standin.latest()
+    lost = [i for i, state in expected.items() if latest.get(i) != state]
+    bodies: Counter[str] = Counter()
+    for request in standin.requests():
+        if request.status == 202 and request.attributes is not None:
+            bodies[repr(sorted(request.attributes.items()))] += 1
+    duplicates = sum(count - 1 for count in bodies.values())
+    return Received(
+        delivered=len(expected) - len(lost),
+        lost=lost,
+        duplicates=duplicates,
+        rate_limited=standin.status_counts().get(429, 0),
+        requests=len(standin.requests()),
+    )

@@ -1,0 +1,42 @@
+"""What the CLI's commands share: exit codes, the Redis client, how times are shown."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Final
+
+import redis
+
+from config import Settings
+
+EXIT_BAD_INPUT: Final = 1
+"""Some input was rejected (a bad line, an unknown dead letter, a missing --yes)."""
+
+EXIT_FAILURE: Final = 2
+"""The command could not do its work (Redis unreachable, unreadable file, bad setting)."""
+
+
+def redis_client(settings: Settings) -> redis.Redis:
+    """A client for the CLI's short commands, giving up after the publish timeout."""
+    return redis.Redis.from_url(
+        settings.redis_url,
+        socket_timeout=settings.publish_timeout_s,
+        socket_connect_timeout=settings.publish_timeout_s,
+    )
+
+
+def when(ms: int | None) -> str:
+    """A time in ms since the epoch, for people (UTC, to the second)."""
+    if ms is None:
+        return "never"
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="seconds")
+
+
+def missing_key_message() -> str:
+    """What to do when DD_API_KEY is not set."""
+    return (
+        "dora-forwarder: DD_API_KEY is not set. Set it to your Datadog API key "
+        "(export DD_API_KEY=...; DD_SITE=datadoghq.eu or another site if your org is not on "
+        "datadoghq.com), or try `dora-forwarder run --dry-run`, which prints each request "
+        "instead of sending it."
+    )

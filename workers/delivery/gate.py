@@ -1,0 +1,102 @@
+"""Pure policy of the fleet-wide gate: what a batch of answers tells every worker.
+
+The gate itself lives in Redis (``lua/claim.lua`` checks and spends it, ``lua/settle.lua``
+updates it) so that every worker on every machine obeys one state. This module decides,
+from the answers a worker just got, what to tell it: close (why, for how long), the
+request budget left in Datadog's window, or that answers carry no rate-limit headers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Final
+
+from workers.delivery.outcome import AUTH_STATUSES
+from workers.delivery.ratelimit import MAX_WAIT_S, header_values, retry_after_s
+from workers.delivery.records import Attempt
+
+DEFAULT_RATE_LIMIT_WAIT_S: Final = 10.0
+"""How long a 429 without usable X-RateLimit-Reset or -Period closes the gate."""
+
+REASON_RATE_LIMIT: Final = "rate_limit"
+REASON_AUTH: Final = "auth"
+
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    """Datadog's window as its headers describe it: requests left and when it resets."""
+
+    limit: int
+    remaining: int
+    reset_ms: int
+    period_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class GateUpdate:
+    """What a batch of answers changes in the gate (all fields may be empty)."""
+
+    close_ms: int = 0
+    close_reason: str = ""
+    close_detail: str = ""
+    budget: Budget | None = None
+    unlimited: bool = False
+    answered: bool = False
+    """Some attempt finished (answer or error): a probe in progress is over."""
+
+
+def _int_header(attempt: Attempt, name: str) -> int | None:
+    values = header_values(attempt.headers, name)
+    return int(values[0]) if values else None
+
+
+def budget_of(attempt: Attempt) -> Budget | None:
+    """The window described by one answer's X-RateLimit-* headers, if complete and sane."""
+    limit = _int_header(attempt, "x-ratelimit-limit")
+    remaining = _int_header(attempt, "x-ratelimit-remaining")
+    period = _int_header(attempt, "x-ratelimit-period")
+    reset_s = retry_after_s(attempt.headers)
+    if limit is None or remaining is None or period is None or reset_s is None:
+        return None
+    if limit <= 0 or period <= 0:
+        return None
+    period_s = min(float(period), MAX_WAIT_S)
+    return Budget(
+        limit, min(remaining, limit), int(min(reset_s, period_s) * 1000), int(period_s * 1000)
+    )
+
+
+def gate_update(attempts: Iterable[Attempt], *, auth_pause_s: float) -> GateUpdate:
+    """Fold a batch of answers into one update of the fleet's gate.
+
+    - 401/403: close for ``auth_pause_s`` (reason ``auth``); then one probe goes out.
+    - 429: close until X-RateLimit-Reset (or -Period, or 10 s), capped (``rate_limit``).
+    - X-RateLimit-* on any answer: the budget left in the window (the smallest seen).
+    - a 2xx without those headers: the API does not announce limits (send freely).
+    - any finished attempt, even a failed one, ends a probe.
+    """
+    close_ms, reason, detail = 0, "", ""
+    budget: Budget | None = None
+    unlimited = answered = False
+    for attempt in attempts:
+        answered = True
+        status = attempt.status
+        if status is None:
+            continue
+        seen = budget_of(attempt)
+        if seen is not None and (budget is None or seen.remaining < budget.remaining):
+            budget = seen
+        if status in AUTH_STATUSES:
+            wait_ms = int(auth_pause_s * 1000)
+            if reason != REASON_AUTH or wait_ms > close_ms:
+                close_ms, reason = wait_ms, REASON_AUTH
+                detail = f"HTTP {status}: Datadog refused the API key"
+        elif status == 429 and reason != REASON_AUTH:
+            wait_s = retry_after_s(attempt.headers) or DEFAULT_RATE_LIMIT_WAIT_S
+            if int(wait_s * 1000) > close_ms:
+                close_ms, reason = int(wait_s * 1000), REASON_RATE_LIMIT
+                detail = "HTTP 429: Datadog's rate limit"
+        elif 200 <= status < 300 and seen is None:
+            unlimited = True
+    return GateUpdate(close_ms, reason, detail, budget, unlimited, answered)

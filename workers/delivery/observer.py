@@ -1,0 +1,27 @@
+"""What a pump reports as it works, for metrics; the pump itself knows nothing of Prometheus."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from workers.delivery.records import Attempt, Claim, Settlement
+
+
+class PumpObserver(Protocol):
+    """Told of every folded batch and every settled claim, in the pump's process."""
+
+    def folded(self, entries: int, poison: int) -> None:
+        """A batch of ``entries`` stream entries was folded; ``poison`` became dead letters."""
+
+    def settled(self, claim: Claim, settlement: Settlement, attempt: Attempt | None) -> None:
+        """``claim`` was settled; ``attempt`` is the request's answer (None if not sent)."""
+
+
+class NoObserver:
+    """Observes nothing: tests, and workers with metrics turned off."""
+
+    def folded(self, entries: int, poison: int) -> None:
+        """Ignore the batch."""
+
+    def settled(self, claim: Claim, settlement: Settlement, attempt: Attempt | None) -> None:
+        """Ignore the settlement."""

@@ -1,0 +1,297 @@
+"""One worker process's loop: ingest the stream and deliver due incidents, concurrently.
+
+A pump runs for a bounded time (a Celery task's budget), then stops claiming, waits for
+its requests in flight, settles them and returns: nothing is held in memory between runs,
+and the backlog stays in Redis (at most ``max_in_flight`` claims per process). Asked to
+stop (warm shutdown), it gives its claims back at once instead of waiting for answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import cast
+
+import redis.exceptions
+
+from workers.delivery.fold import plan_fold
+from workers.delivery.gate import REASON_AUTH, gate_update
+from workers.delivery.observer import NoObserver, PumpObserver
+from workers.delivery.outcome_log import log_outcome
+from workers.delivery.records import Attempt, Claim, Settlement, Verdict
+from workers.delivery.sender import Sender
+from workers.delivery.settlement import SettlementPolicy, before_sending, from_answer
+from workers.delivery.store import Store
+
+log = logging.getLogger("dora_forwarder.pump")
+
+IDLE_POLL_S = 1.0
+"""Longest an idle process waits before looking for due work folded by other processes."""
+
+FORGET_CONSUMER_AFTER_MS = 3_600_000
+"""A consumer with nothing pending, silent this long, belonged to a process now gone."""
+
+HEARTBEAT_EVERY_S = 1.0
+"""How often a running pump tells Redis it is alive (``status`` lists live workers)."""
+
+REDIS_DOWN_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+
+
+@dataclass(frozen=True, slots=True)
+class PumpConfig:
+    """The tunables a pump needs, in the units it uses."""
+
+    consumer: str
+    ingest_batch: int
+    max_in_flight: int
+    lease_ms: int
+    reclaim_idle_ms: int
+    retention_ms: int
+    policy: SettlementPolicy
+    probe_ms: int = 11_000
+    ceiling_per_s: float | None = None
+
+
+@dataclass(slots=True)
+class PumpReport:
+    """What one run did, for logs and tests."""
+
+    entries: int = 0
+    dead_entries: int = 0
+    sent: int = 0
+    outcomes: dict[str, int] = field(default_factory=dict)
+    redis_error: str | None = None
+
+
+@dataclass(slots=True)
+class _Batch:
+    """Settlements not yet recorded, with the answers they came from (for the gate)."""
+
+    settlements: list[Settlement] = field(default_factory=list)
+    answers: list[Attempt] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class _Flight:
+    """One run's claims: the token they carry, the requests in flight, the batch to settle."""
+
+    token: str
+    in_flight: dict[asyncio.Task[Attempt], Claim] = field(default_factory=dict)
+    batch: _Batch = field(default_factory=_Batch)
+
+
+class Pump:
+    """Ingest and delivery of one process; build one per process and ``run`` it repeatedly."""
+
+    def __init__(
+        self,
+        store: Store,
+        sender: Sender,
+        config: PumpConfig,
+        observer: PumpObserver | None = None,
+    ) -> None:
+        self._store = store
+        self._sender = sender
+        self._config = config
+        self._observer: PumpObserver = observer or NoObserver()
+        self._group_ready = False
+        self._stop: asyncio.Event | None = None
+
+    def _now(self) -> float:
+        # Only a run's deadline uses this clock; due times and ages use Redis' clock.
+        return asyncio.get_running_loop().time()
+
+    def request_stop(self) -> None:
+        """Ask a running ``run`` to give its claims back and return; call on its loop."""
+        if self._stop is not None:
+            self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        """Whether a stop was requested during the current or last run."""
+        return self._stop is not None and self._stop.is_set()
+
+    async def run(self, budget_s: float) -> PumpReport:
+        """Work for ``budget_s`` seconds, then finish what is in flight and return.
+
+        If Redis becomes unreachable the run ends early with ``redis_error`` set; claims
+        it held fall due again when their lease ends, and the next run starts afresh.
+        """
+        self._stop = asyncio.Event()
+        report = PumpReport()
+        try:
+            if not self._group_ready:
+                await self._store.ensure_group()
+                self._group_ready = True
+            deadline = self._now() + budget_s
+            wake = asyncio.Event()
+            ingest = asyncio.create_task(self._ingest(deadline, wake, report))
+            try:
+                await self._deliver(deadline, wake, report)
+            except BaseException:
+                ingest.cancel()  # delivery failed: do not keep reading until the deadline
+                raise
+            finally:
+                if self._stop.is_set():
+                    ingest.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await ingest
+        except REDIS_DOWN_ERRORS as exc:
+            report.redis_error = f"{type(exc).__name__}: {exc}"
+            log.warning("Redis is unreachable (%s); retrying on the next run", exc)
+        return report
+
+    async def _ingest(self, deadline: float, wake: asyncio.Event, report: PumpReport) -> None:
+        config = self._config
+        entries = await self._store.reclaim(
+            config.consumer, config.reclaim_idle_ms, config.ingest_batch
+        )
+        await self._store.forget_idle_consumers(config.consumer, FORGET_CONSUMER_AFTER_MS)
+        last_heartbeat = -HEARTBEAT_EVERY_S
+        while True:
+            if self._now() - last_heartbeat >= HEARTBEAT_EVERY_S:
+                await self._store.heartbeat(config.consumer, FORGET_CONSUMER_AFTER_MS)
+                last_heartbeat = self._now()
+            if entries:
+                plan = plan_fold(entries)
+                result = await self._store.fold(
+                    plan,
+                    retention_ms=config.retention_ms,
+                    orphan_wait_ms=config.policy.orphan_wait_ms,
+                )
+                report.entries += len(plan.ack_ids)
+                report.dead_entries += result.poison
+                self._observer.folded(len(plan.ack_ids), result.poison)
+                for poison in plan.poison:
+                    log.error("dead letter: stream entry %s: %s", poison.entry_id, poison.reason)
+                if result.changed:
+                    wake.set()
+            remaining_ms = int((deadline - self._now()) * 1000)
+            if remaining_ms <= 0 or self.stopping:
+                return
+            # BLOCK 0 would wait forever: always at least 1 ms.
+            entries = await self._store.read(
+                config.consumer, config.ingest_batch, max(1, min(remaining_ms, 1000))
+            )
+
+    async def _deliver(self, deadline: float, wake: asyncio.Event, report: PumpReport) -> None:
+        assert self._stop is not None  # noqa: S101 - set by run()
+        stop = asyncio.create_task(self._stop.wait())
+        flight = _Flight(token=uuid.uuid4().hex)
+        try:
+            while True:
+                if self.stopping and flight.in_flight:
+                    await self._release(flight)
+                accepting = self._now() < deadline and not self.stopping
+                free = self._config.max_in_flight - len(flight.in_flight)
+                wait_s, claimed = await self._claim_more(flight, accepting, free, report)
+                if flight.in_flight:
+                    await self._collect(flight, stop, report)
+                    continue
+                if flight.batch.settlements:
+                    await self._settle(flight, report)
+                if not accepting:
+                    return
+                if wait_s is not None:
+                    await asyncio.wait([stop], timeout=min(wait_s, IDLE_POLL_S))
+                elif claimed < free:
+                    await self._idle(deadline, wake, stop)
+        finally:
+            stop.cancel()
+
+    async def _claim_more(
+        self, flight: _Flight, accepting: bool, free: int, report: PumpReport
+    ) -> tuple[float | None, int]:
+        """Claim and start sending as many as the gate allows; return (gate wait, claimed).
+
+        With requests in flight, claims wait until a quarter of the slots are free, so that
+        each claim round trip serves several requests.
+        """
+        refill_at = 1 if not flight.in_flight else max(1, self._config.max_in_flight // 4)
+        if not accepting or free < refill_at:
+            return None, 0
+        if flight.batch.settlements:
+            await self._settle(flight, report)
+        result = await self._store.claim(
+            free,
+            self._config.lease_ms,
+            flight.token,
+            probe_ms=self._config.probe_ms,
+            ceiling_per_s=self._config.ceiling_per_s,
+        )
+        for claim in result.claims:
+            early = before_sending(claim, self._config.policy)
+            if early is not None:
+                flight.batch.settlements.append(log_outcome(claim, early))
+                self._observer.settled(claim, early, None)
+            else:
+                sending = self._sender.send(claim.attributes, claim.kind)
+                flight.in_flight[asyncio.create_task(sending)] = claim
+                report.sent += 1
+        return (result.wait_ms / 1000 if result.wait_ms else None), len(result.claims)
+
+    async def _collect(self, flight: _Flight, stop: asyncio.Task[bool], report: PumpReport) -> None:
+        """Wait for at least one answer (or a stop) and turn answers into settlements."""
+        done, _ = await asyncio.wait([*flight.in_flight, stop], return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            claim = flight.in_flight.pop(cast("asyncio.Task[Attempt]", task), None)
+            if claim is not None:
+                answer = cast(Attempt, task.result())
+                flight.batch.answers.append(answer)
+                settlement = from_answer(claim, answer, self._config.policy)
+                flight.batch.settlements.append(log_outcome(claim, settlement, answer))
+                self._observer.settled(claim, settlement, answer)
+        refill_at = max(1, self._config.max_in_flight // 4)
+        if len(flight.batch.settlements) >= refill_at or not flight.in_flight:
+            await self._settle(flight, report)
+
+    async def _release(self, flight: _Flight) -> None:
+        """Give claims back due now: another worker sends them (Datadog upserts by id)."""
+        for task, claim in flight.in_flight.items():
+            task.cancel()
+            flight.batch.settlements.append(
+                Settlement(
+                    claim.incident_id, claim.version, Verdict.WAIT, reason="released at shutdown"
+                )
+            )
+        await asyncio.gather(*flight.in_flight, return_exceptions=True)
+        log.info("released %d claim(s) at shutdown", len(flight.in_flight))
+        flight.in_flight.clear()
+
+    async def _idle(self, deadline: float, wake: asyncio.Event, stop: asyncio.Task[bool]) -> None:
+        next_due_ms = await self._store.next_due_in_ms()
+        wait_s = min(IDLE_POLL_S, deadline - self._now())
+        if next_due_ms is not None:
+            wait_s = min(wait_s, next_due_ms / 1000)
+        if wait_s > 0:
+            woken = asyncio.create_task(wake.wait())
+            await asyncio.wait([woken, stop], timeout=wait_s, return_when=asyncio.FIRST_COMPLETED)
+            woken.cancel()
+        wake.clear()
+
+    async def _settle(self, flight: _Flight, report: PumpReport) -> None:
+        batch = flight.batch
+        update = gate_update(batch.answers, auth_pause_s=self._config.policy.auth_pause_s)
+        result = await self._store.settle(flight.token, batch.settlements, update)
+        if result.gate_newly_closed:
+            until = datetime.now(UTC).timestamp() + update.close_ms / 1000
+            when = datetime.fromtimestamp(until, UTC).isoformat(timespec="seconds")
+            if update.close_reason == REASON_AUTH:
+                log.error(
+                    "%s: delivery paused for the whole fleet until %s, then one request "
+                    "probes the key; no event is dropped. Check DD_API_KEY and DD_SITE.",
+                    update.close_detail,
+                    when,
+                )
+            else:
+                log.warning(
+                    "%s: delivery paused for the whole fleet until %s", update.close_detail, when
+                )
+        for item in batch.settlements:
+            report.outcomes[item.verdict] = report.outcomes.get(item.verdict, 0) + 1
+        batch.settlements.clear()
+        batch.answers.clear()

@@ -1,0 +1,103 @@
+"""The records the delivery engine passes between its parts: pure data, no I/O.
+
+An ``Attempt`` is what one request produced; a ``Claim`` an incident (or deployment) taken
+for delivery; a ``Settlement`` what becomes of it (its ``Verdict``); the ``*Result``s what
+the store's scripts report back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Final
+
+from forwarder.protocol import parse_state_id
+
+MAX_BODY_KEPT: Final = 4096
+"""Bytes of a response body (or of an error) kept for a dead letter or a log line."""
+
+
+class Verdict(StrEnum):
+    """What happens to a claimed incident after an attempt."""
+
+    DELIVERED = "delivered"
+    RETRY = "retry"
+    WAIT = "wait"
+    DEAD = "dead"
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """What one POST produced: a status with headers and body, or a transport error."""
+
+    status: int | None
+    headers: Mapping[str, str]
+    body: str
+    error: str | None = None
+    elapsed_s: float = 0.0
+    """How long the request took, as the worker saw it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """An incident claimed for delivery: its merged attributes and bookkeeping."""
+
+    incident_id: str
+    version: int
+    sent_version: int
+    attempt: int
+    first_seen_ms: int
+    failing_since_ms: int | None
+    attributes: dict[str, Any]
+    claimed_at_ms: int = 0
+    """Redis' clock when it was claimed: what ages and waits are measured against."""
+    published_ms: int | None = None
+    """When the newest entry behind this version was published (Redis' clock)."""
+
+    @property
+    def kind(self) -> str:
+        """``failure`` or ``deployment``: which endpoint the state goes to."""
+        return parse_state_id(self.incident_id)[0]
+
+
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    """The outcome of one claim, as ``settle.lua`` records it."""
+
+    incident_id: str
+    version: int
+    verdict: Verdict
+    delay_ms: int = 0
+    reason: str = ""
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimResult:
+    """What a claim got: Redis' clock, the claims, or how long the gate says to wait."""
+
+    now_ms: int
+    wait_ms: int
+    gate_reason: str
+    claims: list[Claim]
+
+
+@dataclass(frozen=True, slots=True)
+class SettleResult:
+    """Counts of settlements by verdict (stale: the claim had passed to another worker)."""
+
+    delivered: int
+    retried: int
+    dead: int
+    stale: int
+    gate_newly_closed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class FoldResult:
+    """How many incidents a fold changed, left unchanged (duplicates) and dead-lettered."""
+
+    changed: int
+    unchanged: int
+    poison: int

@@ -1,0 +1,244 @@
+"""The ingest endpoint: Datadog's DORA write API, in front of the forwarder's Redis stream.
+
+A producer that speaks Datadog's API (curl, datadog-ci, the official clients) changes only
+its base URL. Each request goes: route -> ``DD-API-KEY`` -> size (``Content-Length``, then
+the bytes as they arrive) -> JSON, envelope and the producers' models -> one ``XADD`` that
+Redis acknowledges -> 202 with the event's id. Nothing is acknowledged that is not stored:
+when Redis does not answer in time the caller gets a 503 and retries (a retry of a write
+that did land is harmless: the same id folds into the same state).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from http import HTTPStatus
+from types import MappingProxyType
+from typing import Any, Final
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from config import Settings
+from forwarder.entry import encode_entry
+from forwarder.protocol import KIND_DEPLOYMENT, KIND_FAILURE, RedisKeys
+from workers.ingest.jsonapi import bad_request, plain_errors
+from workers.ingest.keys import IngestKeys
+from workers.ingest.request import BadRequestError, parse_event
+
+log = logging.getLogger("dora_forwarder.ingest")
+
+JSONAPI_TYPE: Final = "application/vnd.api+json"
+"""What Datadog answers a 202 with."""
+API_KEY_HEADER: Final = "dd-api-key"
+HEALTH_PATH: Final = "/health"
+RETRY_AFTER_S: Final = 1
+
+
+@dataclass(frozen=True, slots=True)
+class EventRoute:
+    """What a write path takes: the kind of event it enqueues, the ``type`` it answers."""
+
+    kind: str
+    response_type: str
+
+
+ROUTES: Final[Mapping[str, EventRoute]] = MappingProxyType(
+    {
+        "/api/v2/dora/failure": EventRoute(KIND_FAILURE, "dora_failure"),
+        # Deprecated by Datadog for /failure; same body, and it answers dora_failure too.
+        "/api/v2/dora/incident": EventRoute(KIND_FAILURE, "dora_failure"),
+        "/api/v2/dora/deployment": EventRoute(KIND_DEPLOYMENT, "dora_deployment"),
+    }
+)
+
+RedisFactory = Callable[[], aioredis.Redis]
+
+
+class _TooLargeError(Exception):
+    """The body is past the limit; nothing more of it is read."""
+
+
+def redis_factory(settings: Settings) -> RedisFactory:
+    """Clients that give up after ``publish_timeout_s`` (connect, and each reply).
+
+    One immediate reconnect on a broken connection (e.g. a pooled one after Redis restarted);
+    a timeout is not retried, so a caller waits at most about twice the timeout.
+    """
+
+    def build() -> aioredis.Redis:
+        return aioredis.Redis.from_url(
+            settings.redis_url,
+            socket_timeout=settings.publish_timeout_s,
+            socket_connect_timeout=settings.publish_timeout_s,
+            retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
+        )
+
+    return build
+
+
+def _json(status: int, body: Any, headers: Mapping[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(body, status_code=status, headers=dict(headers or {}))
+
+
+def _error(status: HTTPStatus, message: str | None = None, **headers: str) -> JSONResponse:
+    return _json(status, plain_errors(message or status.phrase), headers)
+
+
+def _unavailable() -> JSONResponse:
+    return _error(HTTPStatus.SERVICE_UNAVAILABLE, **{"Retry-After": str(RETRY_AFTER_S)})
+
+
+async def _read_body(request: Request, limit_bytes: int) -> bytes:
+    """The body, or ``_TooLargeError`` as soon as it is known to exceed ``limit_bytes``.
+
+    A declared ``Content-Length`` past the limit is refused before reading anything; a
+    chunked body is counted as it arrives, and never more than the limit is kept.
+    """
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit_bytes:
+        raise _TooLargeError
+    body = bytearray()
+    async for chunk in request.stream():
+        if len(body) + len(chunk) > limit_bytes:
+            raise _TooLargeError
+        body += chunk
+    return bytes(body)
+
+
+class Ingest:
+    """The endpoint's state: settings, accepted keys, the Redis client (set by the lifespan)."""
+
+    def __init__(self, settings: Settings, keys: IngestKeys, factory: RedisFactory) -> None:
+        self.settings = settings
+        self.keys = keys
+        self.stream = RedisKeys(settings.key_prefix).ingest
+        self.factory = factory
+        self.redis: aioredis.Redis | None = None
+
+    def _redis(self) -> aioredis.Redis:
+        if self.redis is None:
+            raise RuntimeError("the app's lifespan makes its Redis client: run the app with it")
+        return self.redis
+
+    def _refusal(self, request: Request) -> str | None:
+        """Why the request's ``DD-API-KEY`` is refused, or None when it is accepted."""
+        presented = request.headers.getlist(API_KEY_HEADER)
+        if not presented:
+            return "no DD-API-KEY header"
+        if len(presented) > 1:
+            return "more than one DD-API-KEY header"
+        # Starlette decodes headers as latin-1: this gives back the bytes that were sent.
+        raw = presented[0].strip().encode("latin-1")
+        if self.keys.accepts(raw):
+            return None
+        if self.keys.is_datadog_key(raw):
+            return "the Datadog API key itself (producers must use an ingest key)"
+        return "a key that is not one of FORWARDER_INGEST_KEYS"
+
+    async def handle(self, request: Request, route: EventRoute) -> Response:
+        """One write request, answered as Datadog would (see the module's docstring)."""
+        where = f"{request.method} {request.url.path} from {_client(request)}"
+        if (refusal := self._refusal(request)) is not None:
+            log.warning("refused %s: %s", where, refusal)
+            return _error(HTTPStatus.FORBIDDEN)
+        encoding = request.headers.get("content-encoding", "identity").strip().lower()
+        if encoding != "identity":
+            log.info("refused %s: Content-Encoding %s", where, encoding)
+            return _error(
+                HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
+                f"Unsupported Media Type: Content-Encoding {encoding} is not supported; "
+                "send the body uncompressed",
+            )
+        limit = self.settings.ingest_max_body_bytes
+        try:
+            body = await _read_body(request, limit)
+        except _TooLargeError:
+            log.info("refused %s: body larger than %d bytes", where, limit)
+            return _error(
+                HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                f"Payload Too Large: the body exceeds {limit} bytes",
+            )
+        try:
+            event = parse_event(body, route.kind)
+        except BadRequestError as exc:
+            log.info("rejected %s: HTTP 400 %s", where, exc)
+            return _json(HTTPStatus.BAD_REQUEST, bad_request(exc.errors))
+        try:
+            await self._redis().xadd(self.stream, encode_entry(event))
+        except RedisError as exc:
+            log.warning("answered 503 to %s: Redis did not take the event: %s", where, exc)
+            return _unavailable()
+        content = {"data": {"id": event.event_id, "type": route.response_type}}
+        return JSONResponse(content, status_code=HTTPStatus.ACCEPTED, media_type=JSONAPI_TYPE)
+
+    async def health(self, _request: Request) -> Response:
+        """200 while Redis answers PING within the timeout, else 503 (for load balancers)."""
+        try:
+            await self._redis().ping()
+        except RedisError as exc:
+            log.warning("health: Redis does not answer: %s", exc)
+            return _unavailable()
+        return _json(HTTPStatus.OK, {"status": "ok"})
+
+
+def _client(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def _endpoint(ingest: Ingest, route: EventRoute) -> Callable[[Request], Awaitable[Response]]:
+    async def endpoint(request: Request) -> Response:
+        return await ingest.handle(request, route)
+
+    return endpoint
+
+
+async def _http_error(_request: Request, exc: Exception) -> Response:
+    """404 and 405 (with its ``Allow``) in Datadog's JSON style rather than plain text."""
+    assert isinstance(exc, HTTPException)  # noqa: S101 - registered for HTTPException only
+    return _error(HTTPStatus(exc.status_code), None, **(exc.headers or {}))
+
+
+async def _server_error(request: Request, exc: Exception) -> Response:
+    log.error("failed %s %s", request.method, request.url.path, exc_info=exc)
+    return _error(HTTPStatus.INTERNAL_SERVER_ERROR)
+
+
+def create_app(
+    settings: Settings, keys: IngestKeys, factory: RedisFactory | None = None
+) -> Starlette:
+    """The ASGI app of the ingest endpoint; ``factory`` builds its Redis client (a seam)."""
+    ingest = Ingest(settings, keys, factory or redis_factory(settings))
+
+    @asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        # Built here, in the server's event loop, and closed with it.
+        ingest.redis = ingest.factory()
+        try:
+            yield
+        finally:
+            client, ingest.redis = ingest.redis, None
+            if client is not None:
+                await client.aclose()
+
+    routes = [Route(p, _endpoint(ingest, r), methods=["POST"]) for p, r in ROUTES.items()]
+    routes.append(Route(HEALTH_PATH, ingest.health, methods=["GET"]))
+    app = Starlette(
+        routes=routes,
+        exception_handlers={HTTPException: _http_error, Exception: _server_error},
+        lifespan=lifespan,
+    )
+    # Datadog has no /api/v2/dora/failure/: a 404, not a redirect a client may not follow.
+    app.router.redirect_slashes = False
+    app.state.ingest = ingest
+    return app

@@ -1,0 +1,1 @@
+"""Running it: metrics, logs, status, dead letters, start-up checks, embedded Redis, children."""
