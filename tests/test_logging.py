@@ -24,9 +24,9 @@ from forwarder import Publisher
 from forwarder.protocol import RedisKeys
 from harness.stack import Worker, wait_until
 from harness.standin import StandinServer
+from workers import celery_app
 from workers.delivery.outcome_log import log_outcome
 from workers.delivery.records import Attempt, Claim, Settlement, Verdict
-from workers import celery_app
 from workers.ops.logs import RedactSecrets, configure_handlers, json_formatter, secrets_of
 
 KEY = "logging-test-key-0123456789abcdef"
