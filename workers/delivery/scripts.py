@@ -102,6 +102,16 @@ class LiftAuthPauseArgs:
 
 
 @dataclass(frozen=True, slots=True)
+class ForgetConsumersArgs:
+    """ARGV of ``forget_consumers.lua``."""
+
+    group: str
+    keep: str
+    """The caller's own consumer name: never forgotten."""
+    idle_ms: int
+
+
+@dataclass(frozen=True, slots=True)
 class Script(Generic[A]):
     """One Lua script: its file, the keys it takes (``RedisKeys`` attributes) and its ARGV."""
 
@@ -133,8 +143,16 @@ FOLD: Final = Script(
 )
 HEARTBEAT: Final = Script("heartbeat.lua", ("workers",), HeartbeatArgs)
 LIFT_AUTH_PAUSE: Final = Script("lift_auth_pause.lua", ("gate",), LiftAuthPauseArgs)
+FORGET_CONSUMERS: Final = Script("forget_consumers.lua", ("ingest",), ForgetConsumersArgs)
 
-SCRIPTS: Final[tuple[Script[typing.Any], ...]] = (CLAIM, SETTLE, FOLD, HEARTBEAT, LIFT_AUTH_PAUSE)
+SCRIPTS: Final[tuple[Script[typing.Any], ...]] = (
+    CLAIM,
+    SETTLE,
+    FOLD,
+    HEARTBEAT,
+    LIFT_AUTH_PAUSE,
+    FORGET_CONSUMERS,
+)
 """Every script the workers run."""
 
 

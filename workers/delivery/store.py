@@ -23,11 +23,13 @@ from workers.delivery.records import Claim, ClaimResult, FoldResult, Settlement,
 from workers.delivery.scripts import (
     CLAIM,
     FOLD,
+    FORGET_CONSUMERS,
     HEARTBEAT,
     LIFT_AUTH_PAUSE,
     SETTLE,
     ClaimArgs,
     FoldArgs,
+    ForgetConsumersArgs,
     HeartbeatArgs,
     LiftAuthPauseArgs,
     SettleArgs,
@@ -58,6 +60,7 @@ class Store:
         self._claim = client.register_script(CLAIM.text())
         self._settle = client.register_script(SETTLE.text())
         self._heartbeat = client.register_script(HEARTBEAT.text())
+        self._forget_consumers = client.register_script(FORGET_CONSUMERS.text())
 
     async def ensure_group(self) -> None:
         """Create the consumer group (and stream) unless it exists; read from the start."""
@@ -115,20 +118,17 @@ class Store:
 
         Every worker process reads under a name of its own, so restarts would otherwise
         grow the group forever. A live consumer dropped by mistake is recreated by its
-        next read; one with pending entries is never dropped (they await reclaim).
+        next read; one with pending entries is never dropped (they await reclaim). Checked
+        and dropped in one script, so that entries read meanwhile keep their pending record.
         """
-        dropped = 0
+        keys, args = FORGET_CONSUMERS.call(
+            self.keys, ForgetConsumersArgs(CONSUMER_GROUP, keep, idle_ms)
+        )
         try:
-            consumers = await self._redis.xinfo_consumers(self.keys.ingest, CONSUMER_GROUP)
+            return int(await self._forget_consumers(keys=keys, args=args))
         except ResponseError as exc:
             await self._without_group(exc)
             return 0
-        for info in consumers:
-            name = info["name"].decode() if isinstance(info["name"], bytes) else info["name"]
-            if name != keep and int(info["pending"]) == 0 and int(info["idle"]) >= idle_ms:
-                await self._redis.xgroup_delconsumer(self.keys.ingest, CONSUMER_GROUP, name)
-                dropped += 1
-        return dropped
 
     async def fold(self, plan: FoldPlan, *, retention_ms: int, orphan_wait_ms: int) -> FoldResult:
         """Apply ``plan`` and acknowledge its entries, in one atomic step."""
