@@ -35,7 +35,7 @@ import redis
 
 from forwarder import Publisher, to_event
 from forwarder.entry import encode_entry
-from forwarder.protocol import RedisKeys
+from forwarder.protocol import GateField, RedisKeys
 from harness.stack import REPO, Worker, delete_keys
 
 API_KEY = f"bench-key-{uuid.uuid4().hex}"
@@ -372,7 +372,10 @@ def rss_with_backlog(
             now_s, _ = client.time()
             client.hset(
                 keys.gate,
-                mapping={"closed_until_ms": (int(now_s) + 3600) * 1000, "reason": "benchmark"},
+                mapping={
+                    GateField.CLOSED_UNTIL_MS: (int(now_s) + 3600) * 1000,
+                    GateField.REASON: "benchmark",
+                },
             )
             published = 0
             for stage in stages:

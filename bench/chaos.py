@@ -35,7 +35,7 @@ from typing import Any
 import redis
 
 from forwarder import Publisher, PublishError
-from forwarder.protocol import RedisKeys
+from forwarder.protocol import LetterField, RedisKeys
 from harness.stack import RedisServer, Workers, delete_keys, judge, wait_until
 from harness.standin import StandinServer
 from workers.cli import main as cli_main
@@ -387,7 +387,7 @@ def garbage(redis_url: str, count: int = 500, bad: int = 50) -> Row:
         letter = next(
             i.decode()
             for i, f in client.xrange(world.keys.dead)
-            if f.get(b"incident_id") == rejected.encode()
+            if f.get(LetterField.INCIDENT_ID.encode()) == rejected.encode()
         )
         cli_main(["dead-letters", "replay", letter])
         wait_until(

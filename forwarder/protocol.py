@@ -1,4 +1,4 @@
-"""The contract between producers and workers: Redis key names and the stream entry format.
+"""The contract between producers and workers: Redis names and the stream entry format.
 
 Everything a producer in any language needs to enqueue an event is here (and in the README):
 
@@ -8,11 +8,17 @@ Everything a producer in any language needs to enqueue an event is here (and in 
 ``event`` holds Datadog's request attributes (``started_at``, ``services`` ...), either bare or
 wrapped as ``{"data": {"attributes": {...}}}``; timestamps may be s, ms or ns integers or
 ISO-8601 strings. Workers validate every entry; a bad one becomes a dead letter with a reason.
+
+Every other Redis name workers and tools use is here too: the keys (``RedisKeys``), the fields
+of the hashes behind them (``StateField``, ``GateField``, ``StatsField``), the fields of a
+dead letter (``LetterField``) and the consumer group. The Lua scripts spell the same names as
+literals; a test holds every literal they use to a name defined here.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Final
 
 ENTRY_VERSION: Final = "1"
@@ -117,3 +123,103 @@ class RedisKeys:
     def celery_prefix(self) -> str:
         """Prefix under which Celery's own broker keys live (ticks only, never events)."""
         return f"{self._tag}:celery:"
+
+
+# --- fields of the hashes and of dead letters ----------------------------------------------
+
+ATTRIBUTE_PREFIX: Final = "a:"
+"""``a:<attribute>`` in an incident's hash: the attribute's merged value (JSON)."""
+
+POSITION_PREFIX: Final = "s:"
+"""``s:<attribute>`` in an incident's hash: stream position of the entry that last wrote it."""
+
+
+class StateField(StrEnum):
+    """Bookkeeping fields of an incident's hash (``RedisKeys.incident``), beside ``a:``/``s:``."""
+
+    VERSION = "version"
+    """Grows by one each time a fold changes the merged state."""
+    SENT = "sent"
+    """The newest version Datadog answered 2xx for."""
+    ATTEMPT = "attempt"
+    """Failed attempts since the last success (absent: none)."""
+    FIRST_MS = "first_ms"
+    """When the first entry of the incident was folded (ms, Redis clock)."""
+    FAILING_SINCE_MS = "failing_since_ms"
+    """When the current run of failed attempts began (ms, Redis clock)."""
+    PUBLISHED_MS = "pub_ms"
+    """When the newest entry behind this version was published (its stream id's ms)."""
+    CLAIM = "claim"
+    """Token of the claim holding the incident (absent: not claimed)."""
+    LAST_ERROR = "last_error"
+    """Why the last attempt failed."""
+    DEAD_VERSION = "dead_version"
+    """The version last dead-lettered."""
+
+
+class GateField(StrEnum):
+    """Fields of the fleet-wide gate hash (``RedisKeys.gate``); times in ms, Redis clock."""
+
+    CLOSED_UNTIL_MS = "closed_until_ms"
+    """Nothing is sent before this."""
+    REASON = "reason"
+    """Why it closed: ``rate_limit`` or ``auth``."""
+    DETAIL = "detail"
+    """What closed it, for people."""
+    CLOSED_AT_MS = "closed_at_ms"
+    LIMIT = "limit"
+    """Requests per window, as X-RateLimit-Limit says."""
+    REMAINING = "remaining"
+    """Requests left in the current window (spent by claims)."""
+    WINDOW_END_MS = "window_end_ms"
+    PERIOD_MS = "period_ms"
+    BUDGET_MS = "budget_ms"
+    """When headers last described the window (knowledge older than ten minutes is dropped)."""
+    UNLIMITED_MS = "unlimited_ms"
+    """When an answer last came without rate-limit headers."""
+    PROBE_UNTIL_MS = "probe_until_ms"
+    """While nothing is known about limits, no second request goes out before this."""
+    TOKENS = "tokens"
+    """Tokens of the optional fleet-wide ceiling (a float)."""
+    TOKENS_MS = "tokens_ms"
+
+
+class StatsField(StrEnum):
+    """Counters and last events in the stats hash (``RedisKeys.stats``), for ``status``."""
+
+    DELIVERED = "delivered"
+    RETRIES = "retries"
+    DEAD_LETTERS = "dead_letters"
+    LEASES_LAPSED = "leases_lapsed"
+    ENTRIES_FOLDED = "entries_folded"
+    UPDATES_UNCHANGED = "updates_unchanged"
+    LAST_SUCCESS_MS = "last_success_ms"
+    LAST_ERROR = "last_error"
+    """``<incident id>: <reason>`` of the last failed or dead-lettered attempt."""
+    LAST_ERROR_MS = "last_error_ms"
+
+
+class LetterField(StrEnum):
+    """Fields of an entry of the dead-letter stream (``RedisKeys.dead``)."""
+
+    SOURCE = "source"
+    """What died: a ``LetterSource``."""
+    ENTRY_ID = "entry_id"
+    """The stream entry's id (source ``stream``)."""
+    INCIDENT_ID = "incident_id"
+    """The state id (source ``incident``)."""
+    REASON = "reason"
+    DETAIL = "detail"
+    """JSON: HTTP status, response, merged attributes (source ``incident``)."""
+    PAYLOAD = "payload"
+    """JSON: the entry's raw fields (source ``stream``)."""
+    AT_MS = "at_ms"
+
+
+class LetterSource(StrEnum):
+    """Values of a dead letter's ``source`` field."""
+
+    STREAM = "stream"
+    """An entry no worker could use."""
+    INCIDENT = "incident"
+    """An incident Datadog rejected, or whose start never came."""

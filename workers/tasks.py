@@ -24,8 +24,8 @@ from kombu.exceptions import OperationalError
 
 from config import Settings
 from forwarder.protocol import RedisKeys
-from workers.delivery.gate import REASON_AUTH
 from workers.delivery.runtime import Runtime
+from workers.delivery.store import lift_auth_pause
 from workers.ops.preflight import Findings, judge_redis
 
 log = logging.getLogger("dora_forwarder.tasks")
@@ -169,9 +169,7 @@ def _judge_redis_now(settings: Settings) -> Findings | None:
             save = str(client.config_get("save").get("save", ""))
         except redis.ResponseError:  # CONFIG is often disabled on managed Redis
             save = "unknown"
-        gate = RedisKeys(settings.key_prefix).gate
-        if client.hget(gate, "reason") == REASON_AUTH.encode():
-            client.hset(gate, "closed_until_ms", 0)
+        if lift_auth_pause(client, RedisKeys(settings.key_prefix)):
             log.info("the API key was refused before; probing it again now")
     except redis.RedisError as exc:
         log.warning("cannot check Redis at %s yet: %s", settings.redis_url_for_logs, exc)

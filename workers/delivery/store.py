@@ -1,7 +1,8 @@
 """Redis side of the workers: the ingest stream, incident state, claims and settlements.
 
-Only carries out decisions made elsewhere (``_fold``, ``_outcome``); every multi-key change
-is one Lua script, so a crash between two commands cannot half-apply it.
+Only carries out decisions made elsewhere (``fold``, ``outcome``, ``gate``); every multi-key
+change is one Lua script (``scripts`` builds their arguments), so a crash between two commands
+cannot half-apply it.
 """
 
 from __future__ import annotations
@@ -9,26 +10,44 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
-from importlib import resources
 from typing import Any, Final, cast
 
+import redis
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
-from forwarder.protocol import CONSUMER_GROUP, RedisKeys
+from forwarder.protocol import ATTRIBUTE_PREFIX, CONSUMER_GROUP, RedisKeys, StateField
 from workers.delivery.fold import FoldPlan
-from workers.delivery.gate import GateUpdate
+from workers.delivery.gate import REASON_AUTH, GateUpdate
 from workers.delivery.records import Claim, ClaimResult, FoldResult, Settlement, SettleResult
+from workers.delivery.scripts import (
+    CLAIM,
+    FOLD,
+    FORGET_CONSUMERS,
+    HEARTBEAT,
+    LIFT_AUTH_PAUSE,
+    SETTLE,
+    ClaimArgs,
+    FoldArgs,
+    ForgetConsumersArgs,
+    HeartbeatArgs,
+    LiftAuthPauseArgs,
+    SettleArgs,
+)
 
 log = logging.getLogger("dora_forwarder.store")
 
-_BOOKKEEPING: Final = ("version", "sent", "attempt", "first_ms", "failing_since_ms", "pub_ms")
-
-
-def _script(name: str) -> str:
-    """A script's text, after the prelude its helpers (clock, ms formatting) come from."""
-    folder = resources.files("workers.delivery").joinpath("lua")
-    return folder.joinpath("_prelude.lua").read_text() + folder.joinpath(name).read_text()
+_BOOKKEEPING: Final = frozenset(
+    {
+        StateField.VERSION,
+        StateField.SENT,
+        StateField.ATTEMPT,
+        StateField.FIRST_MS,
+        StateField.FAILING_SINCE_MS,
+        StateField.PUBLISHED_MS,
+    }
+)
+"""The integer fields of an incident's hash a claim carries."""
 
 
 class Store:
@@ -37,10 +56,11 @@ class Store:
     def __init__(self, client: aioredis.Redis, keys: RedisKeys) -> None:
         self._redis = client
         self.keys = keys
-        self._fold = client.register_script(_script("fold.lua"))
-        self._claim = client.register_script(_script("claim.lua"))
-        self._settle = client.register_script(_script("settle.lua"))
-        self._heartbeat = client.register_script(_script("heartbeat.lua"))
+        self._fold = client.register_script(FOLD.text())
+        self._claim = client.register_script(CLAIM.text())
+        self._settle = client.register_script(SETTLE.text())
+        self._heartbeat = client.register_script(HEARTBEAT.text())
+        self._forget_consumers = client.register_script(FORGET_CONSUMERS.text())
 
     async def ensure_group(self) -> None:
         """Create the consumer group (and stream) unless it exists; read from the start."""
@@ -98,40 +118,32 @@ class Store:
 
         Every worker process reads under a name of its own, so restarts would otherwise
         grow the group forever. A live consumer dropped by mistake is recreated by its
-        next read; one with pending entries is never dropped (they await reclaim).
+        next read; one with pending entries is never dropped (they await reclaim). Checked
+        and dropped in one script, so that entries read meanwhile keep their pending record.
         """
-        dropped = 0
+        keys, args = FORGET_CONSUMERS.call(
+            self.keys, ForgetConsumersArgs(CONSUMER_GROUP, keep, idle_ms)
+        )
         try:
-            consumers = await self._redis.xinfo_consumers(self.keys.ingest, CONSUMER_GROUP)
+            return int(await self._forget_consumers(keys=keys, args=args))
         except ResponseError as exc:
             await self._without_group(exc)
             return 0
-        for info in consumers:
-            name = info["name"].decode() if isinstance(info["name"], bytes) else info["name"]
-            if name != keep and int(info["pending"]) == 0 and int(info["idle"]) >= idle_ms:
-                await self._redis.xgroup_delconsumer(self.keys.ingest, CONSUMER_GROUP, name)
-                dropped += 1
-        return dropped
 
     async def fold(self, plan: FoldPlan, *, retention_ms: int, orphan_wait_ms: int) -> FoldResult:
         """Apply ``plan`` and acknowledge its entries, in one atomic step."""
-        keys = [
-            self.keys.ingest,
-            self.keys.due,
-            self.keys.inflight,
-            self.keys.dead,
-            self.keys.stats,
-        ]
-        args: list[str | int] = [CONSUMER_GROUP, retention_ms, orphan_wait_ms, len(plan.ack_ids)]
-        args.extend(plan.ack_ids)
-        args.append(len(plan.poison))
-        for poison in plan.poison:
-            args.extend((poison.entry_id, poison.reason, poison.payload))
-        for update in plan.updates:
-            keys.append(self.keys.incident(update.incident_id))
-            args.extend((update.incident_id, int(update.force), len(update.fields)))
-            for item in update.fields:
-                args.extend((item.field, item.position, item.value))
+        keys, args = FOLD.call(
+            self.keys,
+            FoldArgs(
+                CONSUMER_GROUP,
+                retention_ms,
+                orphan_wait_ms,
+                plan.ack_ids,
+                plan.poison,
+                plan.updates,
+            ),
+            [update.incident_id for update in plan.updates],
+        )
         changed, unchanged, poison_count = await self._fold(keys=keys, args=args)
         return FoldResult(int(changed), int(unchanged), int(poison_count))
 
@@ -146,18 +158,19 @@ class Store:
         now_ms: int | None = None,
     ) -> ClaimResult:
         """Claim up to ``limit`` due incidents if the fleet's gate allows; see ``claim.lua``."""
-        reply = await self._claim(
-            keys=[self.keys.due, self.keys.inflight, self.keys.stats, self.keys.gate],
-            args=[
+        keys, args = CLAIM.call(
+            self.keys,
+            ClaimArgs(
                 self.keys.incident_prefix,
                 limit,
                 lease_ms,
                 token,
                 probe_ms,
                 ceiling_per_s or 0,
-                "" if now_ms is None else now_ms,
-            ],
+                now_ms,
+            ),
         )
+        reply = await self._claim(keys=keys, args=args)
         return ClaimResult(
             now_ms=int(reply[0]),
             wait_ms=int(reply[1]),
@@ -175,38 +188,32 @@ class Store:
     ) -> SettleResult:
         """Record outcomes and the gate's update in one step; see ``settle.lua``."""
         budget = gate.budget
-        args: list[str | int] = [
-            self.keys.incident_prefix,
-            token,
-            "" if now_ms is None else now_ms,
-            gate.close_ms,
-            gate.close_reason,
-            gate.close_detail,
-            budget.limit if budget else 0,
-            budget.remaining if budget else 0,
-            budget.reset_ms if budget else 0,
-            budget.period_ms if budget else 0,
-            int(gate.unlimited),
-            int(gate.answered),
-        ]
-        for s in settlements:
-            args.extend((s.incident_id, s.version, s.verdict, s.delay_ms, s.reason, s.detail))
-        reply = await self._settle(
-            keys=[
-                self.keys.due,
-                self.keys.inflight,
-                self.keys.dead,
-                self.keys.stats,
-                self.keys.gate,
-            ],
-            args=args,
+        keys, args = SETTLE.call(
+            self.keys,
+            SettleArgs(
+                prefix=self.keys.incident_prefix,
+                token=token,
+                now_ms=now_ms,
+                close_ms=gate.close_ms,
+                close_reason=gate.close_reason,
+                close_detail=gate.close_detail,
+                budget_limit=budget.limit if budget else 0,
+                remaining=budget.remaining if budget else 0,
+                reset_ms=budget.reset_ms if budget else 0,
+                period_ms=budget.period_ms if budget else 0,
+                unlimited=gate.unlimited,
+                answered=gate.answered,
+                settlements=tuple(settlements),
+            ),
         )
+        reply = await self._settle(keys=keys, args=args)
         delivered, retried, dead, stale, newly_closed = (int(x) for x in reply)
         return SettleResult(delivered, retried, dead, stale, bool(newly_closed))
 
     async def heartbeat(self, consumer: str, forget_after_ms: int) -> None:
         """Record that ``consumer`` is alive now; forget those silent ``forget_after_ms``."""
-        await self._heartbeat(keys=[self.keys.workers], args=[consumer, forget_after_ms])
+        keys, args = HEARTBEAT.call(self.keys, HeartbeatArgs(consumer, forget_after_ms))
+        await self._heartbeat(keys=keys, args=args)
 
     async def redis_time_ms(self) -> int:
         """Redis' clock in milliseconds: the one clock every worker's due times use."""
@@ -230,18 +237,27 @@ def _claim_from(row: Sequence[bytes], claimed_at_ms: int) -> Claim:
     numbers: dict[str, int] = {}
     for name, value in zip(row[1::2], row[2::2], strict=True):
         key = name.decode()
-        if key.startswith("a:"):
-            attributes[key[2:]] = json.loads(value)
+        if key.startswith(ATTRIBUTE_PREFIX):
+            attributes[key[len(ATTRIBUTE_PREFIX) :]] = json.loads(value)
         elif key in _BOOKKEEPING:
             numbers[key] = int(value)
     return Claim(
         incident_id=incident_id,
-        version=numbers.get("version", 0),
-        sent_version=numbers.get("sent", 0),
-        attempt=numbers.get("attempt", 0),
-        first_seen_ms=numbers.get("first_ms", 0),
-        failing_since_ms=numbers.get("failing_since_ms"),
+        version=numbers.get(StateField.VERSION, 0),
+        sent_version=numbers.get(StateField.SENT, 0),
+        attempt=numbers.get(StateField.ATTEMPT, 0),
+        first_seen_ms=numbers.get(StateField.FIRST_MS, 0),
+        failing_since_ms=numbers.get(StateField.FAILING_SINCE_MS),
         attributes=attributes,
         claimed_at_ms=claimed_at_ms,
-        published_ms=numbers.get("pub_ms"),
+        published_ms=numbers.get(StateField.PUBLISHED_MS),
     )
+
+
+def lift_auth_pause(client: redis.Redis, keys: RedisKeys) -> bool:
+    """Reopen the gate if a refused key closed it (one atomic step); True if it did.
+
+    Synchronous: a worker calls it once before it starts (see ``workers.tasks``).
+    """
+    names, args = LIFT_AUTH_PAUSE.call(keys, LiftAuthPauseArgs(REASON_AUTH))
+    return bool(client.register_script(LIFT_AUTH_PAUSE.text())(keys=names, args=args))

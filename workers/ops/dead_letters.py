@@ -21,6 +21,8 @@ from forwarder.protocol import (
     FIELD_KIND,
     FIELD_REPLAY,
     FIELD_VERSION,
+    LetterField,
+    LetterSource,
     RedisKeys,
     parse_state_id,
 )
@@ -52,14 +54,14 @@ class DeadLetter:
 
     def replay_entry(self) -> dict[str, str] | None:
         """The ingest entry that replays this letter, or None if there is nothing to send."""
-        if self.source == "incident" and self.detail and self.detail.get("attributes"):
+        if self.source == LetterSource.INCIDENT and self.detail and self.detail.get("attributes"):
             return {
                 FIELD_VERSION: ENTRY_VERSION,
                 FIELD_KIND: parse_state_id(self.incident_id or "")[0],
                 FIELD_EVENT: json.dumps(self.detail["attributes"], separators=(",", ":")),
                 FIELD_REPLAY: "1",
             }
-        if self.source == "stream" and self.payload:
+        if self.source == LetterSource.STREAM and self.payload:
             return {**{k: str(v) for k, v in self.payload.items()}, FIELD_REPLAY: "1"}
         return None
 
@@ -75,15 +77,18 @@ def _json(raw: bytes | None) -> dict[str, Any] | None:
 
 
 def _letter(letter_id: bytes, fields: dict[bytes, bytes]) -> DeadLetter:
-    incident = fields.get(b"incident_id")
+    def field(name: LetterField) -> bytes | None:
+        return fields.get(name.encode())
+
+    incident = field(LetterField.INCIDENT_ID)
     return DeadLetter(
         letter_id=letter_id.decode(),
-        at_ms=int(fields.get(b"at_ms", b"0")),
-        source=fields.get(b"source", b"?").decode(),
+        at_ms=int(field(LetterField.AT_MS) or b"0"),
+        source=(field(LetterField.SOURCE) or b"?").decode(),
         incident_id=incident.decode() if incident else None,
-        reason=fields.get(b"reason", b"").decode(errors="replace"),
-        detail=_json(fields.get(b"detail")),
-        payload=_json(fields.get(b"payload")),
+        reason=(field(LetterField.REASON) or b"").decode(errors="replace"),
+        detail=_json(field(LetterField.DETAIL)),
+        payload=_json(field(LetterField.PAYLOAD)),
     )
 
 

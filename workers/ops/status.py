@@ -8,7 +8,7 @@ from typing import Any
 import redis
 
 from config import Settings
-from forwarder.protocol import CONSUMER_GROUP, RedisKeys
+from forwarder.protocol import CONSUMER_GROUP, GateField, RedisKeys, StatsField
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +56,10 @@ def _int(value: bytes | None) -> int | None:
     return int(value) if value is not None else None
 
 
+def _stat(stats: dict[bytes, bytes], field: StatsField) -> bytes | None:
+    return stats.get(field.encode())
+
+
 def read_status(client: redis.Redis, keys: RedisKeys, live_window_ms: int) -> Status:
     """Read every figure in one pipelined round trip.
 
@@ -71,7 +75,7 @@ def read_status(client: redis.Redis, keys: RedisKeys, live_window_ms: int) -> St
     pipe.zcard(keys.inflight)
     pipe.xlen(keys.dead)
     pipe.hgetall(keys.stats)
-    pipe.hmget(keys.gate, ["closed_until_ms", "reason"])
+    pipe.hmget(keys.gate, [GateField.CLOSED_UNTIL_MS, GateField.REASON])
     pipe.zrangebyscore(keys.workers, now_ms - live_window_ms, "+inf")
     backlog, stream_exists, due_now, due_all, in_flight, dead, stats, gate, live = pipe.execute()
     pending = 0
@@ -80,7 +84,7 @@ def read_status(client: redis.Redis, keys: RedisKeys, live_window_ms: int) -> St
             pending = int(client.xpending(keys.ingest, CONSUMER_GROUP)["pending"])
         except redis.ResponseError:  # no consumer group yet: no worker has started
             pending = 0
-    last_error = stats.get(b"last_error")
+    last_error = _stat(stats, StatsField.LAST_ERROR)
     return Status(
         backlog=int(backlog),
         unread=int(backlog) - pending,
@@ -89,11 +93,11 @@ def read_status(client: redis.Redis, keys: RedisKeys, live_window_ms: int) -> St
         scheduled=int(due_all) - int(due_now),
         in_flight=int(in_flight),
         dead_letters=int(dead),
-        delivered_total=_int(stats.get(b"delivered")) or 0,
-        retries_total=_int(stats.get(b"retries")) or 0,
-        last_success_ms=_int(stats.get(b"last_success_ms")),
+        delivered_total=_int(_stat(stats, StatsField.DELIVERED)) or 0,
+        retries_total=_int(_stat(stats, StatsField.RETRIES)) or 0,
+        last_success_ms=_int(_stat(stats, StatsField.LAST_SUCCESS_MS)),
         last_error=last_error.decode() if last_error is not None else None,
-        last_error_ms=_int(stats.get(b"last_error_ms")),
+        last_error_ms=_int(_stat(stats, StatsField.LAST_ERROR_MS)),
         gate_closed_until_ms=_int(gate[0]),
         gate_reason=gate[1].decode() if gate[1] is not None else None,
         live_workers=tuple(sorted(name.decode() for name in live)),

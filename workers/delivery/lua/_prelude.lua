@@ -1,4 +1,4 @@
--- Prepended to every script when it is loaded (see workers/_store.py).
+-- Prepended to every script when it is loaded (see workers/delivery/scripts.py).
 
 -- A score or time as Redis wants it: an integer, never 1.7e+12.
 local function ms(x) return string.format('%.0f', x) end

@@ -13,25 +13,27 @@
 -- stores the caller's token in the incident, so that a late settlement by a worker whose
 -- lease lapsed cannot undo the work of the worker that took over.
 --
--- KEYS: 1 due, 2 inflight, 3 stats, 4 gate
--- ARGV: 1 incident key prefix, 2 limit, 3 lease_ms, 4 token, 5 probe_ms,
---       6 ceiling per second (0: none), 7 now_ms ('' for Redis' clock; tests pin it)
+-- KEYS: due, inflight, stats, gate
+-- ARGV (ClaimArgs in workers/delivery/scripts.py): incident key prefix, limit, lease_ms,
+--       token, probe_ms, ceiling_per_s (0: none), now_ms ('' for Redis' clock; tests pin it)
 -- Returns: {now_ms, wait_ms, reason, {id, field, value, ...}, ...} without s:* fields.
-local now = clock_ms(ARGV[7])
-local prefix, limit, lease_ms, token = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
-local probe_ms, ceiling = tonumber(ARGV[5]), tonumber(ARGV[6])
+local due_key, inflight_key, stats_key, gate_key = unpack(KEYS, 1, 4)
+local prefix, limit, lease_ms, token, probe_ms, ceiling_per_s, now_ms = unpack(ARGV, 1, 7)
+local now = clock_ms(now_ms)
+limit, lease_ms, probe_ms = tonumber(limit), tonumber(lease_ms), tonumber(probe_ms)
+local ceiling = tonumber(ceiling_per_s)
 local function num(v) if v then return tonumber(v) end return nil end
 
-local lapsed = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ms(now), 'LIMIT', 0, limit)
+local lapsed = redis.call('ZRANGEBYSCORE', inflight_key, '-inf', ms(now), 'LIMIT', 0, limit)
 for _, id in ipairs(lapsed) do
-  redis.call('ZREM', KEYS[2], id)
-  redis.call('ZADD', KEYS[1], ms(now), id)
+  redis.call('ZREM', inflight_key, id)
+  redis.call('ZADD', due_key, ms(now), id)
   redis.call('HDEL', prefix .. id, 'claim')
 end
-if #lapsed > 0 then redis.call('HINCRBY', KEYS[3], 'leases_lapsed', #lapsed) end
+if #lapsed > 0 then redis.call('HINCRBY', stats_key, 'leases_lapsed', #lapsed) end
 
 local g = {}
-local raw = redis.call('HGETALL', KEYS[4])
+local raw = redis.call('HGETALL', gate_key)
 for i = 1, #raw, 2 do g[raw[i]] = raw[i + 1] end
 
 local closed_until = num(g.closed_until_ms) or 0
@@ -50,7 +52,7 @@ if budget_limit and now - (num(g.budget_ms) or 0) < KNOWLEDGE_MS then
     -- Datadog's windows are fixed and back to back: the next one has the full limit.
     window_end = window_end + (math.floor((now - window_end) / period) + 1) * period
     remaining = budget_limit
-    redis.call('HSET', KEYS[4], 'window_end_ms', ms(window_end), 'remaining', remaining)
+    redis.call('HSET', gate_key, 'window_end_ms', ms(window_end), 'remaining', remaining)
   end
   if remaining < allowed then allowed = remaining end
   if allowed <= 0 then wait, why = window_end - now, 'budget' end
@@ -69,7 +71,7 @@ if ceiling > 0 and allowed > 0 then
   local tokens = num(g.tokens) or burst
   local since = now - (num(g.tokens_ms) or now)
   tokens = math.min(burst, tokens + since * ceiling / 1000)
-  redis.call('HSET', KEYS[4], 'tokens', tostring(tokens), 'tokens_ms', ms(now))
+  redis.call('HSET', gate_key, 'tokens', tostring(tokens), 'tokens_ms', ms(now))
   if math.floor(tokens) < allowed then allowed = math.floor(tokens) end
   if allowed <= 0 then wait, why = math.ceil((1 - tokens) * 1000 / ceiling), 'ceiling' end
 end
@@ -77,14 +79,14 @@ end
 if allowed <= 0 then return {ms(now), ms(math.max(wait, 1)), why} end
 
 local out = {ms(now), '0', ''}
-local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ms(now), 'LIMIT', 0, allowed)
+local ids = redis.call('ZRANGEBYSCORE', due_key, '-inf', ms(now), 'LIMIT', 0, allowed)
 for _, id in ipairs(ids) do
-  redis.call('ZREM', KEYS[1], id)
+  redis.call('ZREM', due_key, id)
   local key = prefix .. id
   local fields = redis.call('HGETALL', key)
   -- A hash that expired (retention) or was purged has nothing left to deliver.
   if #fields > 0 then
-    redis.call('ZADD', KEYS[2], ms(now + lease_ms), id)
+    redis.call('ZADD', inflight_key, ms(now + lease_ms), id)
     redis.call('HSET', key, 'claim', token)
     local kept = {id}
     for f = 1, #fields, 2 do
@@ -99,8 +101,8 @@ end
 
 local sent = #out - 3
 if sent > 0 then
-  if budgeted then redis.call('HINCRBY', KEYS[4], 'remaining', -sent) end
-  if ceiling > 0 then redis.call('HINCRBYFLOAT', KEYS[4], 'tokens', -sent) end
-  if probing then redis.call('HSET', KEYS[4], 'probe_until_ms', ms(now + probe_ms)) end
+  if budgeted then redis.call('HINCRBY', gate_key, 'remaining', -sent) end
+  if ceiling > 0 then redis.call('HINCRBYFLOAT', gate_key, 'tokens', -sent) end
+  if probing then redis.call('HSET', gate_key, 'probe_until_ms', ms(now + probe_ms)) end
 end
 return out

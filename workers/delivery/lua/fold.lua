@@ -4,37 +4,38 @@
 -- wrote it (s:<field>), so folding is idempotent and order-independent: a batch re-read after
 -- a crash, or two workers folding interleaved batches, end in the same state.
 --
--- KEYS: 1 stream, 2 due, 3 inflight, 4 dead, 5 stats, 6.. one hash per incident of the batch
--- ARGV: 1 group, 2 retention_ms, 3 orphan_wait_ms,
---       n_ack, ack ids..., n_poison, (entry id, reason, payload)...,
---       then per incident in KEYS order: incident id, force (1: a replay, deliver even if
---       unchanged), n_fields, (field, position, json)...
+-- KEYS: ingest (the stream), due, inflight, dead, stats, then one hash per update, in order
+-- ARGV (FoldArgs in workers/delivery/scripts.py): group, retention_ms, orphan_wait_ms,
+--       n_ack_ids, n_poison, n_updates, the ack ids,
+--       per poison entry (PoisonEntry): entry_id, reason, payload,
+--       per update (IncidentUpdate): incident_id, n_fields, force (1: a replay, deliver even if
+--       unchanged), then per field (FieldUpdate): field, position, value (JSON)
+local ingest_key, due_key, inflight_key, dead_key, stats_key = unpack(KEYS, 1, 5)
+local group, retention_ms, orphan_wait_ms, n_ack_ids, n_poison, n_updates = unpack(ARGV, 1, 6)
+orphan_wait_ms = tonumber(orphan_wait_ms)
+n_ack_ids, n_poison, n_updates = tonumber(n_ack_ids), tonumber(n_poison), tonumber(n_updates)
 local now = clock_ms(nil)
-local retention_ms = ARGV[2]
-local orphan_wait_ms = tonumber(ARGV[3])
 
-local i = 4
-local n_ack = tonumber(ARGV[i]); i = i + 1
+local i = 7
 local acks = {}
-for _ = 1, n_ack do acks[#acks + 1] = ARGV[i]; i = i + 1 end
+for _ = 1, n_ack_ids do acks[#acks + 1] = ARGV[i]; i = i + 1 end
 
-local n_poison = tonumber(ARGV[i]); i = i + 1
 for _ = 1, n_poison do
-  redis.call('XADD', KEYS[4], '*', 'source', 'stream', 'entry_id', ARGV[i],
-    'reason', ARGV[i + 1], 'payload', ARGV[i + 2], 'at_ms', ms(now))
+  local entry_id, reason, payload = unpack(ARGV, i, i + 2)
   i = i + 3
+  redis.call('XADD', dead_key, '*', 'source', 'stream', 'entry_id', entry_id,
+    'reason', reason, 'payload', payload, 'at_ms', ms(now))
 end
 
 local changed, unchanged = 0, 0
-for k = 6, #KEYS do
-  local key = KEYS[k]
-  local id = ARGV[i]
-  local dirty = ARGV[i + 1] == '1'
-  local n_fields = tonumber(ARGV[i + 2])
-  local newest = ''
+for u = 1, n_updates do
+  local key = KEYS[5 + u]
+  local incident_id, n_fields, force = unpack(ARGV, i, i + 2)
   i = i + 3
-  for _ = 1, n_fields do
-    local field, position, value = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  local dirty = force == '1'
+  local newest = ''
+  for _ = 1, tonumber(n_fields) do
+    local field, position, value = unpack(ARGV, i, i + 2)
     i = i + 3
     if position > newest then newest = position end
     local seen = redis.call('HGET', key, 's:' .. field)
@@ -55,8 +56,8 @@ for k = 6, #KEYS do
     redis.call('HSETNX', key, 'first_ms', ms(now))
     redis.call('PEXPIRE', key, retention_ms)
     -- An incident in flight is made due again by its settlement, which sees the new version.
-    if not redis.call('ZSCORE', KEYS[3], id) then
-      -- As workers/_fold.py is_complete: an incident needs services or team, a deployment
+    if not redis.call('ZSCORE', inflight_key, incident_id) then
+      -- As workers/delivery/fold.py is_complete: an incident needs services or team, a deployment
       -- always has its service.
       local complete = redis.call('HEXISTS', key, 'a:started_at') == 1 and
         (redis.call('HEXISTS', key, 'a:services') == 1 or redis.call('HEXISTS', key, 'a:team') == 1
@@ -70,7 +71,7 @@ for k = 6, #KEYS do
       -- earlier time wins (LT), so a start folded after its finish ends the orphan wait.
       local mode = 'LT'
       if redis.call('HEXISTS', key, 'attempt') == 1 then mode = 'NX' end
-      redis.call('ZADD', KEYS[2], mode, ms(due_at), id)
+      redis.call('ZADD', due_key, mode, ms(due_at), incident_id)
     end
   else
     unchanged = unchanged + 1
@@ -79,14 +80,14 @@ end
 
 for start = 1, #acks, 1000 do
   local chunk = {unpack(acks, start, math.min(start + 999, #acks))}
-  redis.call('XACK', KEYS[1], ARGV[1], unpack(chunk))
+  redis.call('XACK', ingest_key, group, unpack(chunk))
   -- Folded entries are kept nowhere else than in the state: delete them so the stream holds
   -- only what is still to be read (its length is the backlog).
-  redis.call('XDEL', KEYS[1], unpack(chunk))
+  redis.call('XDEL', ingest_key, unpack(chunk))
 end
-if n_ack > 0 then
-  redis.call('HINCRBY', KEYS[5], 'entries_folded', n_ack - n_poison)
-  redis.call('HINCRBY', KEYS[5], 'updates_unchanged', unchanged)
+if n_ack_ids > 0 then
+  redis.call('HINCRBY', stats_key, 'entries_folded', n_ack_ids - n_poison)
+  redis.call('HINCRBY', stats_key, 'updates_unchanged', unchanged)
 end
-if n_poison > 0 then redis.call('HINCRBY', KEYS[5], 'dead_letters', n_poison) end
+if n_poison > 0 then redis.call('HINCRBY', stats_key, 'dead_letters', n_poison) end
 return {changed, unchanged, n_poison}

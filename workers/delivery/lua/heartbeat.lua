@@ -1,6 +1,9 @@
 -- A worker process says it is alive, on Redis' clock (the fleet's one clock).
--- KEYS: 1 workers (sorted set)   ARGV: 1 consumer name, 2 forget processes silent this long (ms)
+-- KEYS: workers (sorted set)
+-- ARGV (HeartbeatArgs): consumer name, forget_after_ms (forget processes silent this long)
+local workers_key = unpack(KEYS, 1, 1)
+local consumer, forget_after_ms = unpack(ARGV, 1, 2)
 local now = clock_ms(nil)
-redis.call('ZADD', KEYS[1], ms(now), ARGV[1])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ms(now - tonumber(ARGV[2])))
+redis.call('ZADD', workers_key, ms(now), consumer)
+redis.call('ZREMRANGEBYSCORE', workers_key, '-inf', ms(now - tonumber(forget_after_ms)))
 return ms(now)
