@@ -1,166 +1,19 @@
-"""Chaos: the fault scenarios of the forwarder, against the real stack, with figures.
-
-Each scenario runs real worker processes on a Redis of its own prefix, delivering to the
-local stand-in API, injects a fault, waits for the backlog to drain, and reports events
-published, delivered, lost, duplicate requests, 429s received and time to drain.
-`tests/test_faults.py` runs the same scenarios, smaller, and asserts on the figures.
-
-    python -m bench.chaos                 # every scenario, default sizes
-    python -m bench.chaos --only sigkill  # one of them
-    python -m bench.chaos --json out.json
-
-Traffic stays on 127.0.0.1; every wait is bounded.
-"""
+"""Chaos scenarios: SIGKILL, Redis restart, outage, rate limit, refused key, garbage."""
 
 from __future__ import annotations
 
-import argparse
-import contextlib
 import json
-import logging
 import os
-import signal
-import sys
-import tempfile
 import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Any
 
-import redis
-
-from forwarder import Publisher, PublishError
-from forwarder.protocol import LetterField, RedisKeys
-from harness.stack import RedisServer, Workers, delete_keys, judge, wait_until
-from harness.standin import StandinServer
+from bench.chaos.world import Row, drained, incidents, publish_all, row, stack
+from forwarder import PublishError
+from forwarder.protocol import LetterField
+from harness.stack import RedisServer, wait_until
 from workers.cli import main as cli_main
-
-NS = 1_000_000_000
-
-
-@dataclass
-class Row:
-    """One scenario's figures."""
-
-    scenario: str
-    published: int
-    delivered: int
-    lost: int
-    duplicate_requests: int
-    rate_limited_429s: int
-    drain_s: float
-    note: str = ""
-    facts: dict[str, float] = field(default_factory=dict)
-    """The scenario's own measurements, for tests to assert on."""
-
-
-@dataclass
-class Stack:
-    """One scenario's world: a key prefix, the stand-in, workers, a publisher."""
-
-    redis_url: str
-    prefix: str
-    standin: StandinServer
-    workers: Workers
-    publisher: Publisher
-
-    @property
-    def keys(self) -> RedisKeys:
-        return RedisKeys(self.prefix)
-
-    def redis(self) -> redis.Redis:
-        return redis.Redis.from_url(self.redis_url)
-
-
-@contextmanager
-def stack(redis_url: str, api_key: str | None = None) -> Iterator[Stack]:
-    """Set up a scenario's world, and tear all of it down (processes, keys) afterwards."""
-    prefix = f"chaos-{uuid.uuid4().hex[:10]}"
-    key = api_key or f"chaos-key-{uuid.uuid4().hex}"
-    with tempfile.TemporaryDirectory() as tmp, StandinServer(key) as standin:
-        workers = Workers(redis_url, prefix, standin.url, key, Path(tmp))
-        publisher = Publisher.from_url(redis_url, key_prefix=prefix)
-        world = Stack(redis_url, prefix, standin, workers, publisher)
-        try:
-            yield world
-        finally:
-            workers.stop_all()
-            leaked = key in workers.logs()
-            publisher.close()
-            _delete_prefix(redis_url, prefix)
-            if leaked:
-                raise AssertionError("the API key appeared in a worker's log")
-
-
-def _delete_prefix(redis_url: str, prefix: str) -> None:
-    # A scenario that failed mid-crash may leave its Redis down: nothing to clean then.
-    with contextlib.suppress(redis.RedisError):
-        delete_keys(redis_url, "{" + prefix + "}*")
-
-
-def incidents(count: int, tag: str) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
-    """Start and finish events for ``count`` incidents, and each one's expected final state."""
-    events: list[dict[str, Any]] = []
-    expected: dict[str, dict[str, Any]] = {}
-    for i in range(count):
-        incident = f"{tag}-{i:012d}"
-        start = {
-            "id": incident,
-            "started_at": 1_700_000_000 + i,
-            "services": ["api"],
-            "env": "prod",
-        }
-        events.append(start)
-        events.append({"id": incident, "finished_at": 1_700_000_600 + i})
-        expected[incident] = {
-            **start,
-            "started_at": (1_700_000_000 + i) * NS,
-            "finished_at": (1_700_000_600 + i) * NS,
-        }
-    return events, expected
-
-
-def publish_all(publisher: Publisher, events: list[dict[str, Any]]) -> None:
-    for start in range(0, len(events), 500):
-        publisher.publish_many(events[start : start + 500])
-
-
-def drained(world: Stack, expected: dict[str, dict[str, Any]]) -> Callable[[], bool]:
-    def check() -> bool:
-        latest = world.standin.latest()
-        return all(latest.get(i) == state for i, state in expected.items())
-
-    return check
-
-
-def row(
-    name: str,
-    world: Stack,
-    expected: dict[str, dict[str, Any]],
-    started: float,
-    note: str = "",
-    **facts: float,
-) -> Row:
-    received = judge(world.standin, expected)
-    return Row(
-        name,
-        len(expected),
-        received.delivered,
-        len(received.lost),
-        received.duplicates,
-        received.rate_limited,
-        round(time.monotonic() - started, 1),
-        note,
-        facts,
-    )
-
-
-# --- the scenarios ------------------------------------------------------------------------
 
 
 def sigkill(redis_url: str, count: int = 3000, kills: int = 3) -> Row:
@@ -406,54 +259,3 @@ def garbage(redis_url: str, count: int = 500, bad: int = 50) -> Row:
             "a replayed 400 was delivered",
             dead_letters=dead,
         )
-
-
-SCENARIOS: dict[str, Callable[[str], Row]] = {
-    "sigkill": sigkill,
-    "redis_restart": lambda _url: redis_restart(),
-    "outage": outage,
-    "rate_limit": rate_limited,
-    "auth": auth_then_fixed,
-    "garbage": garbage,
-}
-
-
-def main() -> None:
-    # Killed workers drop connections mid-request; the stand-in's server would log each one.
-    logging.getLogger("aiohttp.server").setLevel(logging.CRITICAL)
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--only", choices=sorted(SCENARIOS), action="append")
-    parser.add_argument(
-        "--redis-url", default=os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
-    )
-    parser.add_argument("--json", type=Path, help="also write the rows to this file")
-    args = parser.parse_args()
-    rows = []
-    for name in args.only or list(SCENARIOS):
-        print(f"running {name} ...", file=sys.stderr, flush=True)
-        rows.append(SCENARIOS[name](args.redis_url))
-    header = (
-        "scenario",
-        "published",
-        "delivered",
-        "lost",
-        "dup. requests",
-        "429s",
-        "drain s",
-        "note",
-    )
-    print("| " + " | ".join(header) + " |")
-    print("|" + "---|" * len(header))
-    for r in rows:
-        print(
-            f"| {r.scenario} | {r.published} | {r.delivered} | {r.lost} | "
-            f"{r.duplicate_requests} | {r.rate_limited_429s} | {r.drain_s} | {r.note} |"
-        )
-    if args.json:
-        args.json.write_text(json.dumps([asdict(r) for r in rows], indent=2))
-    sys.exit(1 if any(r.lost for r in rows) else 0)
-
-
-if __name__ == "__main__":
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    main()
