@@ -15,7 +15,7 @@ from pydantic import SecretStr
 
 from config import load_settings
 from harness.stack import REPO, delete_keys, free_port, wait_until
-from tests.test_run import RunProcess
+from tests.cli.test_run import RunProcess
 from workers.cli import main
 from workers.cli.run_serve import ingest_problem, start_ingest
 

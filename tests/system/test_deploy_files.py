@@ -24,14 +24,14 @@ import yaml
 from pydantic import AliasChoices
 
 from config.settings import Settings
+from harness.stack import REPO
 
-ROOT = Path(__file__).resolve().parent.parent
-COMPOSE_FILE = ROOT / "docker-compose.yml"
-DOCKERFILE = ROOT / "Dockerfile"
-DOCKERIGNORE = ROOT / ".dockerignore"
-ENV_EXAMPLE = ROOT / ".env.example"
-GITIGNORE = ROOT / ".gitignore"
-PYPROJECT = ROOT / "pyproject.toml"
+COMPOSE_FILE = REPO / "docker-compose.yml"
+DOCKERFILE = REPO / "Dockerfile"
+DOCKERIGNORE = REPO / ".dockerignore"
+ENV_EXAMPLE = REPO / ".env.example"
+GITIGNORE = REPO / ".gitignore"
+PYPROJECT = REPO / "pyproject.toml"
 
 DEFAULT_SERVICES = ("redis", "worker", "beat")
 """What a plain `docker compose up` must start."""

@@ -21,7 +21,7 @@ from forwarder.entry import decode_entry, encode_entry
 from forwarder.protocol import KIND_DEPLOYMENT, RedisKeys, parse_state_id, state_id
 from harness.stack import Worker, wait_until
 from harness.standin import StandinServer
-from tests.test_pump import FakeDatadog, make_pump
+from tests.delivery.test_pump import FakeDatadog, make_pump
 from workers.cli import main
 from workers.delivery.fold import plan_fold
 from workers.ops.dead_letters import list_letters, replay
