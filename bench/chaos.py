@@ -3,7 +3,7 @@
 Each scenario runs real worker processes on a Redis of its own prefix, delivering to the
 local stand-in API, injects a fault, waits for the backlog to drain, and reports events
 published, delivered, lost, duplicate requests, 429s received and time to drain.
-`tests/test_faults.py` runs the same scenarios, smaller, and asserts on the figures.
+`tests/system/test_faults.py` runs the same scenarios, smaller, and asserts on the figures.
 
     python -m bench.chaos                 # every scenario, default sizes
     python -m bench.chaos --only sigkill  # one of them
@@ -33,9 +33,11 @@ from pathlib import Path
 from typing import Any
 
 import redis
+from redis.typing import EncodableT, FieldT
 
 from forwarder import Publisher, PublishError
 from forwarder.protocol import RedisKeys
+from harness import streams
 from harness.stack import RedisServer, Workers, delete_keys, judge, wait_until
 from harness.standin import StandinServer
 from workers.cli import main as cli_main
@@ -354,7 +356,7 @@ def garbage(redis_url: str, count: int = 500, bad: int = 50) -> Row:
         client = world.redis()
         started = time.monotonic()
 
-        def bad_entry(n: int) -> dict[str, str]:
+        def bad_entry(n: int) -> dict[FieldT, EncodableT]:
             """Garbage of four kinds; each orphan finish names a new incident."""
             event = [
                 "{not json",
@@ -368,7 +370,7 @@ def garbage(redis_url: str, count: int = 500, bad: int = 50) -> Row:
         for index, event in enumerate(events):
             world.publisher.publish(event)
             if index % step == 0 and index // step < bad:
-                client.xadd(world.keys.ingest, bad_entry(index // step))  # type: ignore[arg-type]
+                client.xadd(world.keys.ingest, bad_entry(index // step))
         wait_until(drained(world, expected), timeout_s=60, what="the good entries")
         wait_until(
             lambda: client.xlen(world.keys.dead) == bad,
@@ -386,7 +388,7 @@ def garbage(redis_url: str, count: int = 500, bad: int = 50) -> Row:
         os.environ["FORWARDER_KEY_PREFIX"] = world.prefix
         letter = next(
             i.decode()
-            for i, f in client.xrange(world.keys.dead)
+            for i, f in streams.entries(client, world.keys.dead)
             if f.get(b"incident_id") == rejected.encode()
         )
         cli_main(["dead-letters", "replay", letter])
