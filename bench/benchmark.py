@@ -15,6 +15,7 @@ while 100,000 incidents wait behind a closed gate. The stand-in API runs as its 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import statistics
@@ -36,7 +37,7 @@ import redis
 from forwarder import Publisher, to_event
 from forwarder.entry import encode_entry
 from forwarder.protocol import GateField, RedisKeys
-from harness.stack import REPO, Worker, delete_keys
+from harness.stack import REPO, Worker, child_env, delete_keys
 
 API_KEY = f"bench-key-{uuid.uuid4().hex}"
 YARDSTICK_QUEUE = "bench-yardstick"
@@ -86,6 +87,10 @@ class Standin:
     def accepted(self) -> int:
         return int(self.state()["accepted_ids"]["dora_failure"])
 
+    def received_more_than(self, count: int) -> bool:
+        """Whether more than ``count`` requests have arrived, whatever their answers."""
+        return int(self.state()["requests"]) > count
+
     def requests(self) -> list[dict[str, Any]]:
         return list(self.client.get("/_standin/requests").json())
 
@@ -107,8 +112,7 @@ class System:
     ) -> None:
         self.name, self.redis_url = name, redis_url
         self.prefix = f"bench-{uuid.uuid4().hex[:10]}" if name == "dora" else YARDSTICK_QUEUE
-        base = {k: v for k, v in os.environ.items() if not k.startswith(("FORWARDER_", "DD_"))}
-        base.update(PYTHONPATH=str(REPO), DD_API_KEY=API_KEY)
+        base = child_env(DD_API_KEY=API_KEY)
         if name == "dora":
             base.update(
                 FORWARDER_REDIS_URL=redis_url,
@@ -306,7 +310,7 @@ def idle_latency(redis_url: str, name: str, samples: int = 200) -> dict[str, Any
                 before = standin.state()["requests"]
                 sent[incident] = time.monotonic()
                 system.send([event(incident, i)])
-                wait(lambda b=before: standin.state()["requests"] > b, 10, "one event")
+                wait(functools.partial(standin.received_more_than, before), 10, "one event")
                 time.sleep(0.02 + (i % 5) * 0.01)
             received = {r["id"]: r["received_at"] for r in standin.requests() if r["id"] in sent}
     finally:

@@ -26,7 +26,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from harness.stack import delete_keys
+from harness.stack import child_env, delete_keys
 from harness.standin import StandinServer
 
 STARTED_AT = 1_700_000_000
@@ -66,17 +66,14 @@ def run(incidents: int, concurrency: int, redis_url: str, timeout_s: float) -> d
     """Do one acceptance run and return its figures."""
     prefix = f"e2e-{uuid.uuid4().hex[:10]}"
     api_key = f"e2e-key-{uuid.uuid4().hex}"
-    repo = Path(__file__).resolve().parents[1]
     with tempfile.TemporaryDirectory() as tmp, StandinServer(api_key) as standin:
         events = Path(tmp) / "events.jsonl"
         lines, expected = write_events(events, incidents)
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("FORWARDER_", "DD_"))}
-        env.update(
+        env = child_env(
             DD_API_KEY=api_key,
             FORWARDER_API_URL=standin.url,
             FORWARDER_REDIS_URL=redis_url,
             FORWARDER_KEY_PREFIX=prefix,
-            PYTHONPATH=str(repo),
         )
         log_path = Path(tmp) / "worker.log"
         with log_path.open("wb") as log:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 import subprocess
 import sys
@@ -12,17 +11,15 @@ from typing import Self
 
 import httpx
 
-from harness.stack import REPO, free_port, wait_until
+from harness.stack import REPO, child_env, free_port, wait_until
 
 
 def serve_env(redis_url: str, prefix: str, **extra: str) -> dict[str, str]:
     """The environment of a server: this test's Redis and prefix, short Redis timeouts."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("FORWARDER_", "DD_"))}
-    env.update(
+    env = child_env(
         FORWARDER_REDIS_URL=redis_url,
         FORWARDER_KEY_PREFIX=prefix,
         FORWARDER_PUBLISH_TIMEOUT_S="0.5",
-        PYTHONPATH=str(REPO),
     )
     env.update(extra)
     return env

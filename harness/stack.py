@@ -44,12 +44,19 @@ def wait_until(
         time.sleep(0.02)
 
 
+def child_env(**extra: str) -> dict[str, str]:
+    """This process' environment for a child: no FORWARDER_*/DD_* of the machine's, the
+    repository importable, then ``extra``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FORWARDER_", "DD_"))}
+    env.update(PYTHONPATH=str(REPO), **extra)
+    return env
+
+
 def worker_env(
     redis_url: str, prefix: str, api_url: str, api_key: str | None, **extra: str
 ) -> dict[str, str]:
     """The environment of a worker process: fast retries and short leases for tests."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("FORWARDER_", "DD_"))}
-    env.update(
+    env = child_env(
         FORWARDER_REDIS_URL=redis_url,
         FORWARDER_KEY_PREFIX=prefix,
         FORWARDER_API_URL=api_url,
@@ -61,7 +68,6 @@ def worker_env(
         FORWARDER_LEASE_S="20",
         # Many workers share this machine in tests: metrics only where a test asks for them.
         FORWARDER_METRICS_PORT="0",
-        PYTHONPATH=str(REPO),
     )
     if api_key is not None:
         env["DD_API_KEY"] = api_key

@@ -1,4 +1,4 @@
-"""Shared fixtures: a real Redis (DB 15, a key prefix per test), fakeredis, waiting helpers.
+"""Shared fixtures: a real Redis (DB 15, a key prefix per test), clients, a clean environment.
 
 Tests never flush a database: each one works under its own key prefix and deletes exactly
 its keys afterwards, so runs can share a Redis with anything else.
@@ -8,18 +8,22 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Generator, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import redis
+import redis.asyncio as aioredis
 
+from forwarder import Publisher
 from forwarder.protocol import RedisKeys
 from harness.stack import Worker, Workers, delete_keys
 from harness.standin import StandinServer
 
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+CALL_REPORT = pytest.StashKey[pytest.TestReport]()
+"""Where a test's item keeps the report of its call phase (fixtures read it at teardown)."""
 
 
 @pytest.fixture(scope="session")
@@ -57,6 +61,47 @@ def sync_redis(redis_url: str) -> Iterator[redis.Redis]:
     client.close()
 
 
+@pytest.fixture
+def anyio_backend() -> str:
+    """Async tests run on asyncio (the pump's loop; trio is not a dependency)."""
+    return "asyncio"
+
+
+@pytest.fixture
+async def client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    """An asyncio client on the test database, as the pump and the store use."""
+    real = aioredis.Redis.from_url(redis_url)
+    yield real
+    await real.aclose()
+
+
+@pytest.fixture
+def publisher(redis_url: str, prefix: str) -> Iterator[Publisher]:
+    """A ``Publisher`` on this test's prefix."""
+    with Publisher.from_url(redis_url, key_prefix=prefix) as publisher:
+        yield publisher
+
+
+# --- the environment the settings are read from ------------------------------------------
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No FORWARDER_* or DD_* variable of the machine's leaks into settings read in-process."""
+    for name in list(os.environ):
+        if name.startswith(("FORWARDER_", "DD_")):
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture
+def redis_env(
+    clean_env: None, monkeypatch: pytest.MonkeyPatch, redis_url: str, prefix: str
+) -> None:
+    """A clean environment whose settings point at the test database and this test's prefix."""
+    monkeypatch.setenv("FORWARDER_REDIS_URL", redis_url)
+    monkeypatch.setenv("FORWARDER_KEY_PREFIX", prefix)
+
+
 # --- integration: the stand-in API and real worker processes ---------------------------
 
 
@@ -87,7 +132,7 @@ def workers(
     yield started
     started.stop_all()
     text = started.logs()
-    report = getattr(request.node, "rep_call", None)
+    report = request.node.stash.get(CALL_REPORT, None)
     if report is not None and report.failed:
         print(text[-8000:])
     assert api_key not in text, "the API key appeared in a worker's log"
@@ -100,8 +145,11 @@ def start_worker(workers: Workers) -> Callable[..., Worker]:
 
 
 @pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """Keep each test's call report where its fixtures can see whether it failed."""
     report = yield
     if report.when == "call":
-        item.rep_call = report  # type: ignore[attr-defined]
+        item.stash[CALL_REPORT] = report
     return report

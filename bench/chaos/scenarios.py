@@ -9,9 +9,12 @@ import time
 import uuid
 from collections import Counter
 
+from redis.typing import EncodableT, FieldT
+
 from bench.chaos.world import Row, drained, incidents, publish_all, row, stack
 from forwarder import PublishError
 from forwarder.protocol import LetterField
+from harness import streams
 from harness.stack import RedisServer, wait_until
 from workers.cli import main as cli_main
 
@@ -207,7 +210,7 @@ def garbage(redis_url: str, count: int = 500, bad: int = 50) -> Row:
         client = world.redis()
         started = time.monotonic()
 
-        def bad_entry(n: int) -> dict[str, str]:
+        def bad_entry(n: int) -> dict[FieldT, EncodableT]:
             """Garbage of four kinds; each orphan finish names a new incident."""
             event = [
                 "{not json",
@@ -221,7 +224,7 @@ def garbage(redis_url: str, count: int = 500, bad: int = 50) -> Row:
         for index, event in enumerate(events):
             world.publisher.publish(event)
             if index % step == 0 and index // step < bad:
-                client.xadd(world.keys.ingest, bad_entry(index // step))  # type: ignore[arg-type]
+                client.xadd(world.keys.ingest, bad_entry(index // step))
         wait_until(drained(world, expected), timeout_s=60, what="the good entries")
         wait_until(
             lambda: client.xlen(world.keys.dead) == bad,
@@ -239,7 +242,7 @@ def garbage(redis_url: str, count: int = 500, bad: int = 50) -> Row:
         os.environ["FORWARDER_KEY_PREFIX"] = world.prefix
         letter = next(
             i.decode()
-            for i, f in client.xrange(world.keys.dead)
+            for i, f in streams.entries(client, world.keys.dead)
             if f.get(LetterField.INCIDENT_ID.encode()) == rejected.encode()
         )
         cli_main(["dead-letters", "replay", letter])

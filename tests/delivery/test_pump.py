@@ -4,96 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable
-from typing import Any
 
 import httpx
 import pytest
 import redis.asyncio as aioredis
-from pydantic import SecretStr
 
-from forwarder import to_event
-from forwarder.entry import encode_entry
 from forwarder.protocol import RedisKeys
-from workers.delivery.backoff import BackoffPolicy
-from workers.delivery.pump import Pump, PumpConfig
-from workers.delivery.sender import DatadogSender
-from workers.delivery.settlement import SettlementPolicy
-from workers.delivery.store import Store
+from harness import streams
+from tests.delivery.events import FINISH, ID, START, publish
+from tests.delivery.fake_api import API_KEY, FakeDatadog, make_pump
 
 pytestmark = pytest.mark.anyio
-
-API_KEY = "pump-test-key-0123456789abcdef"
-ID = "incident-0000000001"
-START = {"id": ID, "started_at": 1_700_000_000, "services": ["checkout"], "env": "prod"}
-FINISH = {"id": ID, "finished_at": 1_700_000_600}
-
-Handler = Callable[[httpx.Request], httpx.Response]
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
-async def client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    real = aioredis.Redis.from_url(redis_url)
-    yield real
-    await real.aclose()
-
-
-class FakeDatadog:
-    """Answers from a script of statuses (then 202), and records every request."""
-
-    def __init__(self, *statuses: int, error: Exception | None = None) -> None:
-        self.headers: dict[str, str] = {}
-        self.statuses = list(statuses)
-        self.error = error
-        self.requests: list[httpx.Request] = []
-
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append(request)
-        if self.error is not None:
-            error, self.error = self.error, None
-            raise error
-        status = self.statuses.pop(0) if self.statuses else 202
-        if status == 202:
-            return httpx.Response(202, json={"data": {"id": ID, "type": "dora_failure"}})
-        return httpx.Response(status, json={"errors": [f"status {status}"]}, headers=self.headers)
-
-    def bodies(self) -> list[dict[str, Any]]:
-        return [json.loads(r.content)["data"]["attributes"] for r in self.requests]
-
-
-def make_pump(client: aioredis.Redis, keys: RedisKeys, api: FakeDatadog, **config: Any) -> Pump:
-    sender = DatadogSender(
-        base_url="https://api.example.test",
-        api_key=SecretStr(API_KEY),
-        timeout_s=5.0,
-        transport=httpx.MockTransport(api),
-    )
-    policy = SettlementPolicy(
-        backoff=BackoffPolicy(base_s=0.01, max_s=0.02),
-        orphan_wait_ms=config.pop("orphan_wait_ms", 60_000),
-        max_age_ms=config.pop("max_age_ms", 3_600_000),
-        auth_pause_s=config.pop("auth_pause_s", 60.0),
-    )
-    defaults: dict[str, Any] = {
-        "consumer": "test-consumer",
-        "ingest_batch": 100,
-        "max_in_flight": 8,
-        "lease_ms": 30_000,
-        "reclaim_idle_ms": 30_000,
-        "retention_ms": 3_600_000,
-        "policy": policy,
-    }
-    return Pump(Store(client, keys), sender, PumpConfig(**{**defaults, **config}))
-
-
-async def publish(client: aioredis.Redis, keys: RedisKeys, *events: dict[str, Any]) -> None:
-    for event in events:
-        await client.xadd(keys.ingest, encode_entry(to_event(event)))
 
 
 async def test_start_and_finish_coalesce_into_one_request(
@@ -135,7 +56,7 @@ async def test_bad_request_is_dead_lettered_with_the_body(
     await publish(client, keys, START)
     report = await make_pump(client, keys, api).run(0.3)
     assert report.outcomes == {"dead": 1}
-    ((_, letter),) = await client.xrange(keys.dead)
+    ((_, letter),) = await streams.entries_async(client, keys.dead)
     detail = json.loads(letter[b"detail"])
     assert detail["status"] == 400
     assert "status 400" in detail["response"]
@@ -187,7 +108,7 @@ async def test_expired_incident_is_dead_lettered_with_its_attempts(
     api = FakeDatadog(*([503] * 50))
     await publish(client, keys, START)
     await make_pump(client, keys, api, max_age_ms=150).run(0.8)
-    ((_, letter),) = await client.xrange(keys.dead)
+    ((_, letter),) = await streams.entries_async(client, keys.dead)
     assert letter[b"reason"].startswith(b"expired after ")
     assert b"last error: HTTP 503 from Datadog" in letter[b"reason"]
     assert json.loads(letter[b"detail"])["attempts"] >= 2
@@ -244,7 +165,7 @@ async def test_orphan_finish_is_dead_lettered_after_the_wait(
     await publish(client, keys, FINISH)
     await make_pump(client, keys, api, orphan_wait_ms=50).run(0.4)
     assert api.requests == []
-    ((_, letter),) = await client.xrange(keys.dead)
+    ((_, letter),) = await streams.entries_async(client, keys.dead)
     assert b"never arrived" in letter[b"reason"]
 
 
@@ -256,7 +177,7 @@ async def test_merged_state_breaking_a_rule_is_dead_lettered_unsent(
     await publish(client, keys, START, {"id": ID, "finished_at": 1_600_000_000})
     await make_pump(client, keys, api).run(0.3)
     assert api.requests == []
-    ((_, letter),) = await client.xrange(keys.dead)
+    ((_, letter),) = await streams.entries_async(client, keys.dead)
     assert b"finished_at: is before started_at" in letter[b"reason"]
 
 

@@ -2,22 +2,17 @@
 
 from __future__ import annotations
 
-import json
-import os
-import signal
 import socket
-import subprocess
-import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import pytest
 import redis
 
 from forwarder import Publisher
-from harness.stack import REPO, free_port, wait_until
+from harness.run import RunProcess
+from harness.stack import child_env, free_port, wait_until
 from workers.cli.run import RedisChoice, RunConfigError, choose_redis
 from workers.ops.embedded_redis import EmbeddedRedis, EmbeddedRedisError, answers, embedded_binary
 
@@ -91,68 +86,17 @@ def test_missing_binary_names_the_extra(tmp_path: Path) -> None:
 # --- the command, end to end ------------------------------------------------------------
 
 
-class RunProcess:
-    """``dora-forwarder run`` in a process of its own; its stdout lines collected as they come."""
-
-    def __init__(self, args: list[str], env: dict[str, str], log: Path) -> None:
-        self.lines: list[str] = []
-        self._log = log.open("ab")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "workers.cli", "run", *args],
-            stdout=subprocess.PIPE,
-            stderr=self._log,
-            env=env,
-            cwd=log.parent,
-            start_new_session=True,
-        )
-        assert self.process.stdout is not None
-        self._reader = threading.Thread(target=self._read, args=(self.process.stdout,))
-        self._reader.start()
-
-    def _read(self, stream: IO[bytes]) -> None:
-        for line in stream:
-            self.lines.append(line.decode())
-
-    def requests(self) -> list[dict[str, Any]]:
-        """The dry run's requests printed so far."""
-        return [json.loads(line) for line in list(self.lines) if line.startswith("{")]
-
-    def stop(self) -> int:
-        """SIGTERM to the main process (a warm shutdown), then wait for everything to end."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        try:
-            code = self.process.wait(30)
-        finally:
-            with_group_gone(self.process.pid)
-            self._reader.join(10)
-            if self.process.stdout is not None:
-                self.process.stdout.close()
-            self._log.close()
-        return code
-
-
-def with_group_gone(group: int) -> None:
-    try:
-        os.killpg(group, signal.SIGKILL)
-    except ProcessLookupError:
-        return
-
-
 @pytest.fixture
 def run_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("FORWARDER_", "DD_"))}
-    env.update(
-        PYTHONPATH=str(REPO),
-        FORWARDER_METRICS_PORT="0",
-        FORWARDER_TICK_S="0.5",
-        FORWARDER_TASK_BUDGET_S="2",
+    """A clean environment for ``run``: no metrics port, short ticks and task budgets."""
+    return child_env(
+        FORWARDER_METRICS_PORT="0", FORWARDER_TICK_S="0.5", FORWARDER_TASK_BUDGET_S="2"
     )
-    return env
 
 
 @pytest.fixture
 def runs() -> Iterator[list[RunProcess]]:
+    """The runs this test starts; each is stopped after it."""
     started: list[RunProcess] = []
     yield started
     for run in started:

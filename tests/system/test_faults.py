@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import signal
+from pathlib import Path
 
 import pytest
 import redis
@@ -74,13 +75,13 @@ def test_warm_shutdown_releases_claims_at_once(
     prefix: str,
     standin: StandinServer,
     api_key: str,
-    tmp_path: object,
+    tmp_path: Path,
     sync_redis: redis.Redis,
     keys: RedisKeys,
 ) -> None:
     """SIGTERM with requests hanging: claims are given back at once, and another delivers."""
     standin.latency_s = 8.0
-    workers = Workers(redis_url, prefix, standin.url, api_key, tmp_path)  # type: ignore[arg-type]
+    workers = Workers(redis_url, prefix, standin.url, api_key, tmp_path)
     sync_redis.hset(keys.gate, "unlimited_ms", 10**15)  # no probing: send all at once
     try:
         first = workers.start(FORWARDER_HTTP_TIMEOUT_S="20", FORWARDER_LEASE_S="60")

@@ -12,20 +12,18 @@ import redis.asyncio as aioredis
 from forwarder import to_event
 from forwarder.entry import encode_entry
 from forwarder.protocol import RedisKeys
+from harness import streams
 from workers.cli import main
 from workers.delivery.fold import plan_fold
 from workers.delivery.gate import GateUpdate
-from workers.delivery.records import Settlement
+from workers.delivery.records import Settlement, Verdict
 from workers.delivery.store import Store
 
 ID = "incident-0000000001"
 START = {"id": ID, "started_at": 1_700_000_000, "team": "payments"}
 
 
-@pytest.fixture(autouse=True)
-def env(monkeypatch: pytest.MonkeyPatch, redis_url: str, prefix: str) -> None:
-    monkeypatch.setenv("FORWARDER_REDIS_URL", redis_url)
-    monkeypatch.setenv("FORWARDER_KEY_PREFIX", prefix)
+pytestmark = pytest.mark.usefixtures("redis_env")
 
 
 @pytest.fixture
@@ -51,7 +49,7 @@ def letters(redis_url: str, keys: RedisKeys, sync_redis: redis.Redis) -> list[st
                 Settlement(
                     ID,
                     claimed.claims[0].version,
-                    "dead",
+                    Verdict.DEAD,
                     0,
                     "rejected by Datadog (HTTP 400)",
                     detail,
@@ -62,7 +60,7 @@ def letters(redis_url: str, keys: RedisKeys, sync_redis: redis.Redis) -> list[st
         await client.aclose()
 
     asyncio.run(make())
-    return [letter_id.decode() for letter_id, _ in sync_redis.xrange(keys.dead)]
+    return [letter_id.decode() for letter_id, _ in streams.entries(sync_redis, keys.dead)]
 
 
 def test_list_as_table_and_json(letters: list[str], capsys: pytest.CaptureFixture[str]) -> None:
@@ -89,10 +87,10 @@ def test_replay_sends_the_letter_back_through_ingest(
     """Replay re-enqueues the incident's state, marked to be delivered again, and deletes it."""
     assert main(["dead-letters", "replay", letters[1]]) == 0
     assert "replayed 1 dead letter(s)" in capsys.readouterr().err
-    ((_, entry),) = sync_redis.xrange(keys.ingest)
+    ((_, entry),) = streams.entries(sync_redis, keys.ingest)
     assert entry[b"replay"] == b"1"
     assert json.loads(entry[b"event"])["id"] == ID
-    assert [i.decode() for i, _ in sync_redis.xrange(keys.dead)] == [letters[0]]
+    assert [i.decode() for i, _ in streams.entries(sync_redis, keys.dead)] == [letters[0]]
 
 
 def test_replayed_state_is_due_again_even_unchanged(

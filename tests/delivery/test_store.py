@@ -17,28 +17,22 @@ import redis.asyncio as aioredis
 from forwarder import to_event
 from forwarder.entry import encode_entry
 from forwarder.protocol import RedisKeys
+from tests.delivery.events import FINISH, ID, START, publish
 from workers.delivery.fold import plan_fold
 from workers.delivery.gate import Budget, GateUpdate
-from workers.delivery.records import Settlement
+from workers.delivery.records import Settlement, Verdict
 from workers.delivery.store import Store
 
 pytestmark = pytest.mark.anyio
 
-ID = "incident-0000000001"
-START = {"id": ID, "started_at": 1_700_000_000, "services": ["checkout"], "env": "prod"}
-FINISH = {"id": ID, "finished_at": 1_700_000_600}
 RETENTION_MS = 3_600_000
 ORPHAN_WAIT_MS = 60_000
 UNLIMITED_FOREVER = 10**15
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 @pytest.fixture(params=["real", "fake"])
 async def client(request: pytest.FixtureRequest, redis_url: str) -> AsyncIterator[Any]:
+    """The conftest's client, and fakeredis in its place: every test runs on both."""
     if request.param == "real":
         real = aioredis.Redis.from_url(redis_url)
         yield real
@@ -65,11 +59,6 @@ async def claim(store: Store, lease_ms: int = 60_000, holder: str = "t", **kw: A
 NO_GATE = GateUpdate()
 
 
-async def publish(client: Any, keys: RedisKeys, *events: dict[str, Any]) -> None:
-    for event in events:
-        await client.xadd(keys.ingest, encode_entry(to_event(event)))
-
-
 async def ingest(store: Store, consumer: str = "c1") -> Any:
     entries = await store.read(consumer, 100, None)
     return await store.fold(
@@ -94,7 +83,7 @@ async def test_duplicate_is_not_due_again(store: Store, client: Any, keys: Redis
     await publish(client, keys, START)
     await ingest(store)
     claims = await claim(store, 60_000, "t")
-    await store.settle("t", [Settlement(ID, claims[0].version, "delivered")], NO_GATE)
+    await store.settle("t", [Settlement(ID, claims[0].version, Verdict.DELIVERED)], NO_GATE)
     await publish(client, keys, START)
     result = await ingest(store)
     assert (result.changed, result.unchanged) == (0, 1)
@@ -152,7 +141,7 @@ async def test_late_settlement_of_a_lapsed_claim_is_ignored(
     await claim(store, 0, "old")
     claims = await claim(store, 60_000, "new")
     counts = await store.settle(
-        "old", [Settlement(ID, claims[0].version, "retry", 1000, "x")], NO_GATE
+        "old", [Settlement(ID, claims[0].version, Verdict.RETRY, 1000, "x")], NO_GATE
     )
     assert (counts.delivered, counts.retried, counts.dead, counts.stale) == (0, 0, 0, 1)
     assert await client.zscore(keys.inflight, ID) is not None
@@ -168,7 +157,7 @@ async def test_change_while_in_flight_is_due_again(
     await publish(client, keys, FINISH)
     await ingest(store)
     assert await client.zcard(keys.due) == 0  # not twice in flight
-    await store.settle("t", [Settlement(ID, claims[0].version, "delivered")], NO_GATE)
+    await store.settle("t", [Settlement(ID, claims[0].version, Verdict.DELIVERED)], NO_GATE)
     again = await claim(store, 60_000, "t")
     assert again[0].version == claims[0].version + 1
     assert again[0].sent_version == claims[0].version
@@ -182,7 +171,7 @@ async def test_retry_is_due_after_its_delay(store: Store, client: Any, keys: Red
     result = await store.claim(10, 60_000, "t", probe_ms=5_000)
     now_ms, claims = result.now_ms, result.claims
     await store.settle(
-        "t", [Settlement(ID, claims[0].version, "retry", 30_000, "HTTP 503")], NO_GATE
+        "t", [Settlement(ID, claims[0].version, Verdict.RETRY, 30_000, "HTTP 503")], NO_GATE
     )
     score = await client.zscore(keys.due, ID)
     assert score >= now_ms + 30_000
@@ -199,7 +188,7 @@ async def test_dead_letter_keeps_reason_and_detail(
     claims = await claim(store, 60_000, "t")
     detail = json.dumps({"status": 400, "response": "bad"})
     await store.settle(
-        "t", [Settlement(ID, claims[0].version, "dead", 0, "HTTP 400", detail)], NO_GATE
+        "t", [Settlement(ID, claims[0].version, Verdict.DEAD, 0, "HTTP 400", detail)], NO_GATE
     )
     ((_, letter),) = await client.xrange(keys.dead)
     assert letter[b"incident_id"] == ID.encode()

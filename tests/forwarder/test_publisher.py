@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import socket
 import time
-from collections.abc import Iterator
 
 import pytest
 import redis
@@ -13,20 +12,15 @@ import redis
 import forwarder
 from forwarder import InvalidEventError, InvalidEventsError, Publisher, PublishError
 from forwarder.protocol import RedisKeys
+from harness import streams
 
 START = {"started_at": 1_700_000_000, "services": ["api"], "env": "prod"}
-
-
-@pytest.fixture
-def publisher(redis_url: str, prefix: str) -> Iterator[Publisher]:
-    with Publisher.from_url(redis_url, key_prefix=prefix) as publisher:
-        yield publisher
 
 
 def entries(client: redis.Redis, keys: RedisKeys) -> list[dict[str, object]]:
     return [
         {k.decode(): v.decode() for k, v in fields.items()}
-        for _, fields in client.xrange(keys.ingest)
+        for _, fields in streams.entries(client, keys.ingest)
     ]
 
 

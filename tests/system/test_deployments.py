@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,9 +20,10 @@ from forwarder import (
 )
 from forwarder.entry import decode_entry, encode_entry
 from forwarder.protocol import KIND_DEPLOYMENT, RedisKeys, parse_state_id, state_id
+from harness import streams
 from harness.stack import Worker, wait_until
 from harness.standin import StandinServer
-from tests.test_pump import FakeDatadog, make_pump
+from tests.delivery.fake_api import FakeDatadog, make_pump
 from workers.cli import main
 from workers.delivery.fold import plan_fold
 from workers.ops.dead_letters import list_letters, replay
@@ -86,7 +88,7 @@ def test_deployment_attributes_are_nanoseconds_with_an_id() -> None:
 
 def test_entry_round_trip_keeps_the_kind() -> None:
     """A deployment's stream entry says kind=deployment and decodes to a deployment."""
-    entry = encode_entry(to_event(deployment(), KIND_DEPLOYMENT))
+    entry = streams.entry_fields(to_event(deployment(), KIND_DEPLOYMENT))
     assert entry["kind"] == "deployment"
     decoded = decode_entry(entry)
     assert isinstance(decoded, DeploymentEvent)
@@ -95,7 +97,7 @@ def test_entry_round_trip_keeps_the_kind() -> None:
 
 def test_unknown_kind_is_a_dead_letter_reason() -> None:
     """An entry of a kind no worker knows says which kinds exist."""
-    entry = {**encode_entry(to_event(deployment(), KIND_DEPLOYMENT)), "kind": "release"}
+    entry = {**streams.entry_fields(to_event(deployment(), KIND_DEPLOYMENT)), "kind": "release"}
     with pytest.raises(ValueError, match="unknown event kind 'release'"):
         decode_entry(entry)
 
@@ -108,8 +110,8 @@ def test_deployment_and_incident_with_one_id_stay_apart() -> None:
     incident = {"id": ID, "started_at": 1_700_000_000, "services": ["checkout"]}
     plan = plan_fold(
         [
-            ("1-0", encode_entry(to_event(incident))),
-            ("2-0", encode_entry(to_event(deployment(), KIND_DEPLOYMENT))),
+            ("1-0", streams.entry_fields(to_event(incident))),
+            ("2-0", streams.entry_fields(to_event(deployment(), KIND_DEPLOYMENT))),
         ]
     )
     names = sorted(update.incident_id for update in plan.updates)
@@ -132,41 +134,25 @@ def test_publisher_deployment_enqueues_a_deployment_entry(
         with pytest.raises(InvalidEventError, match="finished_at"):
             publisher.deployment(service="checkout", started_at=1_700_000_000, finished_at=1)
     assert returned == ID
-    ((_, fields),) = sync_redis.xrange(keys.ingest)
+    ((_, fields),) = streams.entries(sync_redis, keys.ingest)
     assert fields[b"kind"] == b"deployment"
     assert json.loads(fields[b"event"])["service"] == "checkout"
 
 
+@pytest.mark.usefixtures("redis_env")
 def test_cli_publishes_deployments_with_kind(
-    redis_url: str,
-    prefix: str,
     keys: RedisKeys,
     sync_redis: redis.Redis,
-    tmp_path: Any,
-    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """`publish --kind deployment` reads deployments; a bad line is named, the good one goes."""
-    monkeypatch.setenv("FORWARDER_REDIS_URL", redis_url)
-    monkeypatch.setenv("FORWARDER_KEY_PREFIX", prefix)
     path = tmp_path / "deployments.jsonl"
     path.write_text(json.dumps(DEPLOYMENT) + "\n" + json.dumps(deployment(service=None)) + "\n")
     assert main(["publish", "--kind", "deployment", str(path)]) == 1
     assert f"{path}:2: service: is required" in capsys.readouterr().err
-    ((_, fields),) = sync_redis.xrange(keys.ingest)
+    ((_, fields),) = streams.entries(sync_redis, keys.ingest)
     assert fields[b"kind"] == b"deployment"
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
-async def client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    real = aioredis.Redis.from_url(redis_url)
-    yield real
-    await real.aclose()
 
 
 @pytest.mark.anyio
@@ -232,5 +218,5 @@ def test_dead_deployment_replays_as_a_deployment(
     )
     letters = list_letters(sync_redis, keys)
     assert replay(sync_redis, keys, letters) == 1
-    ((_, fields),) = sync_redis.xrange(keys.ingest)
+    ((_, fields),) = streams.entries(sync_redis, keys.ingest)
     assert isinstance(decode_entry(fields), DeploymentEvent)

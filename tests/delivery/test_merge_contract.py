@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import uuid
+from typing import cast
 
 import redis.asyncio as aioredis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from forwarder import to_event
-from forwarder.entry import encode_entry
 from forwarder.protocol import RedisKeys
+from tests.delivery.events import ID, entry
 from workers.delivery.fold import StoredField, merge, plan_fold
 from workers.delivery.store import Store
-
-ID = "incident-0000000001"
 
 updates = st.fixed_dictionaries(
     {},
@@ -44,19 +43,16 @@ def event(index: int, fields: dict[str, object]) -> dict[str, object]:
     order=st.randoms(use_true_random=False),
 )
 def test_lua_fold_matches_pure_merge(
-    redis_url: str, messages: list[dict[str, object]], split: list[int], order: object
+    redis_url: str, messages: list[dict[str, object]], split: list[int], order: random.Random
 ) -> None:
     """Folding random batches in a random order ends where the pure merge does."""
-    entries = [
-        (f"{1000 + i}-0", encode_entry(to_event(event(i, fields))))
-        for i, fields in enumerate(messages)
-    ]
+    entries = [entry(f"{1000 + i}-0", event(i, fields)) for i, fields in enumerate(messages)]
     batches, start = [], 0
     for size in split:
         if start < len(entries):
             batches.append(entries[start : start + size])
             start += size
-    order.shuffle(batches)  # type: ignore[attr-defined]
+    order.shuffle(batches)
 
     expected: dict[str, StoredField] = {}
     for update in plan_fold(entries).updates:
@@ -70,7 +66,8 @@ def test_lua_fold_matches_pure_merge(
             store = Store(client, keys)
             for batch in batches:
                 await store.fold(plan_fold(batch), retention_ms=60_000, orphan_wait_ms=0)
-            state = await client.hgetall(keys.incident(ID))
+            # A client without decode_responses: names and values are bytes.
+            state = cast(dict[bytes, bytes], await client.hgetall(keys.incident(ID)))
             await client.delete(keys.incident(ID), keys.due, keys.stats, keys.ingest)
             return state
         finally:

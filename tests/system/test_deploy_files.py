@@ -24,14 +24,14 @@ import yaml
 from pydantic import AliasChoices
 
 from config.settings import Settings
+from harness.stack import REPO
 
-ROOT = Path(__file__).resolve().parent.parent
-COMPOSE_FILE = ROOT / "docker-compose.yml"
-DOCKERFILE = ROOT / "Dockerfile"
-DOCKERIGNORE = ROOT / ".dockerignore"
-ENV_EXAMPLE = ROOT / ".env.example"
-GITIGNORE = ROOT / ".gitignore"
-PYPROJECT = ROOT / "pyproject.toml"
+COMPOSE_FILE = REPO / "docker-compose.yml"
+DOCKERFILE = REPO / "Dockerfile"
+DOCKERIGNORE = REPO / ".dockerignore"
+ENV_EXAMPLE = REPO / ".env.example"
+GITIGNORE = REPO / ".gitignore"
+PYPROJECT = REPO / "pyproject.toml"
 
 DEFAULT_SERVICES = ("redis", "worker", "beat")
 """What a plain `docker compose up` must start."""
@@ -482,11 +482,9 @@ def test_env_example_requires_only_the_api_key_as_a_placeholder() -> None:
     assert uncommented == {"DD_API_KEY": ""}
 
 
-def test_env_example_shows_the_settings_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.usefixtures("clean_env")
+def test_env_example_shows_the_settings_defaults() -> None:
     """Each commented-out setting in .env.example shows the value Settings uses by default."""
-    for name in list(os.environ):
-        if name.startswith(("FORWARDER_", "DD_")):
-            monkeypatch.delenv(name)
     variables = _settings_variables()
     for name, value, commented, _ in _env_example():
         if not commented or name not in variables:
@@ -496,7 +494,8 @@ def test_env_example_shows_the_settings_defaults(monkeypatch: pytest.MonkeyPatch
         if value == "":
             assert default is None, f"{name} shows no default, but it is {default!r}"
         else:
-            parsed = getattr(Settings(**{field: value}), field)
+            text: dict[str, Any] = {field: value}  # parsed as Settings parses the environment
+            parsed = getattr(Settings(**text), field)
             assert parsed == default, f"{name} shows {value!r}, but the default is {default!r}"
 
 

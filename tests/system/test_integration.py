@@ -4,25 +4,19 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Any
 
 import pytest
 import redis
 
 from forwarder import Publisher
 from forwarder.protocol import RedisKeys
+from harness import streams
 from harness.stack import Worker, wait_until
 from harness.standin import StandinServer
 
 pytestmark = pytest.mark.integration
 
 StartWorker = Callable[..., Worker]
-
-
-@pytest.fixture
-def publisher(redis_url: str, prefix: str) -> Any:
-    with Publisher.from_url(redis_url, key_prefix=prefix) as publisher:
-        yield publisher
 
 
 def finished_everywhere(standin: StandinServer, ids: list[str]) -> bool:
@@ -87,7 +81,7 @@ def test_bad_request_lands_in_dead_letters_with_its_body(
     wait_until(
         lambda: "incident-good-00001" in standin.latest(), timeout_s=20, what="the good neighbour"
     )
-    ((_, letter),) = sync_redis.xrange(keys.dead)
+    ((_, letter),) = streams.entries(sync_redis, keys.dead)
     assert letter[b"incident_id"] == b"incident-bad-000001"
     assert b"HTTP 400" in letter[b"reason"]
     assert "no such team" in json.loads(letter[b"detail"])["response"]
@@ -128,7 +122,7 @@ def test_garbage_next_to_good_entries(
         lambda: "incident-after-garbage" in standin.latest(), timeout_s=20, what="the good entry"
     )
     wait_until(lambda: sync_redis.xlen(keys.dead) == 3, timeout_s=20, what="3 dead letters")
-    reasons = sorted(f[b"reason"].decode() for _, f in sync_redis.xrange(keys.dead))
+    reasons = sorted(f[b"reason"].decode() for _, f in streams.entries(sync_redis, keys.dead))
     assert any("not valid JSON" in r for r in reasons)
     assert any("unknown entry format version None" in r for r in reasons)
     assert any("services: either services or team is required" in r for r in reasons)

@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from forwarder import to_event
-from forwarder.entry import encode_entry
+from tests.delivery.events import FINISH, ID, START, entry
 from workers.delivery.fold import (
     IncidentUpdate,
     StoredField,
@@ -15,14 +14,6 @@ from workers.delivery.fold import (
     plan_fold,
     stream_position,
 )
-
-ID = "incident-0000000001"
-START = {"id": ID, "started_at": 1_700_000_000, "services": ["checkout"], "env": "prod"}
-FINISH = {"id": ID, "finished_at": 1_700_000_600}
-
-
-def entry(entry_id: str, data: dict[str, Any]) -> tuple[str, dict[str, str]]:
-    return entry_id, encode_entry(to_event(data))
 
 
 def state_after(*entries: tuple[str, dict[str, str]]) -> dict[str, Any]:

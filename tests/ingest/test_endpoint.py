@@ -23,8 +23,8 @@ import pytest
 import redis
 
 from forwarder import to_event
-from forwarder.entry import encode_entry
 from forwarder.protocol import KIND_DEPLOYMENT, RedisKeys
+from harness import streams
 from harness.serve import ServeProcess, serve_env
 from harness.stack import REPO, delete_keys
 
@@ -101,7 +101,7 @@ def post(
 
 
 def entries(sync_redis: redis.Redis, stream: str) -> list[dict[bytes, bytes]]:
-    return [fields for _, fields in sync_redis.xrange(stream)]
+    return [fields for _, fields in streams.entries(sync_redis, stream)]
 
 
 # --- 202 -----------------------------------------------------------------------------------
@@ -115,7 +115,7 @@ def test_event_is_enqueued_once_and_its_given_id_returned(
     assert response.status_code == 202
     assert response.headers["content-type"] == "application/vnd.api+json"
     assert response.json() == {"data": {"id": "incident-ingest-000001", "type": "dora_failure"}}
-    expected = encode_entry(to_event(ATTRIBUTES))
+    expected = streams.entry_fields(to_event(ATTRIBUTES))
     assert entries(sync_redis, stream) == [{k.encode(): v.encode() for k, v in expected.items()}]
 
 
@@ -150,7 +150,7 @@ def test_deployment_is_enqueued_as_a_deployment(
     response = post(server, body_of(DEPLOYED), path=DEPLOYMENT)
     assert response.status_code == 202
     assert response.json() == {"data": {"id": "deployment-ingest-0001", "type": "dora_deployment"}}
-    expected = encode_entry(to_event(DEPLOYED, KIND_DEPLOYMENT))
+    expected = streams.entry_fields(to_event(DEPLOYED, KIND_DEPLOYMENT))
     assert expected["kind"] == "deployment"
     assert entries(sync_redis, stream) == [{k.encode(): v.encode() for k, v in expected.items()}]
 

@@ -10,13 +10,7 @@ from config.settings import mask_url_password
 KEY = "abcdef0123456789abcdef0123456789"
 
 
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    import os  # noqa: PLC0415
-
-    for name in list(os.environ):
-        if name.startswith(("FORWARDER_", "DD_")):
-            monkeypatch.delenv(name)
+pytestmark = pytest.mark.usefixtures("clean_env")
 
 
 def test_defaults() -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import signal
 import uuid
 from pathlib import Path
@@ -14,8 +13,8 @@ import pytest
 from pydantic import SecretStr
 
 from config import load_settings
-from harness.stack import REPO, delete_keys, free_port, wait_until
-from tests.test_run import RunProcess
+from harness.run import RunProcess
+from harness.stack import child_env, delete_keys, free_port, wait_until
 from workers.cli import main
 from workers.cli.run_serve import ingest_problem, start_ingest
 
@@ -29,13 +28,11 @@ def test_without_keys_run_says_the_endpoint_is_off_and_why() -> None:
     assert "ingest endpoint off: FORWARDER_INGEST_KEYS is not set" in err.getvalue()
 
 
+@pytest.mark.usefixtures("clean_env")
 def test_bad_ingest_settings_stop_run_before_it_starts_anything(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The Datadog key among the ingest keys: run refuses at once, saying why."""
-    for name in list(os.environ):
-        if name.startswith(("FORWARDER_", "DD_")):
-            monkeypatch.delenv(name)
     monkeypatch.setenv("DD_API_KEY", "the-datadog-key")
     monkeypatch.setenv("FORWARDER_INGEST_KEYS", "mine,the-datadog-key")
     assert main(["run"]) == 2
@@ -54,9 +51,7 @@ def test_half_a_tls_configuration_is_a_problem_for_run() -> None:
 def test_run_serves_the_endpoint_on_its_redis_and_stops_it(tmp_path: Path, redis_url: str) -> None:
     """With keys set, run's endpoint enqueues into run's Redis; the worker takes it; both stop."""
     port, prefix = free_port(), f"test-run-ingest-{uuid.uuid4().hex[:12]}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("FORWARDER_", "DD_"))}
-    env.update(
-        PYTHONPATH=str(REPO),
+    env = child_env(
         FORWARDER_METRICS_PORT="0",
         FORWARDER_TICK_S="0.5",
         FORWARDER_REDIS_URL=redis_url,

@@ -16,7 +16,7 @@ from forwarder import Publisher
 from forwarder.protocol import RedisKeys
 from harness.stack import Worker, free_port, wait_until
 from harness.standin import StandinServer
-from workers.delivery.records import Attempt, Claim, Settlement
+from workers.delivery.records import Attempt, Claim, Settlement, Verdict
 from workers.ops.metrics import FleetCollector, PrometheusObserver
 
 ID = "incident-metrics-0001"
@@ -43,9 +43,13 @@ def test_observer_counts_outcomes_by_status_and_times_them() -> None:
     """Delivered, failed-to-connect and never-sent settlements each count under their label."""
     registry = CollectorRegistry()
     observer = PrometheusObserver(registry)
-    observer.settled(_claim(), Settlement(ID, 1, "delivered"), Attempt(202, {}, "", None, 0.5))
-    observer.settled(_claim(), Settlement(ID, 1, "retry"), Attempt(None, {}, "", "reset", 0.25))
-    observer.settled(_claim(), Settlement(ID, 1, "dead", reason="orphan"), None)
+    observer.settled(
+        _claim(), Settlement(ID, 1, Verdict.DELIVERED), Attempt(202, {}, "", None, 0.5)
+    )
+    observer.settled(
+        _claim(), Settlement(ID, 1, Verdict.RETRY), Attempt(None, {}, "", "reset", 0.25)
+    )
+    observer.settled(_claim(), Settlement(ID, 1, Verdict.DEAD, reason="orphan"), None)
     observer.folded(entries=10, poison=2)
     total = "dora_forwarder_deliveries_total"
     assert _value(registry, total, outcome="delivered", status_code="202") == 1

@@ -9,6 +9,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from datadog_api_client import ApiClient, Configuration
@@ -66,7 +67,7 @@ def dora(
         yield DORAMetricsApi(client)
 
 
-def failure_request(**attributes: object) -> DORAFailureRequest:
+def failure_request(**attributes: Any) -> DORAFailureRequest:
     return DORAFailureRequest(
         data=DORAFailureRequestData(attributes=DORAFailureRequestAttributes(**attributes))
     )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -14,20 +13,10 @@ import pytest
 import redis
 
 from forwarder.protocol import RedisKeys
-from harness.stack import REPO
+from harness.stack import child_env
 from workers.cli import main
 
-
-@pytest.fixture(autouse=True)
-def env(monkeypatch: pytest.MonkeyPatch, redis_url: str, prefix: str) -> None:
-    import os  # noqa: PLC0415
-
-    for name in list(os.environ):
-        if name.startswith(("FORWARDER_", "DD_")):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("FORWARDER_REDIS_URL", redis_url)
-    monkeypatch.setenv("FORWARDER_KEY_PREFIX", prefix)
-
+pytestmark = pytest.mark.usefixtures("redis_env")
 
 GOOD = json.dumps({"id": "incident-0000000001", "started_at": 1_700_000_000, "team": "t"})
 WHOLE_BODY = json.dumps(
@@ -139,8 +128,7 @@ def test_status_without_workers_says_so(capsys: pytest.CaptureFixture[str]) -> N
 
 def test_status_watch_refreshes_until_interrupted(redis_url: str, prefix: str) -> None:
     """--watch prints a fresh table every interval and ends cleanly on Ctrl-C (SIGINT)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("FORWARDER_", "DD_"))}
-    env.update(FORWARDER_REDIS_URL=redis_url, FORWARDER_KEY_PREFIX=prefix, PYTHONPATH=str(REPO))
+    env = child_env(FORWARDER_REDIS_URL=redis_url, FORWARDER_KEY_PREFIX=prefix)
     watcher = subprocess.Popen(
         [sys.executable, "-m", "workers.cli", "status", "--watch", "0.1"],
         stdout=subprocess.PIPE,

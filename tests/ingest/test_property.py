@@ -26,6 +26,7 @@ from pydantic import SecretStr
 from config import load_settings
 from forwarder import derive_deployment_id, derive_incident_id
 from forwarder.protocol import KIND_DEPLOYMENT, KIND_FAILURE, RedisKeys, state_id
+from harness import streams
 from harness.stack import delete_keys
 from workers.delivery.fold import plan_fold
 from workers.ingest.app import create_app
@@ -158,7 +159,7 @@ class Harness:
 
     def as_a_worker_sends_it(self) -> tuple[str, dict[str, Any]]:
         """The one update folding the stream makes: its state id, and its attributes."""
-        plan = plan_fold(self.redis.xrange(self.stream))
+        plan = plan_fold(streams.entries(self.redis, self.stream))
         assert plan.poison == ()
         (update,) = plan.updates
         return update.incident_id, {f.field: json.loads(f.value) for f in update.fields}

@@ -8,12 +8,12 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from harness.stack import REPO
 from harness.standin import StandinServer
 
 API_KEY = "test-api-key"
@@ -265,11 +265,10 @@ def test_stop_leaves_no_thread() -> None:
 def test_subprocess_mode() -> None:
     """`python -m harness.standin` announces its URL and serves the same API."""
     command = [sys.executable, "-m", "harness.standin", "--port", "0", "--api-key", API_KEY]
-    root = Path(__file__).resolve().parents[1]
     with subprocess.Popen(
         # A window of 10**9 s cannot roll over mid-test (the next boundary is in 2033).
         [*command, "--rate-limit", "1/1000000000"],
-        cwd=root,
+        cwd=REPO,
         stdout=subprocess.PIPE,
         text=True,
     ) as process:
