@@ -215,3 +215,16 @@ def test_unparsable_requests_are_counted_not_logged_one_by_one(start: Start) -> 
     log = server.log()
     assert "Invalid HTTP request received." not in log
     assert refusal_counts(log) == {"not a valid HTTP request (uvicorn answered 400)": [1, 29]}
+
+
+def test_client_leaving_mid_body_is_not_a_server_error(start: Start) -> None:
+    """A client that closes before its body ends: one INFO line, no ERROR, no traceback."""
+    server = start()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as connection:
+        connection.sendall(head(length=1_000) + b'{"data"')
+    # The server keeps serving; then its log is read whole.
+    wait_until(lambda: "before its body ended" in server.log(), timeout_s=30, what="the line")
+    server.stop()
+    log = server.log()
+    assert "ERROR" not in log
+    assert "Traceback" not in log
