@@ -80,6 +80,14 @@ class Settings(BaseSettings):
     ingest_host: str = "127.0.0.1"
     ingest_port: int = Field(default=9642, ge=1, le=65_535)
     ingest_max_body_bytes: int = Field(default=1_048_576, ge=1_024, le=64 * 1_048_576)
+    ingest_header_timeout_s: float = Field(default=10.0, gt=0, le=300)
+    """Seconds a request's line and headers may take to arrive; then the connection is closed."""
+    ingest_body_timeout_s: float = Field(default=30.0, gt=0, le=3_600)
+    """Seconds a request's body may take to arrive, from its headers; then a 408."""
+    ingest_max_connections: int = Field(default=256, ge=1, le=100_000)
+    """Connections the ingest endpoint serves at once; a request on one more gets a 503."""
+    ingest_refusal_log_interval_s: float = Field(default=60.0, gt=0, le=86_400)
+    """At most one WARNING per reason per this many seconds for refused requests, with a count."""
     ingest_tls_certfile: str | None = None
     ingest_tls_keyfile: str | None = None
 

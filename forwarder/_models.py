@@ -22,7 +22,16 @@ from forwarder._timestamps import to_nanoseconds
 from forwarder.protocol import KIND_DEPLOYMENT, KIND_FAILURE
 
 MAX_CUSTOM_TAGS: Final = 100
-_SHA_PATTERN: Final = re.compile(r"^[a-fA-F0-9]{40,}$")
+MAX_TAG_CHARS: Final = 200
+"""Datadog's limit for any tag ("Tags can be up to 200 characters long", docs.datadoghq.com
+getting_started/tagging, "Defining tags"); the DORA spec itself gives custom tags no length."""
+MIN_SHA_CHARS: Final = 40
+MAX_SHA_CHARS: Final = 64
+"""Datadog's pattern is ``^[a-fA-F0-9]{40,}$`` (no maximum): 40 is a SHA-1, 64 a SHA-256
+(git's other object format). Nothing longer names a commit, so nothing longer is stored."""
+MAX_TEXT_CHARS: Final = 1_000
+"""Our limit for the free-text fields, where Datadog documents none (``name``, ``team``...)."""
+_SHA_PATTERN: Final = re.compile(r"[a-fA-F0-9]+")
 _TAG_PATTERN: Final = re.compile(r"^[^:\s][^:]*:.+$")
 
 
@@ -37,14 +46,29 @@ def _check_id(value: str) -> str:
 
 
 def _check_sha(value: str) -> str:
-    if not _SHA_PATTERN.match(value):
+    # The length first: a megabyte of hex is refused without a regex over it.
+    if not MIN_SHA_CHARS <= len(value) <= MAX_SHA_CHARS:
         raise PydanticCustomError(
-            "commit_sha", "must be a full commit SHA: 40 or more hexadecimal characters"
+            "commit_sha",
+            "must be a full commit SHA: 40 (SHA-1) to 64 (SHA-256) hexadecimal characters "
+            "(got {length} characters)",
+            {"length": len(value)},
+        )
+    if not _SHA_PATTERN.fullmatch(value):
+        raise PydanticCustomError(
+            "commit_sha", "must be a full commit SHA: hexadecimal characters only (0-9, a-f)"
         )
     return value
 
 
 def _check_tag(value: str) -> str:
+    if len(value) > MAX_TAG_CHARS:
+        raise PydanticCustomError(
+            "custom_tag",
+            "must be at most {limit} characters, Datadog's limit for a tag "
+            "(got {length} characters)",
+            {"limit": MAX_TAG_CHARS, "length": len(value)},
+        )
     if not _TAG_PATTERN.match(value):
         raise PydanticCustomError("custom_tag", "must follow the key:value pattern")
     return value
@@ -58,7 +82,7 @@ def _rule_error(field: str, reason: str) -> PydanticCustomError:
 
 Timestamp = Annotated[int, BeforeValidator(to_nanoseconds)]
 IncidentId = Annotated[str, AfterValidator(_check_id)]
-Text = Annotated[str, StringConstraints(min_length=1, max_length=1_000)]
+Text = Annotated[str, StringConstraints(min_length=1, max_length=MAX_TEXT_CHARS)]
 CustomTag = Annotated[str, AfterValidator(_check_tag)]
 
 

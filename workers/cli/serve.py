@@ -83,12 +83,21 @@ def cmd_serve(settings: Settings, args: argparse.Namespace, err: IO[str]) -> int
     import uvicorn  # noqa: PLC0415 - only this command needs the server
 
     from workers.ingest.app import ROUTES, create_app  # noqa: PLC0415
+    from workers.ingest.guard import UvicornRefusals, guarded_protocol  # noqa: PLC0415
 
     host = args.host or settings.ingest_host
     port = args.port or settings.ingest_port
     _configure_logging(settings, err)
+    app = create_app(settings, keys)
+    refusals = app.state.ingest.refusals
+    # uvicorn's own WARNING per unparsable request goes through the same counts.
+    logging.getLogger("uvicorn.error").addFilter(UvicornRefusals(refusals))
     config = uvicorn.Config(
-        create_app(settings, keys),
+        app,
+        # The header deadline and the connection cap uvicorn lacks (see workers.ingest.guard).
+        http=guarded_protocol(
+            settings.ingest_header_timeout_s, settings.ingest_max_connections, refusals
+        ),
         host=host,
         port=port,
         ssl_certfile=certfile or None,
@@ -99,13 +108,17 @@ def cmd_serve(settings: Settings, args: argparse.Namespace, err: IO[str]) -> int
     )
     scheme = "https" if certfile else "http"
     logging.getLogger("dora_forwarder.ingest").info(
-        "ingest endpoint on %s://%s:%d (POST %s), %d key(s), into Redis at %s",
+        "ingest endpoint on %s://%s:%d (POST %s), %d key(s), into Redis at %s; at most %d "
+        "connections, headers within %g s, bodies within %g s",
         scheme,
         host,
         port,
         ", ".join(ROUTES),
         len(keys),
         settings.redis_url_for_logs,
+        settings.ingest_max_connections,
+        settings.ingest_header_timeout_s,
+        settings.ingest_body_timeout_s,
     )
     server = uvicorn.Server(config)
     try:

@@ -2,14 +2,18 @@
 
 A producer that speaks Datadog's API (curl, datadog-ci, the official clients) changes only
 its base URL. Each request goes: route -> ``DD-API-KEY`` -> size (``Content-Length``, then
-the bytes as they arrive) -> JSON, envelope and the producers' models -> one ``XADD`` that
-Redis acknowledges -> 202 with the event's id. Nothing is acknowledged that is not stored:
-when Redis does not answer in time the caller gets a 503 and retries (a retry of a write
-that did land is harmless: the same id folds into the same state).
+the bytes as they arrive, within ``FORWARDER_INGEST_BODY_TIMEOUT_S``) -> JSON, envelope and
+the producers' models -> one ``XADD`` that Redis acknowledges -> 202 with the event's id.
+Nothing is acknowledged that is not stored: when Redis does not answer in time the caller
+gets a 503 and retries (a retry of a write that did land is harmless: the same id folds into
+the same state). Refused keys are logged through a ``RefusalLog`` (one line per reason per
+interval, with a count); the header deadline and the connection cap are the server's
+(``workers.ingest.guard``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -25,7 +29,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
@@ -34,6 +38,7 @@ from forwarder.entry import encode_entry
 from forwarder.protocol import KIND_DEPLOYMENT, KIND_FAILURE, RedisKeys
 from workers.ingest.jsonapi import bad_request, plain_errors
 from workers.ingest.keys import IngestKeys
+from workers.ingest.refusals import RefusalLog
 from workers.ingest.request import BadRequestError, parse_event
 
 log = logging.getLogger("dora_forwarder.ingest")
@@ -117,7 +122,10 @@ async def _read_body(request: Request, limit_bytes: int) -> bytes:
 
 
 class Ingest:
-    """The endpoint's state: settings, accepted keys, the Redis client (set by the lifespan)."""
+    """The endpoint's state: settings, accepted keys, the Redis client (set by the lifespan).
+
+    ``refusals`` counts refused requests; the server's guard (``guard``) shares it.
+    """
 
     def __init__(self, settings: Settings, keys: IngestKeys, factory: RedisFactory) -> None:
         self.settings = settings
@@ -125,6 +133,7 @@ class Ingest:
         self.stream = RedisKeys(settings.key_prefix).ingest
         self.factory = factory
         self.redis: aioredis.Redis | None = None
+        self.refusals = RefusalLog(log, settings.ingest_refusal_log_interval_s)
 
     def _redis(self) -> aioredis.Redis:
         if self.redis is None:
@@ -146,12 +155,8 @@ class Ingest:
             return "the Datadog API key itself (producers must use an ingest key)"
         return "a key that is not one of FORWARDER_INGEST_KEYS"
 
-    async def handle(self, request: Request, route: EventRoute) -> Response:
-        """One write request, answered as Datadog would (see the module's docstring)."""
-        where = f"{request.method} {request.url.path} from {_client(request)}"
-        if (refusal := self._refusal(request)) is not None:
-            log.warning("refused %s: %s", where, refusal)
-            return _error(HTTPStatus.FORBIDDEN)
+    async def _body(self, request: Request, where: str) -> bytes | Response:
+        """The request's body, or the answer that refuses it (encoding, size, time)."""
         encoding = request.headers.get("content-encoding", "identity").strip().lower()
         if encoding != "identity":
             log.info("refused %s: Content-Encoding %s", where, encoding)
@@ -161,14 +166,37 @@ class Ingest:
                 "send the body uncompressed",
             )
         limit = self.settings.ingest_max_body_bytes
+        body_timeout_s = self.settings.ingest_body_timeout_s
         try:
-            body = await _read_body(request, limit)
+            async with asyncio.timeout(body_timeout_s):
+                return await _read_body(request, limit)
+        except TimeoutError:
+            log.info("refused %s: body not complete within %g s", where, body_timeout_s)
+            return _error(
+                HTTPStatus.REQUEST_TIMEOUT,
+                f"Request Timeout: the body did not arrive within {body_timeout_s:g} s "
+                "(FORWARDER_INGEST_BODY_TIMEOUT_S)",
+                Connection="close",  # the rest of the body is not read: the connection ends
+            )
+        except ClientDisconnect:  # no one is left to answer; not a server error
+            log.info("dropped %s: the client closed the connection before its body ended", where)
+            return _error(HTTPStatus.BAD_REQUEST)
         except _TooLargeError:
             log.info("refused %s: body larger than %d bytes", where, limit)
             return _error(
                 HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
                 f"Payload Too Large: the body exceeds {limit} bytes",
             )
+
+    async def handle(self, request: Request, route: EventRoute) -> Response:
+        """One write request, answered as Datadog would (see the module's docstring)."""
+        where = f"{request.method} {request.url.path} from {_client(request)}"
+        if (refusal := self._refusal(request)) is not None:
+            self.refusals.refused(refusal, where)
+            return _error(HTTPStatus.FORBIDDEN)
+        body = await self._body(request, where)
+        if isinstance(body, Response):
+            return body
         try:
             event = parse_event(body, route.kind)
         except BadRequestError as exc:
@@ -227,6 +255,7 @@ def create_app(
         try:
             yield
         finally:
+            ingest.refusals.flush()  # the counts held back are written before the server ends
             client, ingest.redis = ingest.redis, None
             if client is not None:
                 await client.aclose()
