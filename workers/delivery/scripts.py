@@ -8,8 +8,8 @@ and the record (``ClaimArgs``) has the same fields in the same order. ``argv`` t
 into ARGV the one way every script reads it: the record's fields in order, a tuple field as
 its count (``n_<field>`` in Lua) in its place, then each tuple's items (a record item the same
 way, recursively). So a change to a script's arguments is made in its record alone, and
-``tests/delivery/test_script_contract.py`` holds every ``unpack`` line of the Lua to ``layout`` of its
-record, and the script's KEYS to ``Script.keys``.
+``tests/delivery/test_script_contract.py`` holds every ``unpack`` line of the Lua to
+``layout`` of its record, and the script's KEYS to ``Script.keys``.
 """
 
 from __future__ import annotations

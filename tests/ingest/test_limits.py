@@ -166,12 +166,13 @@ def test_connections_past_the_limit_get_503_and_the_server_stays_responsive(
     assert health.status_code == 503  # answered at once, not queued behind the idle ones
     assert sync_redis.xlen(RedisKeys(prefix).ingest) == 0
     # The idle connections are gone: the endpoint serves again.
-    statuses = []
-    wait_until(
-        lambda: statuses.append(post(0).status_code) or statuses[-1] == 202,
-        timeout_s=30,
-        what="a 202 after the flood",
-    )
+    statuses: list[int] = []
+
+    def served() -> bool:
+        statuses.append(post(0).status_code)
+        return statuses[-1] == 202
+
+    wait_until(served, timeout_s=30, what="a 202 after the flood")
     server.stop()
     counts = refusal_counts(server.log())
     refused = len(flood) + 1 + statuses.count(503)  # the flood, /health, any retry above
