@@ -8,7 +8,8 @@ import re
 from collections.abc import Sequence
 from typing import Final
 
-ID_PATTERN: Final = re.compile(r"^[A-Za-z0-9._:-]{16,128}$")
+ID_PATTERN: Final = re.compile(r"[A-Za-z0-9._:-]{16,128}")
+"""Datadog's id rule; use ``fullmatch`` (``$`` would let a trailing newline through)."""
 DERIVED_ID_PREFIX: Final = "dora-"
 
 

@@ -32,11 +32,12 @@ MAX_SHA_CHARS: Final = 64
 MAX_TEXT_CHARS: Final = 1_000
 """Our limit for the free-text fields, where Datadog documents none (``name``, ``team``...)."""
 _SHA_PATTERN: Final = re.compile(r"[a-fA-F0-9]+")
-_TAG_PATTERN: Final = re.compile(r"^[^:\s][^:]*:.+$")
+_TAG_PATTERN: Final = re.compile(r"[^:\s][^:]*:.+")
+"""``key:value``; matched whole (``fullmatch``), so no newline hides at the end."""
 
 
 def _check_id(value: str) -> str:
-    if not ID_PATTERN.match(value):
+    if not ID_PATTERN.fullmatch(value):
         raise PydanticCustomError(
             "incident_id",
             "must be 16-128 characters of A-Z, a-z, 0-9 and . _ : - (got {length} characters)",
@@ -69,7 +70,7 @@ def _check_tag(value: str) -> str:
             "(got {length} characters)",
             {"limit": MAX_TAG_CHARS, "length": len(value)},
         )
-    if not _TAG_PATTERN.match(value):
+    if not _TAG_PATTERN.fullmatch(value):
         raise PydanticCustomError("custom_tag", "must follow the key:value pattern")
     return value
 

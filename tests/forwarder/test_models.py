@@ -135,3 +135,14 @@ def test_finish_only_is_marked() -> None:
     event = to_event({"id": "incident-0000000001", "finished_at": 1_700_000_100})
     assert event.is_finish_only
     assert not to_event(START).is_finish_only
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("id", "incident-0000000001\n"), ("custom_tags", ["env:prod\n"])],
+)
+def test_a_trailing_newline_is_refused(field: str, value: object) -> None:
+    """An id or tag ending in a newline is refused by name (``$`` alone would let it pass)."""
+    with pytest.raises(InvalidEventError) as caught:
+        to_event({**START, field: value})
+    assert caught.value.errors[0].field.startswith(field)
