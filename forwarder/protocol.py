@@ -41,6 +41,9 @@ CONSUMER_GROUP: Final = "forwarder"
 
 DEFAULT_KEY_PREFIX: Final = "dora"
 
+STATS_TICKS_DROPPED: Final = "ticks_dropped"
+"""Field of the stats hash: beat ticks dropped unrun because they waited too long (a count)."""
+
 
 def state_id(kind: str, event_id: str) -> str:
     """The name under which workers keep an event's merged state (and schedule it).

@@ -15,10 +15,17 @@ from typing import Any, Final, cast
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
-from forwarder.protocol import CONSUMER_GROUP, RedisKeys
+from forwarder.protocol import CONSUMER_GROUP, STATS_TICKS_DROPPED, RedisKeys
 from workers.delivery.fold import FoldPlan
 from workers.delivery.gate import GateUpdate
-from workers.delivery.records import Claim, ClaimResult, FoldResult, Settlement, SettleResult
+from workers.delivery.records import (
+    Claim,
+    ClaimResult,
+    FoldResult,
+    Settlement,
+    SettleResult,
+    TickCheck,
+)
 
 log = logging.getLogger("dora_forwarder.store")
 
@@ -41,6 +48,7 @@ class Store:
         self._claim = client.register_script(_script("claim.lua"))
         self._settle = client.register_script(_script("settle.lua"))
         self._heartbeat = client.register_script(_script("heartbeat.lua"))
+        self._tick = client.register_script(_script("tick.lua"))
 
     async def ensure_group(self) -> None:
         """Create the consumer group (and stream) unless it exists; read from the start."""
@@ -207,6 +215,16 @@ class Store:
     async def heartbeat(self, consumer: str, forget_after_ms: int) -> None:
         """Record that ``consumer`` is alive now; forget those silent ``forget_after_ms``."""
         await self._heartbeat(keys=[self.keys.workers], args=[consumer, forget_after_ms])
+
+    async def check_tick(
+        self, sent_ms: int, max_age_ms: int, *, now_ms: int | None = None
+    ) -> TickCheck:
+        """How old a tick sent at ``sent_ms`` is (both Redis' clock); count it if too old."""
+        age_ms, dropped_total = await self._tick(
+            keys=[self.keys.stats],
+            args=[sent_ms, max_age_ms, STATS_TICKS_DROPPED, "" if now_ms is None else now_ms],
+        )
+        return TickCheck(age_ms=int(age_ms), dropped_total=int(dropped_total))
 
     async def redis_time_ms(self) -> int:
         """Redis' clock in milliseconds: the one clock every worker's due times use."""
