@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -13,11 +14,12 @@ import redis.asyncio as aioredis
 
 from config import load_settings
 from forwarder.protocol import STATS_TICKS_DROPPED, RedisKeys
-from workers.celery_app import create_app
+from workers.celery_app import _QuietTicks, create_app
 from workers.delivery.store import Store
 from workers.tasks import (
     PUMP_TASK,
     QUEUE,
+    TICK_DROPPED_RESULT,
     TICK_DROPS_PER_LOG_LINE,
     TICK_SENT_HEADER,
     ForwarderCelery,
@@ -134,3 +136,19 @@ def test_dropped_ticks_are_logged_first_then_one_in_n(dropped_total: int, logged
 def test_a_missing_or_garbled_stamp_means_undated(header: object, sent_ms: int | None) -> None:
     """An undated tick (sent by hand, or garbled) runs; a stamp is read as ms."""
     assert tick_sent_ms(header) == sent_ms
+
+
+@pytest.mark.parametrize(
+    ("message", "kept"),
+    [
+        (f"Task {PUMP_TASK}[1f2e] received", False),
+        (f"Task {PUMP_TASK}[1f2e] succeeded in 0.002s: {{'{TICK_DROPPED_RESULT}': 31012}}", False),
+        (f"Task {PUMP_TASK}[1f2e] succeeded in 5.01s: {{'entries': 3, 'sent': 3}}", True),
+        (f"Discarding revoked task: {PUMP_TASK}[1f2e]", True),
+        ("Task other.task[1f2e] received", True),
+    ],
+)
+def test_only_routine_tick_lines_are_quiet(message: str, kept: bool) -> None:
+    """'received' and dropped-tick lines are quiet (counted instead); discards are not."""
+    record = logging.LogRecord("celery.app.trace", logging.INFO, __file__, 1, message, (), None)
+    assert _QuietTicks().filter(record) is kept
