@@ -130,6 +130,8 @@ def test_dropped_ticks_are_logged_first_then_one_in_n(dropped_total: int, logged
         (None, None),
         (True, None),
         ("soon", None),
+        (float("inf"), None),
+        (float("nan"), None),
         ([1], None),
     ],
 )

@@ -120,7 +120,7 @@ def tick_sent_ms(value: object) -> int | None:
         return None
     try:
         return int(value)
-    except ValueError:
+    except (ValueError, OverflowError):  # "soon", inf, nan
         return None
 
 
@@ -138,7 +138,7 @@ def _stale_tick(runtime: Runtime, sent: object) -> TickCheck | None:
     if tick_drop_worth_a_line(check.dropped_total):
         log.info(
             "%d tick(s) dropped so far by the fleet: this one waited %.2f s in Celery's queue "
-            "(Redis' clock), over %g s, as every worker process was busy (or none ran); "
+            "(Redis' clock), over %g s, while every worker process was busy (or none was up); "
             "harmless, newer ticks follow (next line after %d more)",
             check.dropped_total,
             check.age_ms / 1000,
