@@ -124,12 +124,11 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
-    def _lease_outlasts_request(self) -> Self:
-        if self.lease_s <= self.http_timeout_s + 1:
-            raise ValueError(
-                "FORWARDER_LEASE_S must exceed FORWARDER_HTTP_TIMEOUT_S + 1 s, or a slow "
-                "request could outlive its claim and the incident be sent twice at once"
-            )
+    def _consistent(self) -> Self:
+        """Every rule across variables at once, each naming its variables and their values."""
+        problems = inconsistencies(self)
+        if problems:
+            raise ValueError("\n  ".join(problems))
         return self
 
     @property
@@ -141,6 +140,51 @@ class Settings(BaseSettings):
     def redis_url_for_logs(self) -> str:
         """The Redis URL with any password masked, safe to print."""
         return mask_url_password(self.redis_url)
+
+
+LEASE_SLACK_S = 2.0
+"""A lease outlasts the HTTP timeout by this much: the sender cuts a request off 1 s after
+``FORWARDER_HTTP_TIMEOUT_S`` (a hard bound), and a claim takes a moment to start its request."""
+
+
+def _s(value: float) -> str:
+    return f"{value:.15g} s"  # 2592000 s, not 2.592e+06 s
+
+
+def inconsistencies(settings: Settings) -> list[str]:
+    """What is wrong between variables that are each valid alone (empty if nothing).
+
+    Each rule guards a hazard: a claim that lapses while its request is still in flight (a
+    second worker sends the same incident at the same time), or an incident's state that
+    expires before it can be delivered or dead-lettered (silent loss).
+    """
+    s = settings
+    problems = []
+    if s.lease_s < s.http_timeout_s + LEASE_SLACK_S:
+        problems.append(
+            f"FORWARDER_LEASE_S ({_s(s.lease_s)}) must be at least FORWARDER_HTTP_TIMEOUT_S "
+            f"({_s(s.http_timeout_s)}) + {_s(LEASE_SLACK_S)}: a request could outlive its "
+            "claim, and a second worker send the same incident while it is still in flight"
+        )
+    # A failing incident becomes a dead letter at its first attempt past the max age: up to
+    # one largest backoff later, plus one claimed request.
+    settle_s = s.max_age_s + s.backoff_max_s + s.lease_s
+    if s.retention_s < settle_s:
+        problems.append(
+            f"FORWARDER_RETENTION_S ({_s(s.retention_s)}) must be at least FORWARDER_MAX_AGE_S "
+            f"({_s(s.max_age_s)}) + FORWARDER_BACKOFF_MAX_S ({_s(s.backoff_max_s)}) + "
+            f"FORWARDER_LEASE_S ({_s(s.lease_s)}) = {_s(settle_s)}: the state of an incident "
+            "still failing would expire before it could become a dead letter"
+        )
+    orphan_s = s.orphan_wait_s + s.lease_s
+    if s.retention_s < orphan_s:
+        problems.append(
+            f"FORWARDER_RETENTION_S ({_s(s.retention_s)}) must be at least "
+            f"FORWARDER_ORPHAN_WAIT_S ({_s(s.orphan_wait_s)}) + FORWARDER_LEASE_S "
+            f"({_s(s.lease_s)}) = {_s(orphan_s)}: a finish waiting for its start would "
+            "expire before it could become a dead letter"
+        )
+    return problems
 
 
 def mask_url_password(url: str) -> str:

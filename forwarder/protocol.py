@@ -66,7 +66,9 @@ def parse_state_id(name: str) -> tuple[str, str]:
 class RedisKeys:
     """Names of every Redis key of one deployment.
 
-    All keys share the hash tag ``{prefix}`` so that multi-key scripts run on Redis Cluster.
+    All keys share the hash tag ``{prefix}``: they hash to one slot. Redis Cluster is not
+    supported (one primary is; see the README's "Supported Redis"), but the tag keeps a later
+    move to it free of renamed keys.
     """
 
     prefix: str = DEFAULT_KEY_PREFIX
@@ -197,6 +199,8 @@ class StatsField(StrEnum):
     LAST_ERROR = "last_error"
     """``<incident id>: <reason>`` of the last failed or dead-lettered attempt."""
     LAST_ERROR_MS = "last_error_ms"
+    TICKS_DROPPED = "ticks_dropped"
+    """Beat ticks dropped unrun because they waited too long (by Redis' clock)."""
 
 
 class LetterField(StrEnum):

@@ -17,7 +17,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -86,9 +86,14 @@ class Worker:
         cwd: Path,
         app: str = "workers",
         loglevel: str = "INFO",
+        wrapper: Sequence[str] = (),
     ) -> None:
+        """``wrapper`` goes before the command, e.g. ``("faketime", "-f", "-10s")``."""
         self.log_path = log_path
-        command = [sys.executable, "-m", "celery", "-A", app, *argv, f"--loglevel={loglevel}"]
+        command = [
+            *wrapper,
+            *(sys.executable, "-m", "celery", "-A", app, *argv, f"--loglevel={loglevel}"),
+        ]
         with log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 command,
@@ -161,10 +166,17 @@ class Workers:
         self.api_key, self.directory = api_key, directory
         self.started: list[Worker] = []
 
-    def start(self, *argv: str, key: str | None = OWN_KEY, **env: str) -> Worker:
+    def start(
+        self,
+        *argv: str,
+        key: str | None = OWN_KEY,
+        wrapper: Sequence[str] = (),
+        **env: str,
+    ) -> Worker:
         """Start ``celery -A workers <argv>`` (default: worker --beat, 2 processes).
 
         ``key`` is the DD_API_KEY to give it: its own by default, None for none at all.
+        ``wrapper`` is a command the process runs under (``faketime -f -10s``).
         """
         api_key = self.api_key if key == OWN_KEY else key
         worker = Worker(
@@ -172,6 +184,7 @@ class Workers:
             worker_env(self.redis_url, self.prefix, self.api_url, api_key, **env),
             self.directory / f"worker-{len(self.started)}.log",
             self.directory,
+            wrapper=wrapper,
         )
         self.started.append(worker)
         return worker

@@ -2,7 +2,7 @@
 
 Events never travel as Celery messages (the Redis list broker can lose them, see
 PITFALLS.md B1): they live in a Redis stream and per-incident state. Celery only carries
-ticks, so a lost, duplicated or expired tick is harmless.
+ticks, so a lost, duplicated or dropped tick is harmless.
 """
 
 from __future__ import annotations
@@ -16,17 +16,22 @@ from celery.utils.log import get_multiprocessing_logger
 from config import Settings
 from forwarder.protocol import RedisKeys
 from workers.ops.logs import configure_handlers
-from workers.tasks import PUMP_TASK, QUEUE, TICK_EXPIRES_S, ForwarderCelery, register
+from workers.tasks import PUMP_TASK, QUEUE, TICK_DROPPED_RESULT, ForwarderCelery, register
 
 
 class _QuietTicks(logging.Filter):
-    """Drop Celery's per-message lines about our own ticks (several a second, no news)."""
+    """Drop Celery's per-message lines about our own ticks (several a second, no news).
+
+    That is "received" for each tick and "succeeded" for each dropped one: dropped ticks are
+    counted (``ticks_dropped``, in Redis and metrics) and logged one line in N by the task.
+    Anything else about ticks, such as a discarded (revoked) one, stays in the log.
+    """
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        return not (
-            message.startswith(f"Task {PUMP_TASK}[") and message.endswith("received")
-        ) and not message.startswith(f"Discarding revoked task: {PUMP_TASK}[")
+        if not message.startswith(f"Task {PUMP_TASK}["):
+            return True
+        return not (message.endswith("received") or f"'{TICK_DROPPED_RESULT}'" in message)
 
 
 def create_app(settings: Settings) -> ForwarderCelery:
@@ -44,13 +49,9 @@ def create_app(settings: Settings) -> ForwarderCelery:
         # Ticks carry no state, so beat keeps its schedule in memory: no schedule file, and
         # several beats in one directory do not fight over it.
         beat_scheduler="celery.beat:Scheduler",
-        beat_schedule={
-            "pump": {
-                "task": PUMP_TASK,
-                "schedule": settings.tick_s,
-                "options": {"expires": TICK_EXPIRES_S},
-            }
-        },
+        # No Celery `expires`: it is set on the sender's clock and judged on the worker's.
+        # Each tick is dated by Redis' clock instead, and an old one dropped by the task.
+        beat_schedule={"pump": {"task": PUMP_TASK, "schedule": settings.tick_s}},
         # A pump ends by itself after its budget; the hard limit only catches a hang.
         task_time_limit=settings.task_budget_s + settings.http_timeout_s + 60,
         worker_redirect_stdouts=False,
@@ -61,7 +62,7 @@ def create_app(settings: Settings) -> ForwarderCelery:
     )
     connect_logging(settings)
     quiet = _QuietTicks()
-    for name in ("celery.worker.strategy", "celery.worker.request"):
+    for name in ("celery.worker.strategy", "celery.worker.request", "celery.app.trace"):
         logging.getLogger(name).addFilter(quiet)
     register(app)
     return app

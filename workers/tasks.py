@@ -1,5 +1,7 @@
 """The one task: pump the stream to Datadog for a bounded time, then hand over.
 
+Every tick (beat's, and a pump's continuation) is dated by Redis' clock when it is sent and
+judged by it when a worker takes it: hosts' clocks never have to agree (DESIGN.md, I9).
 Also the worker's life cycle: checks before start, and a warm shutdown (SIGTERM) that makes
 every pool process give its claims back at once instead of holding them to the end.
 """
@@ -19,11 +21,12 @@ from typing import Any, Final
 import redis
 from billiard.process import current_process
 from celery import Celery, Task
-from celery.signals import worker_init, worker_shutdown, worker_shutting_down
+from celery.signals import before_task_publish, worker_init, worker_shutdown, worker_shutting_down
 from kombu.exceptions import OperationalError
 
 from config import Settings
 from forwarder.protocol import RedisKeys
+from workers.delivery.records import TickCheck
 from workers.delivery.runtime import Runtime
 from workers.delivery.store import lift_auth_pause
 from workers.ops.preflight import Findings, judge_redis
@@ -32,8 +35,16 @@ log = logging.getLogger("dora_forwarder.tasks")
 
 PUMP_TASK: Final = "dora.pump"
 QUEUE: Final = "dora"
+TICK_SENT_HEADER: Final = "dora_tick_sent_ms"
+"""Celery message header of a tick: when it was sent, in ms on Redis' clock."""
 TICK_EXPIRES_S: Final = 10.0
-"""A tick older than this is dropped unrun: generous, since workers' clocks may differ."""
+"""A tick that waited longer than this (Redis' clock, since it was sent) is dropped unrun.
+
+It waited because every worker process was busy pumping; newer ticks follow it."""
+TICK_DROPPED_RESULT: Final = "tick_dropped_age_ms"
+"""Key of what a dropped tick's task returns (and Celery's success line shows)."""
+TICK_DROPS_PER_LOG_LINE: Final = 1000
+"""Dropped ticks are normal while every process is busy: the first gets a line, then 1 in N."""
 
 
 class ForwarderCelery(Celery):
@@ -57,28 +68,113 @@ def _process_runtime(app: ForwarderCelery) -> Runtime:
     return _runtime
 
 
+class _RedisClock:
+    """Redis' clock, read from whichever process sends ticks (beat, a pool process)."""
+
+    def __init__(self, redis_url: str) -> None:
+        self._redis_url = redis_url
+        self._client: redis.Redis | None = None
+
+    def now_ms(self) -> int:
+        """Redis ``TIME`` in ms (connects on first use; redis-py reconnects after a fork)."""
+        if self._client is None:
+            self._client = redis.Redis.from_url(
+                self._redis_url, socket_timeout=5, socket_connect_timeout=5
+            )
+        seconds, micros = self._client.time()
+        return int(seconds) * 1000 + int(micros) // 1000
+
+
+def _date_ticks(app: ForwarderCelery) -> None:
+    """Stamp every tick this process sends with Redis' clock (header ``TICK_SENT_HEADER``).
+
+    Not Celery's ``expires``: that is computed on the sender's clock and judged on the
+    worker's, so a sender 10 s behind had every tick discarded. A tick already dated keeps
+    its stamp. One app a process: the last call wins.
+    """
+    clock = _RedisClock(app.settings.redis_url)
+
+    def on_publish(sender: Any = None, headers: dict[str, Any] | None = None, **_: Any) -> None:
+        if sender != PUMP_TASK or headers is None or headers.get(TICK_SENT_HEADER) is not None:
+            return
+        try:
+            headers[TICK_SENT_HEADER] = clock.now_ms()
+        except redis.RedisError as exc:
+            # The broker is this Redis too, so the tick is likely lost anyway; if not, it runs.
+            log.warning(
+                "cannot date a tick by Redis' clock (%s); it will run whatever its age", exc
+            )
+
+    # A closure has no other reference: a weak one would be collected at once.
+    before_task_publish.connect(on_publish, weak=False, dispatch_uid="dora_forwarder.date_ticks")
+
+
+def tick_drop_worth_a_line(dropped_total: int) -> bool:
+    """Whether the fleet's ``dropped_total``-th dropped tick is logged: the 1st, then 1 in N."""
+    return dropped_total == 1 or dropped_total % TICK_DROPS_PER_LOG_LINE == 0
+
+
+def tick_sent_ms(value: object) -> int | None:
+    """A tick's stamp as ms, or None: sent by hand (``celery call``), undated, or garbled."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return None
+    try:
+        return int(value)
+    except (ValueError, OverflowError):  # "soon", inf, nan
+        return None
+
+
+def _stale_tick(runtime: Runtime, sent: object) -> TickCheck | None:
+    """The check of a tick too old to run (counted, logged 1 in N), or None if it runs."""
+    sent_ms = tick_sent_ms(sent)
+    if sent_ms is None:
+        return None
+    try:
+        check = runtime.check_tick(sent_ms, int(TICK_EXPIRES_S * 1000))
+    except redis.RedisError:
+        return None  # the pump run reports Redis' state itself
+    if not check.dropped:
+        return None
+    if tick_drop_worth_a_line(check.dropped_total):
+        log.info(
+            "%d tick(s) dropped so far by the fleet: this one waited %.2f s in Celery's queue "
+            "(Redis' clock), over %g s, while every worker process was busy (or none was up); "
+            "harmless, newer ticks follow (next line after %d more)",
+            check.dropped_total,
+            check.age_ms / 1000,
+            TICK_EXPIRES_S,
+            TICK_DROPS_PER_LOG_LINE - check.dropped_total % TICK_DROPS_PER_LOG_LINE,
+        )
+    return check
+
+
 def register(app: ForwarderCelery) -> None:
-    """Register the pump task on ``app``, and the checks its workers run before starting.
+    """Register the pump task on ``app``, the dating of ticks, and the checks before start.
 
     Call after the app's logging hooks are connected: the checks log through them.
     """
     worker_init.connect(_check_before_start, dispatch_uid="dora_forwarder.check_before_start")
+    _date_ticks(app)
 
     @app.task(name=PUMP_TASK, bind=True, ignore_result=True)
     def pump(self: Task[Any, Any]) -> dict[str, Any]:
         """Ingest and deliver for ``FORWARDER_TASK_BUDGET_S`` seconds, then queue the next run.
 
         The continuation keeps a pump running in this process without waiting for the next
-        tick; ticks that find every process busy expire unrun.
+        tick. A tick that waited past ``TICK_EXPIRES_S`` (every process was busy) costs one
+        Redis round trip and no run: a backlog of ticks never becomes a backlog of runs.
         """
         runtime = _process_runtime(app)
+        stale = _stale_tick(runtime, self.request.get(TICK_SENT_HEADER))
+        if stale is not None:
+            return {TICK_DROPPED_RESULT: stale.age_ms}
         with _sigterm_releases_claims(runtime):
             report = runtime.run(app.settings.task_budget_s, _WORKER_STOPPING.is_set)
         # After a Redis error, beat's next tick (within FORWARDER_TICK_S) starts the next run:
         # no tight loop against a Redis that is down.
         if not runtime.pump.stopping and report.redis_error is None:
             try:
-                pump.apply_async(expires=TICK_EXPIRES_S)
+                pump.apply_async()  # dated by Redis' clock on its way out (_date_ticks)
             except OperationalError as exc:  # broker down: beat's next tick restarts us
                 log.warning("could not queue the next pump run: %s", exc)
         return {

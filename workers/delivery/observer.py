@@ -1,4 +1,4 @@
-"""What a pump reports as it works, for metrics; the pump itself knows nothing of Prometheus."""
+"""What a pump (and its task) reports as it works, for metrics; they know nothing of Prometheus."""
 
 from __future__ import annotations
 
@@ -16,6 +16,9 @@ class PumpObserver(Protocol):
     def settled(self, claim: Claim, settlement: Settlement, attempt: Attempt | None) -> None:
         """``claim`` was settled; ``attempt`` is the request's answer (None if not sent)."""
 
+    def tick_dropped(self) -> None:
+        """A tick that waited too long was dropped unrun."""
+
 
 class NoObserver:
     """Observes nothing: tests, and workers with metrics turned off."""
@@ -25,3 +28,6 @@ class NoObserver:
 
     def settled(self, claim: Claim, settlement: Settlement, attempt: Attempt | None) -> None:
         """Ignore the settlement."""
+
+    def tick_dropped(self) -> None:
+        """Ignore the dropped tick."""

@@ -101,3 +101,17 @@ class FoldResult:
     changed: int
     unchanged: int
     poison: int
+
+
+@dataclass(frozen=True, slots=True)
+class TickCheck:
+    """How old a tick was when a worker took it (Redis' clock), and whether it was dropped."""
+
+    age_ms: int
+    dropped_total: int
+    """The fleet's count of dropped ticks after this one; 0 when this one runs."""
+
+    @property
+    def dropped(self) -> bool:
+        """Whether the tick was too old to run."""
+        return self.dropped_total > 0

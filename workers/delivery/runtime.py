@@ -19,6 +19,7 @@ from forwarder.protocol import RedisKeys
 from workers.delivery.backoff import BackoffPolicy
 from workers.delivery.observer import NoObserver, PumpObserver
 from workers.delivery.pump import Pump, PumpConfig, PumpReport
+from workers.delivery.records import TickCheck
 from workers.delivery.sender import DatadogSender, PrintingSender, Sender, default_transport
 from workers.delivery.settlement import SettlementPolicy
 from workers.delivery.store import Store
@@ -103,10 +104,18 @@ class Runtime:
             socket_connect_timeout=REDIS_SOCKET_TIMEOUT_S,
             health_check_interval=30,
         )
-        store = Store(client, RedisKeys(settings.key_prefix))
+        self.store = Store(client, RedisKeys(settings.key_prefix))
+        self.observer = _observer(settings)
         self.pump = Pump(
-            store, sender or datadog_sender(settings), pump_config(settings), _observer(settings)
+            self.store, sender or datadog_sender(settings), pump_config(settings), self.observer
         )
+
+    def check_tick(self, sent_ms: int, max_age_ms: int) -> TickCheck:
+        """Judge a tick's age by Redis' clock; a dropped one is counted (Redis, metrics)."""
+        check = self.loop.run_until_complete(self.store.check_tick(sent_ms, max_age_ms))
+        if check.dropped:
+            self.observer.tick_dropped()
+        return check
 
     def run(self, budget_s: float, shutting_down: Callable[[], bool] | None = None) -> PumpReport:
         """Run the pump for ``budget_s`` seconds on this process's loop.

@@ -112,6 +112,18 @@ class ForgetConsumersArgs:
 
 
 @dataclass(frozen=True, slots=True)
+class TickArgs:
+    """ARGV of ``tick.lua``."""
+
+    sent_ms: int
+    """When the tick was sent (ms, Redis' clock)."""
+    max_age_ms: int
+    """The oldest tick that still runs a pump."""
+    now_ms: int | None
+    """None: Redis' clock (tests pin it)."""
+
+
+@dataclass(frozen=True, slots=True)
 class Script(Generic[A]):
     """One Lua script: its file, the keys it takes (``RedisKeys`` attributes) and its ARGV."""
 
@@ -144,6 +156,7 @@ FOLD: Final = Script(
 HEARTBEAT: Final = Script("heartbeat.lua", ("workers",), HeartbeatArgs)
 LIFT_AUTH_PAUSE: Final = Script("lift_auth_pause.lua", ("gate",), LiftAuthPauseArgs)
 FORGET_CONSUMERS: Final = Script("forget_consumers.lua", ("ingest",), ForgetConsumersArgs)
+TICK: Final = Script("tick.lua", ("stats",), TickArgs)
 
 SCRIPTS: Final[tuple[Script[typing.Any], ...]] = (
     CLAIM,
@@ -152,6 +165,7 @@ SCRIPTS: Final[tuple[Script[typing.Any], ...]] = (
     HEARTBEAT,
     LIFT_AUTH_PAUSE,
     FORGET_CONSUMERS,
+    TICK,
 )
 """Every script the workers run."""
 

@@ -19,7 +19,14 @@ from redis.exceptions import ResponseError
 from forwarder.protocol import ATTRIBUTE_PREFIX, CONSUMER_GROUP, RedisKeys, StateField
 from workers.delivery.fold import FoldPlan
 from workers.delivery.gate import REASON_AUTH, GateUpdate
-from workers.delivery.records import Claim, ClaimResult, FoldResult, Settlement, SettleResult
+from workers.delivery.records import (
+    Claim,
+    ClaimResult,
+    FoldResult,
+    Settlement,
+    SettleResult,
+    TickCheck,
+)
 from workers.delivery.scripts import (
     CLAIM,
     FOLD,
@@ -27,12 +34,14 @@ from workers.delivery.scripts import (
     HEARTBEAT,
     LIFT_AUTH_PAUSE,
     SETTLE,
+    TICK,
     ClaimArgs,
     FoldArgs,
     ForgetConsumersArgs,
     HeartbeatArgs,
     LiftAuthPauseArgs,
     SettleArgs,
+    TickArgs,
 )
 
 log = logging.getLogger("dora_forwarder.store")
@@ -61,6 +70,7 @@ class Store:
         self._settle = client.register_script(SETTLE.text())
         self._heartbeat = client.register_script(HEARTBEAT.text())
         self._forget_consumers = client.register_script(FORGET_CONSUMERS.text())
+        self._tick = client.register_script(TICK.text())
 
     async def ensure_group(self) -> None:
         """Create the consumer group (and stream) unless it exists; read from the start."""
@@ -214,6 +224,14 @@ class Store:
         """Record that ``consumer`` is alive now; forget those silent ``forget_after_ms``."""
         keys, args = HEARTBEAT.call(self.keys, HeartbeatArgs(consumer, forget_after_ms))
         await self._heartbeat(keys=keys, args=args)
+
+    async def check_tick(
+        self, sent_ms: int, max_age_ms: int, *, now_ms: int | None = None
+    ) -> TickCheck:
+        """How old a tick sent at ``sent_ms`` is (both Redis' clock); count it if too old."""
+        keys, args = TICK.call(self.keys, TickArgs(sent_ms, max_age_ms, now_ms))
+        age_ms, dropped_total = await self._tick(keys=keys, args=args)
+        return TickCheck(age_ms=int(age_ms), dropped_total=int(dropped_total))
 
     async def redis_time_ms(self) -> int:
         """Redis' clock in milliseconds: the one clock every worker's due times use."""

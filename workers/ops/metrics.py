@@ -90,6 +90,13 @@ class PrometheusObserver:
             buckets=LATENCY_BUCKETS_S,
             registry=registry,
         )
+        self.ticks_dropped = Counter(
+            "ticks_dropped",
+            "Beat ticks dropped unrun: they waited in Celery's queue past their expiry "
+            "(Redis' clock) while every worker process was busy",
+            namespace=NAMESPACE,
+            registry=registry,
+        )
 
     def folded(self, entries: int, poison: int) -> None:
         """Count a folded batch."""
@@ -110,6 +117,10 @@ class PrometheusObserver:
                 attempt.elapsed_s if attempt else 0.0
             )
             self.delivery_seconds.observe(max(0.0, waited_s))
+
+    def tick_dropped(self) -> None:
+        """Count a tick dropped unrun."""
+        self.ticks_dropped.inc()
 
 
 class FleetCollector(Collector):
