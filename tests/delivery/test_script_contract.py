@@ -178,9 +178,9 @@ def test_argv_flattens_a_record_as_its_layout_says() -> None:
     """Counts stand in for tuples; the items follow, records depth first, bools as 0/1."""
     update = IncidentUpdate("inc", (FieldUpdate("team", "p1", '"ops"'),), force=True)
     poison = PoisonEntry("1-0", "bad", "{}")
-    args = FoldArgs("group", 10, 20, ("1-0", "2-0"), (poison,), (update,))
+    args = FoldArgs("group", 10, 20, None, ("1-0", "2-0"), (poison,), (update,))
     assert argv(args) == [
-        *("group", 10, 20, 2, 1, 1),
+        *("group", 10, 20, "", 2, 1, 1),
         *("1-0", "2-0"),
         *("1-0", "bad", "{}"),
         *("inc", 1, 1),

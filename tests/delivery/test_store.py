@@ -78,6 +78,18 @@ async def test_fold_acknowledges_and_deletes_entries(
     assert await client.zrange(keys.due, 0, -1) == [ID.encode()]
 
 
+async def test_fold_takes_a_pinned_clock(store: Store, client: Any, keys: RedisKeys) -> None:
+    """With ``now_ms`` given, the fold dates the state and its due time by it, not by Redis."""
+    await publish(client, keys, START)
+    entries = await store.read("c1", 100, None)
+    now_ms = 4_000_000_000_000  # far from Redis' clock
+    await store.fold(
+        plan_fold(entries), retention_ms=RETENTION_MS, orphan_wait_ms=ORPHAN_WAIT_MS, now_ms=now_ms
+    )
+    assert int(await client.hget(keys.incident(ID), "first_ms")) == now_ms
+    assert await client.zscore(keys.due, ID) == now_ms
+
+
 async def test_duplicate_is_not_due_again(store: Store, client: Any, keys: RedisKeys) -> None:
     """An unchanged state after delivery is not sent again."""
     await publish(client, keys, START)

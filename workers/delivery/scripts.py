@@ -80,6 +80,8 @@ class FoldArgs:
     group: str
     retention_ms: int
     orphan_wait_ms: int
+    now_ms: int | None
+    """None: Redis' clock (tests pin it)."""
     ack_ids: tuple[str, ...]
     poison: tuple[PoisonEntry, ...]
     updates: tuple[IncidentUpdate, ...]

@@ -140,14 +140,22 @@ class Store:
             await self._without_group(exc)
             return 0
 
-    async def fold(self, plan: FoldPlan, *, retention_ms: int, orphan_wait_ms: int) -> FoldResult:
-        """Apply ``plan`` and acknowledge its entries, in one atomic step."""
+    async def fold(
+        self,
+        plan: FoldPlan,
+        *,
+        retention_ms: int,
+        orphan_wait_ms: int,
+        now_ms: int | None = None,
+    ) -> FoldResult:
+        """Apply ``plan`` and acknowledge its entries, in one atomic step; see ``fold.lua``."""
         keys, args = FOLD.call(
             self.keys,
             FoldArgs(
                 CONSUMER_GROUP,
                 retention_ms,
                 orphan_wait_ms,
+                now_ms,
                 plan.ack_ids,
                 plan.poison,
                 plan.updates,

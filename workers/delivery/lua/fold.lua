@@ -6,17 +6,18 @@
 --
 -- KEYS: ingest (the stream), due, inflight, dead, stats, then one hash per update, in order
 -- ARGV (FoldArgs in workers/delivery/scripts.py): group, retention_ms, orphan_wait_ms,
---       n_ack_ids, n_poison, n_updates, the ack ids,
+--       now_ms ('' for Redis' clock; tests pin it), n_ack_ids, n_poison, n_updates, the ack ids,
 --       per poison entry (PoisonEntry): entry_id, reason, payload,
 --       per update (IncidentUpdate): incident_id, n_fields, force (1: a replay, deliver even if
 --       unchanged), then per field (FieldUpdate): field, position, value (JSON)
 local ingest_key, due_key, inflight_key, dead_key, stats_key = unpack(KEYS, 1, 5)
-local group, retention_ms, orphan_wait_ms, n_ack_ids, n_poison, n_updates = unpack(ARGV, 1, 6)
+local group, retention_ms, orphan_wait_ms, now_ms, n_ack_ids, n_poison, n_updates =
+  unpack(ARGV, 1, 7)
 orphan_wait_ms = tonumber(orphan_wait_ms)
 n_ack_ids, n_poison, n_updates = tonumber(n_ack_ids), tonumber(n_poison), tonumber(n_updates)
-local now = clock_ms(nil)
+local now = clock_ms(now_ms)
 
-local i = 7
+local i = 8
 local acks = {}
 for _ = 1, n_ack_ids do acks[#acks + 1] = ARGV[i]; i = i + 1 end
 
