@@ -117,3 +117,12 @@ class RedisKeys:
     def celery_prefix(self) -> str:
         """Prefix under which Celery's own broker keys live (ticks only, never events)."""
         return f"{self._tag}:celery:"
+
+
+# --- dead letters of stream entries (the `dead` stream, source `stream`) ------------------
+
+PAYLOAD_UTF8: Final = "utf-8"
+"""``payload_encoding`` of a letter whose entry's names and values are all UTF-8 text."""
+
+PAYLOAD_BASE64: Final = "base64"
+"""``payload_encoding`` of a letter whose payload holds the base64 of each raw name and value."""

@@ -126,7 +126,16 @@ class Store:
         args.extend(plan.ack_ids)
         args.append(len(plan.poison))
         for poison in plan.poison:
-            args.extend((poison.entry_id, poison.reason, poison.payload))
+            args.extend(
+                (
+                    poison.entry_id,
+                    poison.reason,
+                    poison.payload,
+                    poison.encoding,
+                    poison.size_bytes,
+                    int(poison.truncated),
+                )
+            )
         for update in plan.updates:
             keys.append(self.keys.incident(update.incident_id))
             args.extend((update.incident_id, int(update.force), len(update.fields)))

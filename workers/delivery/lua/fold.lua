@@ -6,7 +6,8 @@
 --
 -- KEYS: 1 stream, 2 due, 3 inflight, 4 dead, 5 stats, 6.. one hash per incident of the batch
 -- ARGV: 1 group, 2 retention_ms, 3 orphan_wait_ms,
---       n_ack, ack ids..., n_poison, (entry id, reason, payload)...,
+--       n_ack, ack ids..., n_poison,
+--       (entry id, reason, payload, payload encoding, payload bytes, truncated 0/1)...,
 --       then per incident in KEYS order: incident id, force (1: a replay, deliver even if
 --       unchanged), n_fields, (field, position, json)...
 local now = clock_ms(nil)
@@ -19,10 +20,25 @@ local acks = {}
 for _ = 1, n_ack do acks[#acks + 1] = ARGV[i]; i = i + 1 end
 
 local n_poison = tonumber(ARGV[i]); i = i + 1
-for _ = 1, n_poison do
-  redis.call('XADD', KEYS[4], '*', 'source', 'stream', 'entry_id', ARGV[i],
-    'reason', ARGV[i + 1], 'payload', ARGV[i + 2], 'at_ms', ms(now))
-  i = i + 3
+local poison_at = i
+i = i + 6 * n_poison
+
+-- A script is not rolled back when a command in it fails: check what could fail before
+-- writing anything, and write the dead letters (the one thing a retry would repeat) last.
+local function expect(key, wanted)
+  local kind = redis.call('TYPE', key)['ok']
+  return kind == 'none' or kind == wanted, kind
+end
+for k, wanted in pairs({[2] = 'zset', [3] = 'zset', [4] = 'stream', [5] = 'hash'}) do
+  local ok, kind = expect(KEYS[k], wanted)
+  -- BADKEY: Redis-wide (every fold would fail), so the worker keeps the entries pending.
+  if not ok then return redis.error_reply('BADKEY ' .. KEYS[k] .. ' holds a ' .. kind) end
+end
+for k = 6, #KEYS do
+  local ok, kind = expect(KEYS[k], 'hash')
+  if not ok then
+    return redis.error_reply('WRONGTYPE ' .. KEYS[k] .. ' holds a ' .. kind .. ', not a hash')
+  end
 end
 
 local changed, unchanged = 0, 0
@@ -75,6 +91,12 @@ for k = 6, #KEYS do
   else
     unchanged = unchanged + 1
   end
+end
+
+for p = poison_at, poison_at + 6 * (n_poison - 1), 6 do
+  redis.call('XADD', KEYS[4], '*', 'source', 'stream', 'entry_id', ARGV[p],
+    'reason', ARGV[p + 1], 'payload', ARGV[p + 2], 'payload_encoding', ARGV[p + 3],
+    'payload_bytes', ARGV[p + 4], 'payload_truncated', ARGV[p + 5], 'at_ms', ms(now))
 end
 
 for start = 1, #acks, 1000 do
