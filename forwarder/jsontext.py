@@ -78,6 +78,10 @@ def _real(text: str) -> float:
     return value
 
 
+# One decoder for every call: json.loads with hooks would build a new one each time.
+_DECODER: Final = json.JSONDecoder(parse_constant=_constant, parse_int=_integer, parse_float=_real)
+
+
 def parse(text: str | bytes) -> Any:
     """The value of JSON ``text``; bytes may be UTF-8, -16 or -32 (RFC 8259).
 
@@ -96,7 +100,7 @@ def parse(text: str | bytes) -> Any:
                     f"it is not {encoding.upper()} text ({exc.reason} at offset {exc.start})"
                 ) from None
     try:
-        return json.loads(text, parse_constant=_constant, parse_int=_integer, parse_float=_real)
+        return _DECODER.decode(text)
     except json.JSONDecodeError as exc:
         raise JsonTextError(exc.msg, exc.lineno, exc.colno) from None
     except RecursionError:
