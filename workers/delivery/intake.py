@@ -92,6 +92,8 @@ class Intake:
         plan = plan_fold(entries)
         try:
             result = await self._fold(plan)
+        # Folding again what a failed script half applied is harmless: a field is written
+        # only by a later stream position, so the same entries change nothing twice.
         except ResponseError as exc:
             if is_redis_wide(exc):
                 raise
