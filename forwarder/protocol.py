@@ -218,6 +218,12 @@ class LetterField(StrEnum):
     PAYLOAD = "payload"
     """JSON: the entry's raw fields (source ``stream``)."""
     AT_MS = "at_ms"
+    PAYLOAD_ENCODING = "payload_encoding"
+    """``utf-8`` or ``base64``: how ``payload`` holds the entry's names and values."""
+    PAYLOAD_BYTES = "payload_bytes"
+    """Raw bytes of all the entry's names and values, whether kept or cut."""
+    PAYLOAD_TRUNCATED = "payload_truncated"
+    """``1`` when ``payload`` was cut (it is bounded); replay cannot send it then."""
 
 
 class LetterSource(StrEnum):
@@ -227,3 +233,12 @@ class LetterSource(StrEnum):
     """An entry no worker could use."""
     INCIDENT = "incident"
     """An incident Datadog rejected, or whose start never came."""
+
+
+# --- dead letters of stream entries (the `dead` stream, source `stream`) ------------------
+
+PAYLOAD_UTF8: Final = "utf-8"
+"""``payload_encoding`` of a letter whose entry's names and values are all UTF-8 text."""
+
+PAYLOAD_BASE64: Final = "base64"
+"""``payload_encoding`` of a letter whose payload holds the base64 of each raw name and value."""

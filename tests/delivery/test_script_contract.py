@@ -23,7 +23,8 @@ from forwarder.protocol import (
     StateField,
     StatsField,
 )
-from workers.delivery.fold import FieldUpdate, IncidentUpdate, PoisonEntry
+from workers.delivery.fold import FieldUpdate, IncidentUpdate
+from workers.delivery.poison import PoisonEntry
 from workers.delivery.records import Settlement, Verdict
 from workers.delivery.scripts import SCRIPTS, FoldArgs, Script, argv, layout
 
@@ -182,7 +183,7 @@ def test_argv_flattens_a_record_as_its_layout_says() -> None:
     assert argv(args) == [
         *("group", 10, 20, 2, 1, 1),
         *("1-0", "2-0"),
-        *("1-0", "bad", "{}"),
+        *("1-0", "bad", "{}", "utf-8", 0, 0),
         *("inc", 1, 1),
         *("team", "p1", '"ops"'),
     ]

@@ -18,8 +18,8 @@ from typing import cast
 
 import redis.exceptions
 
-from workers.delivery.fold import plan_fold
 from workers.delivery.gate import REASON_AUTH, gate_update
+from workers.delivery.intake import Entry, Intake
 from workers.delivery.observer import NoObserver, PumpObserver
 from workers.delivery.outcome_log import log_outcome
 from workers.delivery.records import Attempt, Claim, Settlement, Verdict
@@ -98,6 +98,9 @@ class Pump:
         self._sender = sender
         self._config = config
         self._observer: PumpObserver = observer or NoObserver()
+        self._intake = Intake(
+            store, retention_ms=config.retention_ms, orphan_wait_ms=config.policy.orphan_wait_ms
+        )
         self._group_ready = False
         self._stop: asyncio.Event | None = None
 
@@ -147,29 +150,23 @@ class Pump:
 
     async def _ingest(self, deadline: float, wake: asyncio.Event, report: PumpReport) -> None:
         config = self._config
-        entries = await self._store.reclaim(
-            config.consumer, config.reclaim_idle_ms, config.ingest_batch
-        )
+        # Every page of entries dead consumers left pending, unless the run ends first;
+        # the scan's place is kept, so the next run goes on from there.
+        while True:
+            reclaimed = await self._intake.reclaim(
+                config.consumer, config.reclaim_idle_ms, config.ingest_batch
+            )
+            await self._fold(reclaimed, wake, report)
+            if self._intake.reclaim_went_round or self._now() >= deadline or self.stopping:
+                break
         await self._store.forget_idle_consumers(config.consumer, FORGET_CONSUMER_AFTER_MS)
         last_heartbeat = -HEARTBEAT_EVERY_S
+        entries: list[Entry] = []
         while True:
             if self._now() - last_heartbeat >= HEARTBEAT_EVERY_S:
                 await self._store.heartbeat(config.consumer, FORGET_CONSUMER_AFTER_MS)
                 last_heartbeat = self._now()
-            if entries:
-                plan = plan_fold(entries)
-                result = await self._store.fold(
-                    plan,
-                    retention_ms=config.retention_ms,
-                    orphan_wait_ms=config.policy.orphan_wait_ms,
-                )
-                report.entries += len(plan.ack_ids)
-                report.dead_entries += result.poison
-                self._observer.folded(len(plan.ack_ids), result.poison)
-                for poison in plan.poison:
-                    log.error("dead letter: stream entry %s: %s", poison.entry_id, poison.reason)
-                if result.changed:
-                    wake.set()
+            await self._fold(entries, wake, report)
             remaining_ms = int((deadline - self._now()) * 1000)
             if remaining_ms <= 0 or self.stopping:
                 return
@@ -177,6 +174,18 @@ class Pump:
             entries = await self._store.read(
                 config.consumer, config.ingest_batch, max(1, min(remaining_ms, 1000))
             )
+
+    async def _fold(self, entries: list[Entry], wake: asyncio.Event, report: PumpReport) -> None:
+        if not entries:
+            return
+        folded = await self._intake.fold(entries)
+        report.entries += folded.entries
+        report.dead_entries += len(folded.poison)
+        self._observer.folded(folded.entries, len(folded.poison))
+        for poison in folded.poison:
+            log.error("dead letter: stream entry %s: %s", poison.entry_id, poison.reason)
+        if folded.changed:
+            wake.set()
 
     async def _deliver(self, deadline: float, wake: asyncio.Event, report: PumpReport) -> None:
         assert self._stop is not None  # noqa: S101 - set by run()

@@ -23,7 +23,8 @@ from importlib import resources
 from typing import TYPE_CHECKING, Final, Generic, TypeVar
 
 from forwarder.protocol import RedisKeys
-from workers.delivery.fold import IncidentUpdate, PoisonEntry
+from workers.delivery.fold import IncidentUpdate
+from workers.delivery.poison import PoisonEntry
 from workers.delivery.records import Settlement
 
 if TYPE_CHECKING:

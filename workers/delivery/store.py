@@ -111,17 +111,29 @@ class Store:
         return cast(list[tuple[bytes, dict[bytes, bytes]]], reply[0][1])
 
     async def reclaim(
-        self, consumer: str, min_idle_ms: int, count: int
-    ) -> list[tuple[bytes, dict[bytes, bytes]]]:
-        """Entries another consumer read but never acknowledged within ``min_idle_ms``."""
+        self, consumer: str, min_idle_ms: int, count: int, start: str = "0-0"
+    ) -> tuple[str, list[tuple[bytes, dict[bytes, bytes]]]]:
+        """Entries another consumer read but never acknowledged within ``min_idle_ms``.
+
+        Scans the pending list from ``start`` and returns ``(where the next scan starts,
+        entries)``; the next start is ``0-0`` once the scan went round. An entry deleted
+        while pending is acknowledged here: there is nothing left of it to fold.
+        """
         try:
             reply = await self._redis.xautoclaim(
-                self.keys.ingest, CONSUMER_GROUP, consumer, min_idle_ms, "0-0", count=count
+                self.keys.ingest, CONSUMER_GROUP, consumer, min_idle_ms, start, count=count
             )
         except ResponseError as exc:
             await self._without_group(exc)
-            return []
-        return [(eid, fields) for eid, fields in reply[1] if fields is not None]
+            return "0-0", []
+        cursor = reply[0].decode() if isinstance(reply[0], bytes) else str(reply[0])
+        entries = [(eid, fields) for eid, fields in reply[1] if eid is not None and fields]
+        # Redis 7 drops deleted entries from the pending list itself (and lists their ids
+        # third); Redis 6.2 hands them out as empty entries, forever unless acknowledged.
+        gone = [eid for eid, fields in reply[1] if eid is not None and not fields]
+        if gone:
+            await self._redis.xack(self.keys.ingest, CONSUMER_GROUP, *gone)
+        return cursor, entries
 
     async def forget_idle_consumers(self, keep: str, idle_ms: int) -> int:
         """Drop consumers with nothing pending and idle for ``idle_ms``: dead processes.

@@ -7,7 +7,8 @@
 -- KEYS: ingest (the stream), due, inflight, dead, stats, then one hash per update, in order
 -- ARGV (FoldArgs in workers/delivery/scripts.py): group, retention_ms, orphan_wait_ms,
 --       n_ack_ids, n_poison, n_updates, the ack ids,
---       per poison entry (PoisonEntry): entry_id, reason, payload,
+--       per poison entry (PoisonEntry): entry_id, reason, payload, encoding (utf-8 or
+--       base64), size_bytes, truncated (1: payload cut),
 --       per update (IncidentUpdate): incident_id, n_fields, force (1: a replay, deliver even if
 --       unchanged), then per field (FieldUpdate): field, position, value (JSON)
 local ingest_key, due_key, inflight_key, dead_key, stats_key = unpack(KEYS, 1, 5)
@@ -20,11 +21,31 @@ local i = 7
 local acks = {}
 for _ = 1, n_ack_ids do acks[#acks + 1] = ARGV[i]; i = i + 1 end
 
+local letters = {}
 for _ = 1, n_poison do
-  local entry_id, reason, payload = unpack(ARGV, i, i + 2)
-  i = i + 3
-  redis.call('XADD', dead_key, '*', 'source', 'stream', 'entry_id', entry_id,
-    'reason', reason, 'payload', payload, 'at_ms', ms(now))
+  local entry_id, reason, payload, encoding, size_bytes, truncated = unpack(ARGV, i, i + 5)
+  i = i + 6
+  letters[#letters + 1] = {entry_id, reason, payload, encoding, size_bytes, truncated}
+end
+
+-- A script is not rolled back when a command in it fails: check what could fail before
+-- writing anything, and write the dead letters (the one thing a retry would repeat) last.
+local function expect(key, wanted)
+  local kind = redis.call('TYPE', key)['ok']
+  return kind == 'none' or kind == wanted, kind
+end
+for _, pair in ipairs({{due_key, 'zset'}, {inflight_key, 'zset'}, {dead_key, 'stream'},
+                       {stats_key, 'hash'}}) do
+  local ok, kind = expect(pair[1], pair[2])
+  -- BADKEY: Redis-wide (every fold would fail), so the worker keeps the entries pending.
+  if not ok then return redis.error_reply('BADKEY ' .. pair[1] .. ' holds a ' .. kind) end
+end
+for u = 1, n_updates do
+  local key = KEYS[5 + u]
+  local ok, kind = expect(key, 'hash')
+  if not ok then
+    return redis.error_reply('WRONGTYPE ' .. key .. ' holds a ' .. kind .. ', not a hash')
+  end
 end
 
 local changed, unchanged = 0, 0
@@ -76,6 +97,12 @@ for u = 1, n_updates do
   else
     unchanged = unchanged + 1
   end
+end
+
+for _, letter in ipairs(letters) do
+  redis.call('XADD', dead_key, '*', 'source', 'stream', 'entry_id', letter[1],
+    'reason', letter[2], 'payload', letter[3], 'payload_encoding', letter[4],
+    'payload_bytes', letter[5], 'payload_truncated', letter[6], 'at_ms', ms(now))
 end
 
 for start = 1, #acks, 1000 do
