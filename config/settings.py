@@ -60,6 +60,9 @@ class Settings(BaseSettings):
     backoff_max_s: float = Field(default=300.0, gt=0)
     max_age_s: float = Field(default=3 * 86_400.0, gt=0)
     auth_pause_s: float = Field(default=60.0, gt=0, le=3_600)
+    finished_retention_s: float = Field(default=400 * 86_400.0, gt=0)
+    """How long the finish of a delivered incident is remembered after its state expired, so
+    that a late duplicate of its start never reopens it at Datadog."""
     max_requests_per_s: float | None = Field(default=None, gt=0)
     tick_s: float = Field(default=1.0, gt=0, le=60)
     task_budget_s: float = Field(default=5.0, gt=0, le=300)
@@ -121,6 +124,15 @@ class Settings(BaseSettings):
             raise ValueError(
                 "FORWARDER_LEASE_S must exceed FORWARDER_HTTP_TIMEOUT_S + 1 s, or a slow "
                 "request could outlive its claim and the incident be sent twice at once"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _finish_outlives_state(self) -> Self:
+        if self.finished_retention_s < self.retention_s:
+            raise ValueError(
+                "FORWARDER_FINISHED_RETENTION_S must be at least FORWARDER_RETENTION_S: the "
+                "record of a delivered finish is what protects it once the state has expired"
             )
         return self
 
