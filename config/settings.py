@@ -60,6 +60,9 @@ class Settings(BaseSettings):
     backoff_max_s: float = Field(default=300.0, gt=0)
     max_age_s: float = Field(default=3 * 86_400.0, gt=0)
     auth_pause_s: float = Field(default=60.0, gt=0, le=3_600)
+    finished_retention_s: float = Field(default=400 * 86_400.0, gt=0)
+    """How long the finish of a delivered incident is remembered after its state expired, so
+    that a late duplicate of its start never reopens it at Datadog."""
     max_requests_per_s: float | None = Field(default=None, gt=0)
     tick_s: float = Field(default=1.0, gt=0, le=60)
     task_budget_s: float = Field(default=5.0, gt=0, le=300)
@@ -155,8 +158,8 @@ def inconsistencies(settings: Settings) -> list[str]:
     """What is wrong between variables that are each valid alone (empty if nothing).
 
     Each rule guards a hazard: a claim that lapses while its request is still in flight (a
-    second worker sends the same incident at the same time), or an incident's state that
-    expires before it can be delivered or dead-lettered (silent loss).
+    second worker sends the same incident at the same time), or a delivered finish forgotten
+    while its state is still remembered (a late start could reopen it).
     """
     s = settings
     problems = []
@@ -166,23 +169,14 @@ def inconsistencies(settings: Settings) -> list[str]:
             f"({_s(s.http_timeout_s)}) + {_s(LEASE_SLACK_S)}: a request could outlive its "
             "claim, and a second worker send the same incident while it is still in flight"
         )
-    # A failing incident becomes a dead letter at its first attempt past the max age: up to
-    # one largest backoff later, plus one claimed request.
-    settle_s = s.max_age_s + s.backoff_max_s + s.lease_s
-    if s.retention_s < settle_s:
+    # The retention no longer races the max age or the orphan wait: a state still to send
+    # never expires (the scripts clear its expiry while it is scheduled), so a short
+    # retention only shortens the dedupe horizon. The finish record must outlive the state.
+    if s.finished_retention_s < s.retention_s:
         problems.append(
-            f"FORWARDER_RETENTION_S ({_s(s.retention_s)}) must be at least FORWARDER_MAX_AGE_S "
-            f"({_s(s.max_age_s)}) + FORWARDER_BACKOFF_MAX_S ({_s(s.backoff_max_s)}) + "
-            f"FORWARDER_LEASE_S ({_s(s.lease_s)}) = {_s(settle_s)}: the state of an incident "
-            "still failing would expire before it could become a dead letter"
-        )
-    orphan_s = s.orphan_wait_s + s.lease_s
-    if s.retention_s < orphan_s:
-        problems.append(
-            f"FORWARDER_RETENTION_S ({_s(s.retention_s)}) must be at least "
-            f"FORWARDER_ORPHAN_WAIT_S ({_s(s.orphan_wait_s)}) + FORWARDER_LEASE_S "
-            f"({_s(s.lease_s)}) = {_s(orphan_s)}: a finish waiting for its start would "
-            "expire before it could become a dead letter"
+            f"FORWARDER_FINISHED_RETENTION_S ({_s(s.finished_retention_s)}) must be at least "
+            f"FORWARDER_RETENTION_S ({_s(s.retention_s)}): the record of a delivered finish "
+            "is what protects it once the state has expired"
         )
     return problems
 

@@ -122,6 +122,21 @@ class RedisKeys:
         return self.incident_prefix + incident_id
 
     @property
+    def finished_prefix(self) -> str:
+        """Prefix of the finish records (see ``finished``)."""
+        return f"{self._tag}:finished:"
+
+    def finished(self, incident_id: str) -> str:
+        """String: the finish Datadog last accepted for an incident, kept far longer than its
+        state (``FORWARDER_FINISHED_RETENTION_S``): ``<digest> <finished_at>``.
+
+        ``digest`` is that of the whole delivered state (``-``: not known), ``finished_at``
+        its JSON value. A state made again after it expired starts from it, so a late start
+        can never undo a finish.
+        """
+        return self.finished_prefix + incident_id
+
+    @property
     def celery_prefix(self) -> str:
         """Prefix under which Celery's own broker keys live (ticks only, never events)."""
         return f"{self._tag}:celery:"
@@ -157,6 +172,9 @@ class StateField(StrEnum):
     """Why the last attempt failed."""
     DEAD_VERSION = "dead_version"
     """The version last dead-lettered."""
+    REMEMBERED = "remembered"
+    """Digest of the state Datadog holds, from the finish record, in a state made again after
+    it expired (absent once a request for it went out): equal attributes need no request."""
 
 
 class GateField(StrEnum):
@@ -195,6 +213,9 @@ class StatsField(StrEnum):
     LEASES_LAPSED = "leases_lapsed"
     ENTRIES_FOLDED = "entries_folded"
     UPDATES_UNCHANGED = "updates_unchanged"
+    STATES_MISSING = "states_missing"
+    """Due incidents whose state was gone when claimed (deleted by hand, or expired under an
+    older version): each one a dead letter."""
     LAST_SUCCESS_MS = "last_success_ms"
     LAST_ERROR = "last_error"
     """``<incident id>: <reason>`` of the last failed or dead-lettered attempt."""

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from bench.chaos.retention import retention
 from bench.chaos.scenarios import (
     auth_then_fixed,
     garbage,
@@ -27,6 +28,7 @@ from bench.chaos.scenarios import (
     redis_restart,
     sigkill,
 )
+from bench.chaos.tombstone import tombstone
 from bench.chaos.world import Row
 
 SCENARIOS: dict[str, Callable[[str], Row]] = {
@@ -36,6 +38,8 @@ SCENARIOS: dict[str, Callable[[str], Row]] = {
     "rate_limit": rate_limited,
     "auth": auth_then_fixed,
     "garbage": garbage,
+    "retention": retention,
+    "tombstone": tombstone,
 }
 
 __all__ = [
@@ -46,5 +50,7 @@ __all__ = [
     "outage",
     "rate_limited",
     "redis_restart",
+    "retention",
     "sigkill",
+    "tombstone",
 ]

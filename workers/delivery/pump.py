@@ -25,7 +25,7 @@ from workers.delivery.outcome_log import log_outcome
 from workers.delivery.records import Attempt, Claim, Settlement, Verdict
 from workers.delivery.sender import Sender
 from workers.delivery.settlement import SettlementPolicy, before_sending, from_answer
-from workers.delivery.store import Store
+from workers.delivery.store import DEFAULT_FINISHED_RETENTION_MS, Store
 
 log = logging.getLogger("dora_forwarder.pump")
 
@@ -52,6 +52,7 @@ class PumpConfig:
     reclaim_idle_ms: int
     retention_ms: int
     policy: SettlementPolicy
+    finished_retention_ms: int = DEFAULT_FINISHED_RETENTION_MS
     probe_ms: int = 11_000
     ceiling_per_s: float | None = None
 
@@ -285,7 +286,13 @@ class Pump:
     async def _settle(self, flight: _Flight, report: PumpReport) -> None:
         batch = flight.batch
         update = gate_update(batch.answers, auth_pause_s=self._config.policy.auth_pause_s)
-        result = await self._store.settle(flight.token, batch.settlements, update)
+        result = await self._store.settle(
+            flight.token,
+            batch.settlements,
+            update,
+            retention_ms=self._config.retention_ms,
+            finished_retention_ms=self._config.finished_retention_ms,
+        )
         if result.gate_newly_closed:
             until = datetime.now(UTC).timestamp() + update.close_ms / 1000
             when = datetime.fromtimestamp(until, UTC).isoformat(timespec="seconds")

@@ -54,6 +54,8 @@ class Claim:
     """Redis' clock when it was claimed: what ages and waits are measured against."""
     published_ms: int | None = None
     """When the newest entry behind this version was published (Redis' clock)."""
+    remembered_digest: str | None = None
+    """In a state made again after it expired: the digest of what Datadog holds."""
 
     @property
     def kind(self) -> str:
@@ -71,6 +73,8 @@ class Settlement:
     delay_ms: int = 0
     reason: str = ""
     detail: str = ""
+    digest: str = ""
+    """Of the attributes Datadog now holds (``state_digest``), for a delivered claim."""
 
 
 @dataclass(frozen=True, slots=True)

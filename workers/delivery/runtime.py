@@ -53,6 +53,7 @@ def pump_config(settings: Settings) -> PumpConfig:
         lease_ms=int(settings.lease_s * 1000),
         reclaim_idle_ms=int(settings.reclaim_idle_s * 1000),
         retention_ms=int(settings.retention_s * 1000),
+        finished_retention_ms=int(settings.finished_retention_s * 1000),
         policy=SettlementPolicy(
             backoff=BackoffPolicy(settings.backoff_base_s, settings.backoff_max_s),
             orphan_wait_ms=int(settings.orphan_wait_s * 1000),

@@ -59,6 +59,12 @@ class SettleArgs:
     prefix: str
     token: str
     now_ms: int | None
+    retention_ms: int
+    """How long a quiet state (delivered or dead-lettered) is kept."""
+    finished_prefix: str
+    """Prefix of the finish records (``RedisKeys.finished_prefix``)."""
+    finished_retention_ms: int
+    """How long the record of a delivered finish is kept."""
     close_ms: int
     close_reason: str
     close_detail: str
@@ -80,7 +86,12 @@ class FoldArgs:
 
     group: str
     retention_ms: int
+    """How long a state that needs no request (a late copy of a delivered finish) is kept."""
     orphan_wait_ms: int
+    finished_prefix: str
+    """Prefix of the finish records (``RedisKeys.finished_prefix``)."""
+    now_ms: int | None
+    """None: Redis' clock (tests pin it)."""
     ack_ids: tuple[str, ...]
     poison: tuple[PoisonEntry, ...]
     updates: tuple[IncidentUpdate, ...]
@@ -149,7 +160,7 @@ class Script(Generic[A]):
         return names, argv(args)
 
 
-CLAIM: Final = Script("claim.lua", ("due", "inflight", "stats", "gate"), ClaimArgs)
+CLAIM: Final = Script("claim.lua", ("due", "inflight", "dead", "stats", "gate"), ClaimArgs)
 SETTLE: Final = Script("settle.lua", ("due", "inflight", "dead", "stats", "gate"), SettleArgs)
 FOLD: Final = Script(
     "fold.lua", ("ingest", "due", "inflight", "dead", "stats"), FoldArgs, incident_keys=True

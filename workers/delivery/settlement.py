@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 
 from forwarder import InvalidEventError
 from forwarder.entry import to_event
@@ -29,6 +30,27 @@ class SettlementPolicy:
     auth_pause_s: float = 60.0
 
 
+def state_digest(attributes: Mapping[str, Any]) -> str:
+    """A short fingerprint of a state's attributes: equal states, equal digests.
+
+    16 hex digits of SHA-1 over canonical JSON; a finish record keeps the digest of what
+    Datadog holds, so that a state made again after it expired costs no request if equal.
+    """
+    canonical = json.dumps(attributes, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha1(canonical.encode(), usedforsecurity=False).hexdigest()[:16]
+
+
+def delivered(claim: Claim, reason: str = "") -> Settlement:
+    """``claim``'s state is what Datadog holds."""
+    return Settlement(
+        claim.incident_id,
+        claim.version,
+        Verdict.DELIVERED,
+        reason=reason,
+        digest=state_digest(claim.attributes),
+    )
+
+
 def dead_letter(claim: Claim, reason: str, attempt: Attempt | None = None) -> Settlement:
     """A dead letter for ``claim``, with the answer (if any) and the merged attributes."""
     detail = {
@@ -49,12 +71,16 @@ def dead_letter(claim: Claim, reason: str, attempt: Attempt | None = None) -> Se
 def before_sending(claim: Claim, policy: SettlementPolicy) -> Settlement | None:
     """How to settle a claim that must not be sent, or None to send it.
 
-    Already delivered (a lapsed lease came back): settle as delivered. A finish without its
-    start: wait for it, or give up after the orphan wait. A merged state that breaks a rule
-    (say, a finish earlier than its stored start): dead letter, without costing a request.
+    Already delivered (a lapsed lease came back), or made again after it expired exactly as
+    Datadog holds it (a late duplicate of a finished incident's start): settle as delivered.
+    A finish without its start: wait for it, or give up after the orphan wait. A merged state
+    that breaks a rule (say, a finish earlier than its stored start): dead letter, without
+    costing a request.
     """
     if claim.version <= claim.sent_version:
-        return Settlement(claim.incident_id, claim.version, Verdict.DELIVERED, reason="sent")
+        return delivered(claim, "sent")
+    if claim.remembered_digest == state_digest(claim.attributes):
+        return delivered(claim, "Datadog holds this state already (finish record)")
     if not is_complete(claim.attributes):
         waited_ms = claim.claimed_at_ms - claim.first_seen_ms
         if waited_ms < policy.orphan_wait_ms:
@@ -90,7 +116,7 @@ def from_answer(
     if decision.verdict is Verdict.DEAD:
         return dead_letter(claim, decision.reason, attempt)
     if decision.verdict is Verdict.DELIVERED:
-        return Settlement(claim.incident_id, claim.version, Verdict.DELIVERED)
+        return delivered(claim)
     if attempt.status in AUTH_STATUSES:
         # Never expires: the events wait for a working key, however long that takes.
         return Settlement(

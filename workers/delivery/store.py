@@ -58,6 +58,12 @@ _BOOKKEEPING: Final = frozenset(
 )
 """The integer fields of an incident's hash a claim carries."""
 
+DEFAULT_RETENTION_MS: Final = 30 * 86_400_000
+"""How long a quiet state is kept (``FORWARDER_RETENTION_S``'s default)."""
+
+DEFAULT_FINISHED_RETENTION_MS: Final = 400 * 86_400_000
+"""How long a delivered finish is remembered (``FORWARDER_FINISHED_RETENTION_S``'s default)."""
+
 
 class Store:
     """The Redis operations of one worker process (async, one connection pool)."""
@@ -152,14 +158,23 @@ class Store:
             await self._without_group(exc)
             return 0
 
-    async def fold(self, plan: FoldPlan, *, retention_ms: int, orphan_wait_ms: int) -> FoldResult:
-        """Apply ``plan`` and acknowledge its entries, in one atomic step."""
+    async def fold(
+        self,
+        plan: FoldPlan,
+        *,
+        retention_ms: int,
+        orphan_wait_ms: int,
+        now_ms: int | None = None,
+    ) -> FoldResult:
+        """Apply ``plan`` and acknowledge its entries, in one atomic step; see ``fold.lua``."""
         keys, args = FOLD.call(
             self.keys,
             FoldArgs(
                 CONSUMER_GROUP,
                 retention_ms,
                 orphan_wait_ms,
+                self.keys.finished_prefix,
+                now_ms,
                 plan.ack_ids,
                 plan.poison,
                 plan.updates,
@@ -207,8 +222,14 @@ class Store:
         gate: GateUpdate,
         *,
         now_ms: int | None = None,
+        retention_ms: int = DEFAULT_RETENTION_MS,
+        finished_retention_ms: int = DEFAULT_FINISHED_RETENTION_MS,
     ) -> SettleResult:
-        """Record outcomes and the gate's update in one step; see ``settle.lua``."""
+        """Record outcomes and the gate's update in one step; see ``settle.lua``.
+
+        A state left quiet (delivered or dead-lettered, nothing newer) expires after
+        ``retention_ms``; a delivered finish is remembered for ``finished_retention_ms``.
+        """
         budget = gate.budget
         keys, args = SETTLE.call(
             self.keys,
@@ -216,6 +237,9 @@ class Store:
                 prefix=self.keys.incident_prefix,
                 token=token,
                 now_ms=now_ms,
+                retention_ms=retention_ms,
+                finished_prefix=self.keys.finished_prefix,
+                finished_retention_ms=finished_retention_ms,
                 close_ms=gate.close_ms,
                 close_reason=gate.close_reason,
                 close_detail=gate.close_detail,
@@ -265,12 +289,15 @@ def _claim_from(row: Sequence[bytes], claimed_at_ms: int) -> Claim:
     incident_id = row[0].decode()
     attributes: dict[str, Any] = {}
     numbers: dict[str, int] = {}
+    remembered: str | None = None
     for name, value in zip(row[1::2], row[2::2], strict=True):
         key = name.decode()
         if key.startswith(ATTRIBUTE_PREFIX):
             attributes[key[len(ATTRIBUTE_PREFIX) :]] = json.loads(value)
         elif key in _BOOKKEEPING:
             numbers[key] = int(value)
+        elif key == StateField.REMEMBERED:
+            remembered = value.decode()
     return Claim(
         incident_id=incident_id,
         version=numbers.get(StateField.VERSION, 0),
@@ -281,6 +308,7 @@ def _claim_from(row: Sequence[bytes], claimed_at_ms: int) -> Claim:
         attributes=attributes,
         claimed_at_ms=claimed_at_ms,
         published_ms=numbers.get(StateField.PUBLISHED_MS),
+        remembered_digest=remembered,
     )
 
 

@@ -12,3 +12,6 @@ end
 
 -- What X-RateLimit-* headers (or their absence) told the gate is trusted this long.
 local KNOWLEDGE_MS = 600000
+
+-- Whether a state id names an incident (a deployment's is `deployment/<id>`).
+local function is_incident(state_id) return not string.find(state_id, '/', 1, true) end

@@ -12,12 +12,14 @@
 -- Claims whose lease lapsed (their worker died or hung) fall due again first. Each claim
 -- stores the caller's token in the incident, so that a late settlement by a worker whose
 -- lease lapsed cannot undo the work of the worker that took over.
+-- A claimed state never expires (settle.lua starts its retention once it is quiet); a due
+-- incident whose state is gone anyway becomes a dead letter, never a silent drop (I1).
 --
--- KEYS: due, inflight, stats, gate
+-- KEYS: due, inflight, dead, stats, gate
 -- ARGV (ClaimArgs in workers/delivery/scripts.py): incident key prefix, limit, lease_ms,
 --       token, probe_ms, ceiling_per_s (0: none), now_ms ('' for Redis' clock; tests pin it)
 -- Returns: {now_ms, wait_ms, reason, {id, field, value, ...}, ...} without s:* fields.
-local due_key, inflight_key, stats_key, gate_key = unpack(KEYS, 1, 4)
+local due_key, inflight_key, dead_key, stats_key, gate_key = unpack(KEYS, 1, 5)
 local prefix, limit, lease_ms, token, probe_ms, ceiling_per_s, now_ms = unpack(ARGV, 1, 7)
 local now = clock_ms(now_ms)
 limit, lease_ms, probe_ms = tonumber(limit), tonumber(lease_ms), tonumber(probe_ms)
@@ -78,14 +80,22 @@ end
 
 if allowed <= 0 then return {ms(now), ms(math.max(wait, 1)), why} end
 
+local MISSING = 'the state is missing (deleted by hand, evicted by a Redis whose '
+  .. 'maxmemory-policy is not noeviction, or expired under an older version): nothing to send'
 local out = {ms(now), '0', ''}
+local missing = 0
 local ids = redis.call('ZRANGEBYSCORE', due_key, '-inf', ms(now), 'LIMIT', 0, allowed)
 for _, id in ipairs(ids) do
   redis.call('ZREM', due_key, id)
   local key = prefix .. id
   local fields = redis.call('HGETALL', key)
-  -- A hash that expired (retention) or was purged has nothing left to deliver.
-  if #fields > 0 then
+  if #fields == 0 then
+    missing = missing + 1
+    redis.call('XADD', dead_key, '*', 'source', 'incident', 'incident_id', id, 'reason', MISSING,
+      'detail', '{"status":null,"response":null,"attributes":null,"attempts":0}', 'at_ms', ms(now))
+    redis.call('HSET', stats_key, 'last_error', id .. ': ' .. MISSING, 'last_error_ms', ms(now))
+  else
+    redis.call('PERSIST', key)  -- an expiry an older version set
     redis.call('ZADD', inflight_key, ms(now + lease_ms), id)
     redis.call('HSET', key, 'claim', token)
     local kept = {id}
@@ -97,6 +107,11 @@ for _, id in ipairs(ids) do
     end
     out[#out + 1] = kept
   end
+end
+
+if missing > 0 then
+  redis.call('HINCRBY', stats_key, 'dead_letters', missing)
+  redis.call('HINCRBY', stats_key, 'states_missing', missing)
 end
 
 local sent = #out - 3

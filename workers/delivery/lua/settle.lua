@@ -11,31 +11,54 @@
 -- Only the holder of the claim moves the incident; a settlement whose lease lapsed and was
 -- taken over only records a delivered version.
 --
+-- Expiry: a state is kept while it is due, in flight or backing off (I1). Once it is quiet
+-- (delivered or dead-lettered, nothing newer folded) it expires after `retention_ms`, and a
+-- delivered incident's finish is remembered apart for `finished_retention_ms`
+-- (RedisKeys.finished in forwarder/protocol.py), so that fold.lua can give a state made
+-- again the finish Datadog holds (I2).
+--
 -- Gate (see claim.lua): `close_ms` closes it (never shortens a closure); a refused key also
 -- forgets what is known about limits, so that the reopened gate lets one probe through.
 --
 -- KEYS: due, inflight, dead, stats, gate
 -- ARGV (SettleArgs in workers/delivery/scripts.py): incident key prefix, token,
---       now_ms ('' for Redis' clock), close_ms, close_reason, close_detail,
+--       now_ms ('' for Redis' clock), retention_ms, finished_prefix, finished_retention_ms,
+--       close_ms, close_reason, close_detail,
 --       budget_limit (0: no budget seen), remaining, reset_ms, period_ms,
 --       unlimited (1: a 2xx came without rate-limit headers), answered (1: any answer),
 --       n_settlements, then per outcome (Settlement): incident_id, version, verdict, delay_ms,
---       reason, detail (JSON, dead letters)
+--       reason, detail (JSON, dead letters), digest (of the delivered attributes, or '')
 -- Returns: {delivered, retry, dead, stale, gate newly closed (0/1)}
 local due_key, inflight_key, dead_key, stats_key, gate_key = unpack(KEYS, 1, 5)
-local prefix, token, now_ms, close_ms, close_reason, close_detail, budget_limit, remaining,
-  reset_ms, period_ms, unlimited, answered, n_settlements = unpack(ARGV, 1, 13)
+local prefix, token, now_ms, retention_ms, finished_prefix, finished_retention_ms, close_ms,
+  close_reason, close_detail, budget_limit, remaining, reset_ms, period_ms, unlimited, answered,
+  n_settlements = unpack(ARGV, 1, 16)
 local now = clock_ms(now_ms)
+
+-- Remember the finish of a delivered incident: its value, and the digest of the whole state
+-- Datadog now holds ('-' when that is not the stored state).
+local function remember_finish(key, incident_id, digest)
+  if not is_incident(incident_id) then return end  -- a deployment's POST carries both times
+  local finished = redis.call('HGET', key, 'a:finished_at')
+  if not finished then return end
+  if digest == '' then digest = '-' end
+  redis.call('SET', finished_prefix .. incident_id, digest .. ' ' .. finished,
+    'PX', finished_retention_ms)
+end
 
 local counts = {delivered = 0, retry = 0, wait = 0, dead = 0, stale = 0}
 local last_error = nil
-for i = 14, 13 + 6 * tonumber(n_settlements), 6 do
-  local incident_id, version, verdict, delay_ms, reason, detail = unpack(ARGV, i, i + 5)
+for i = 17, 16 + 7 * tonumber(n_settlements), 7 do
+  local incident_id, version, verdict, delay_ms, reason, detail, digest = unpack(ARGV, i, i + 6)
   version, delay_ms = tonumber(version), tonumber(delay_ms)
   local key = prefix .. incident_id
   if redis.call('EXISTS', key) == 1 then
     local owned = redis.call('HGET', key, 'claim') == token
     local current = tonumber(redis.call('HGET', key, 'version') or '0')
+    if verdict == 'delivered' or verdict == 'retry' then
+      -- A request went out: Datadog may no longer hold the state a finish record described.
+      redis.call('HDEL', key, 'remembered')
+    end
     if verdict == 'delivered' then
       if version > tonumber(redis.call('HGET', key, 'sent') or '0') then
         redis.call('HSET', key, 'sent', version)
@@ -62,7 +85,15 @@ for i = 14, 13 + 6 * tonumber(n_settlements), 6 do
           redis.call('XADD', dead_key, '*', 'source', 'incident', 'incident_id', incident_id,
             'reason', reason, 'detail', detail, 'at_ms', ms(now))
         end
-        if current > version then redis.call('ZADD', due_key, ms(now), incident_id) end
+        if current > version then
+          redis.call('ZADD', due_key, ms(now), incident_id)
+        else
+          -- Quiet: from now on the state only serves dedupe (and a replay's merge).
+          redis.call('PEXPIRE', key, retention_ms)
+        end
+        if verdict == 'delivered' then
+          remember_finish(key, incident_id, current == version and digest or '-')
+        end
       end
     end
   end
