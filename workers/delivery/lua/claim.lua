@@ -24,7 +24,6 @@ local prefix, limit, lease_ms, token, probe_ms, ceiling_per_s, now_ms = unpack(A
 local now = clock_ms(now_ms)
 limit, lease_ms, probe_ms = tonumber(limit), tonumber(lease_ms), tonumber(probe_ms)
 local ceiling = tonumber(ceiling_per_s)
-local function num(v) if v then return tonumber(v) end return nil end
 
 local lapsed = redis.call('ZRANGEBYSCORE', inflight_key, '-inf', ms(now), 'LIMIT', 0, limit)
 for _, id in ipairs(lapsed) do
@@ -44,17 +43,19 @@ if closed_until > now then
 end
 
 local allowed, wait, why = limit, 0, ''
-local budget_limit = num(g.limit)
+local budget_limit, remaining = count(g.limit), count(g.remaining)
+local window_end, period = num(g.window_end_ms), num(g.period_ms)
 local budgeted, probing = false, false
-if budget_limit and now - (num(g.budget_ms) or 0) < KNOWLEDGE_MS then
+-- A budget with a part missing or absurd (written by hand, or unchecked by an older version)
+-- is no budget: nothing is known, and one probe finds out.
+if budget_limit and budget_limit > 0 and remaining and window_end and period and period > 0
+    and now - (num(g.budget_ms) or 0) < KNOWLEDGE_MS then
   budgeted = true
-  local window_end, period = num(g.window_end_ms), num(g.period_ms)
-  local remaining = num(g.remaining) or 0
   if now >= window_end then
     -- Datadog's windows are fixed and back to back: the next one has the full limit.
     window_end = window_end + (math.floor((now - window_end) / period) + 1) * period
     remaining = budget_limit
-    redis.call('HSET', gate_key, 'window_end_ms', ms(window_end), 'remaining', remaining)
+    redis.call('HSET', gate_key, 'window_end_ms', ms(window_end), 'remaining', ms(remaining))
   end
   if remaining < allowed then allowed = remaining end
   if allowed <= 0 then wait, why = window_end - now, 'budget' end
@@ -68,9 +69,10 @@ elseif now - (num(g.unlimited_ms) or -KNOWLEDGE_MS) >= KNOWLEDGE_MS then
   end
 end
 
+local tokens = 0
 if ceiling > 0 and allowed > 0 then
   local burst = math.max(1, ceiling)
-  local tokens = num(g.tokens) or burst
+  tokens = num(g.tokens) or burst
   local since = now - (num(g.tokens_ms) or now)
   tokens = math.min(burst, tokens + since * ceiling / 1000)
   redis.call('HSET', gate_key, 'tokens', tostring(tokens), 'tokens_ms', ms(now))
@@ -114,10 +116,13 @@ if missing > 0 then
   redis.call('HINCRBY', stats_key, 'states_missing', missing)
 end
 
+-- Ids are in flight now: nothing below may fail (Redis does not undo a script's earlier writes,
+-- and a failure would strand them until their lease ends). Hence HSET of values computed here,
+-- never HINCRBY on what the hash holds.
 local sent = #out - 3
 if sent > 0 then
-  if budgeted then redis.call('HINCRBY', gate_key, 'remaining', -sent) end
-  if ceiling > 0 then redis.call('HINCRBYFLOAT', gate_key, 'tokens', -sent) end
+  if budgeted then redis.call('HSET', gate_key, 'remaining', ms(remaining - sent)) end
+  if ceiling > 0 then redis.call('HSET', gate_key, 'tokens', tostring(tokens - sent)) end
   if probing then redis.call('HSET', gate_key, 'probe_until_ms', ms(now + probe_ms)) end
 end
 return out

@@ -47,10 +47,31 @@ local function remember_finish(key, incident_id, digest)
 end
 
 local counts = {delivered = 0, retry = 0, wait = 0, dead = 0, stale = 0}
-local last_error = nil
+
+-- Every argument is checked before the first write: Redis does not undo the writes of a script
+-- that fails halfway, and claims settled by half a batch would be left in flight.
+local outcomes = {}
 for i = 17, 16 + 7 * tonumber(n_settlements), 7 do
   local incident_id, version, verdict, delay_ms, reason, detail, digest = unpack(ARGV, i, i + 6)
-  version, delay_ms = tonumber(version), tonumber(delay_ms)
+  version, delay_ms = num(version), num(delay_ms)
+  if not (version and delay_ms and counts[verdict]) or verdict == 'stale' then
+    return redis.error_reply('settle: the settlement of ' .. tostring(incident_id)
+      .. ' has a bad version, delay_ms or verdict')
+  end
+  outcomes[#outcomes + 1] = {incident_id, version, verdict, delay_ms, reason, detail, digest}
+end
+-- Figures about the gate that are missing or absurd tell nothing (workers/delivery/gate.py
+-- clamps them; this holds for any caller).
+close_ms = num(close_ms) or 0
+budget_limit, remaining = count(budget_limit) or 0, count(remaining)
+reset_ms, period_ms = num(reset_ms), num(period_ms)
+if not (remaining and reset_ms and period_ms and reset_ms >= 0 and period_ms > 0) then
+  budget_limit = 0
+end
+
+local last_error = nil
+for _, outcome in ipairs(outcomes) do
+  local incident_id, version, verdict, delay_ms, reason, detail, digest = unpack(outcome)
   local key = prefix .. incident_id
   if redis.call('EXISTS', key) == 1 then
     local owned = redis.call('HGET', key, 'claim') == token
@@ -100,11 +121,9 @@ for i = 17, 16 + 7 * tonumber(n_settlements), 7 do
 end
 
 -- The gate.
-close_ms, budget_limit, remaining = tonumber(close_ms), tonumber(budget_limit), tonumber(remaining)
-reset_ms, period_ms = tonumber(reset_ms), tonumber(period_ms)
 local newly_closed = 0
 if close_ms > 0 then
-  local closed_until = tonumber(redis.call('HGET', gate_key, 'closed_until_ms') or '0')
+  local closed_until = num(redis.call('HGET', gate_key, 'closed_until_ms')) or 0
   if closed_until <= now then newly_closed = 1 end
   if now + close_ms > closed_until then
     redis.call('HSET', gate_key, 'closed_until_ms', ms(now + close_ms), 'reason', close_reason,
@@ -117,17 +136,17 @@ if close_ms > 0 then
 end
 if budget_limit > 0 and close_reason ~= 'auth' then
   local new_end = now + reset_ms
-  local known_end = tonumber(redis.call('HGET', gate_key, 'window_end_ms') or '0')
-  local known_at = tonumber(redis.call('HGET', gate_key, 'budget_ms') or '0')
+  local known_end = num(redis.call('HGET', gate_key, 'window_end_ms')) or 0
+  local known_at = num(redis.call('HGET', gate_key, 'budget_ms')) or 0
   if now - known_at >= KNOWLEDGE_MS or math.abs(new_end - known_end) > 1000 then
     -- A window we did not know about: take the server's count as it is.
-    redis.call('HSET', gate_key, 'window_end_ms', ms(new_end), 'remaining', remaining)
+    redis.call('HSET', gate_key, 'window_end_ms', ms(new_end), 'remaining', ms(remaining))
   else
     -- The same window: in-flight answers arrive in any order; the smallest count is current.
-    local known = tonumber(redis.call('HGET', gate_key, 'remaining') or remaining)
-    if remaining < known then redis.call('HSET', gate_key, 'remaining', remaining) end
+    local known = count(redis.call('HGET', gate_key, 'remaining')) or remaining
+    if remaining < known then redis.call('HSET', gate_key, 'remaining', ms(remaining)) end
   end
-  redis.call('HSET', gate_key, 'limit', budget_limit, 'period_ms', ms(period_ms),
+  redis.call('HSET', gate_key, 'limit', ms(budget_limit), 'period_ms', ms(period_ms),
     'budget_ms', ms(now))
 end
 if unlimited == '1' and close_reason ~= 'auth' then
