@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from typing import Any, Literal, Self
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from pydantic import (
     AliasChoices,
@@ -19,6 +19,8 @@ from pydantic import (
     model_validator,
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from config.redis_url import mask_url_password
 
 _KEY_PREFIX_PATTERN = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 
@@ -46,6 +48,7 @@ class Settings(BaseSettings):
     )
     api_url: str | None = None
     redis_url: str = Field(default="redis://localhost:6379/0", repr=False)
+    """The Redis; a password in its user-info or its ``?password=`` (never printed)."""
     key_prefix: str = "dora"
 
     ingest_batch: int = Field(default=500, ge=1, le=10_000)
@@ -70,14 +73,14 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = "text"
     metrics_port: int = Field(default=9641, ge=0, le=65_535)
     """Where a worker serves Prometheus metrics; 0 turns the endpoint off."""
-    # An exporter is scraped from another host (and from outside a container) by default.
-    metrics_host: str = "0.0.0.0"  # noqa: S104
+    metrics_host: str = "127.0.0.1"
+    """The address metrics listen on: loopback unless told (0.0.0.0 in a container)."""
     dry_run: bool = False
     """Print each request instead of sending it (``dora-forwarder run --dry-run``)."""
     dry_run_fd: int = Field(default=1, ge=1)
     """The file descriptor a dry run writes its requests to (``run`` sets it)."""
     data_dir: str | None = None
-    """Where ``run`` keeps an embedded Redis' data; default: the user's data directory."""
+    """Where ``run`` keeps an embedded Redis' data, password and socket (made mode 0700)."""
     ingest_keys: SecretStr | None = None
     """Comma-separated keys producers send as DD-API-KEY to ``serve``; never Datadog's key."""
     ingest_host: str = "127.0.0.1"
@@ -141,7 +144,7 @@ class Settings(BaseSettings):
 
     @property
     def redis_url_for_logs(self) -> str:
-        """The Redis URL with any password masked, safe to print."""
+        """The Redis URL with every password (user-info or query) masked, safe to print."""
         return mask_url_password(self.redis_url)
 
 
@@ -179,18 +182,6 @@ def inconsistencies(settings: Settings) -> list[str]:
             "is what protects it once the state has expired"
         )
     return problems
-
-
-def mask_url_password(url: str) -> str:
-    """Replace the password of a URL by ``***`` (user names stay, to help debugging)."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
 def _variable_name(field: str) -> str:

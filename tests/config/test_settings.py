@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from config import SettingsError, load_settings
-from config.settings import mask_url_password
+from config.redis_url import mask_url_password
 
 KEY = "abcdef0123456789abcdef0123456789"
 
