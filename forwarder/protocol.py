@@ -155,6 +155,9 @@ class StateField(StrEnum):
     """Why the last attempt failed."""
     DEAD_VERSION = "dead_version"
     """The version last dead-lettered."""
+    DOUBT_UNTIL_MS = "doubt_until_ms"
+    """A request whose fate is in doubt may still land at the API until then (ms, Redis
+    clock): the current version is sent once more, claimed at or after it (absent: none)."""
 
 
 class GateField(StrEnum):

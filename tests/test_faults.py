@@ -69,6 +69,15 @@ def test_garbage_is_dead_lettered_and_a_fixed_letter_replays(redis_url: str) -> 
     assert result.facts["dead_letters"] == 20
 
 
+def test_old_state_applied_late_is_followed_by_the_current_one(redis_url: str) -> None:
+    """Starts applied by the API after their finish: Datadog still ends with the finish."""
+    result = chaos.late_apply(redis_url, count=20)
+    assert result.facts["regressed"] > 0  # the API did apply the old states last
+    assert result.lost == 0
+    # One resend per doubtful attempt, nothing more: start (held), finish, finish again.
+    assert result.facts["accepted_requests"] <= 3 * 20
+
+
 def test_warm_shutdown_releases_claims_at_once(
     redis_url: str,
     prefix: str,

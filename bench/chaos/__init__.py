@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from bench.chaos.late_apply import late_apply
 from bench.chaos.scenarios import (
     auth_then_fixed,
     garbage,
@@ -36,6 +37,7 @@ SCENARIOS: dict[str, Callable[[str], Row]] = {
     "rate_limit": rate_limited,
     "auth": auth_then_fixed,
     "garbage": garbage,
+    "late_apply": late_apply,
 }
 
 __all__ = [
@@ -43,6 +45,7 @@ __all__ = [
     "Row",
     "auth_then_fixed",
     "garbage",
+    "late_apply",
     "outage",
     "rate_limited",
     "redis_restart",

@@ -250,12 +250,20 @@ class Pump:
             await self._settle(flight, report)
 
     async def _release(self, flight: _Flight) -> None:
-        """Give claims back due now: another worker sends them (Datadog upserts by id)."""
+        """Give claims back due now: another worker sends them (Datadog upserts by id).
+
+        Their requests may have been written already: in doubt, so one more send follows
+        once they can no longer land.
+        """
         for task, claim in flight.in_flight.items():
             task.cancel()
             flight.batch.settlements.append(
                 Settlement(
-                    claim.incident_id, claim.version, Verdict.WAIT, reason="released at shutdown"
+                    claim.incident_id,
+                    claim.version,
+                    Verdict.WAIT,
+                    reason="released at shutdown",
+                    doubt=True,
                 )
             )
         await asyncio.gather(*flight.in_flight, return_exceptions=True)

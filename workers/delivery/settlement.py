@@ -43,17 +43,30 @@ def dead_letter(claim: Claim, reason: str, attempt: Attempt | None = None) -> Se
         Verdict.DEAD,
         reason=reason,
         detail=json.dumps(detail, separators=(",", ":")),
+        sent_at_ms=claim.claimed_at_ms if attempt else 0,
+        doubt=attempt.in_doubt if attempt else False,
     )
+
+
+def owes_resend(claim: Claim) -> bool:
+    """Whether ``claim`` must be sent although its version was delivered.
+
+    An earlier request whose fate was in doubt may have landed after that delivery; once it
+    can no longer land (``doubt_until_ms``), one more send of the current version makes it
+    the last to land.
+    """
+    return claim.doubt_until_ms is not None and claim.claimed_at_ms >= claim.doubt_until_ms
 
 
 def before_sending(claim: Claim, policy: SettlementPolicy) -> Settlement | None:
     """How to settle a claim that must not be sent, or None to send it.
 
-    Already delivered (a lapsed lease came back): settle as delivered. A finish without its
-    start: wait for it, or give up after the orphan wait. A merged state that breaks a rule
-    (say, a finish earlier than its stored start): dead letter, without costing a request.
+    Already delivered (a lapsed lease came back): settle as delivered, unless a resend is
+    owed (``owes_resend``). A finish without its start: wait for it, or give up after the
+    orphan wait. A merged state that breaks a rule (say, a finish earlier than its stored
+    start): dead letter, without costing a request.
     """
-    if claim.version <= claim.sent_version:
+    if claim.version <= claim.sent_version and not owes_resend(claim):
         return Settlement(claim.incident_id, claim.version, Verdict.DELIVERED, reason="sent")
     if not is_complete(claim.attributes):
         waited_ms = claim.claimed_at_ms - claim.first_seen_ms
@@ -89,8 +102,11 @@ def from_answer(
     )
     if decision.verdict is Verdict.DEAD:
         return dead_letter(claim, decision.reason, attempt)
+    sent_at_ms, doubt = claim.claimed_at_ms, attempt.in_doubt
     if decision.verdict is Verdict.DELIVERED:
-        return Settlement(claim.incident_id, claim.version, Verdict.DELIVERED)
+        return Settlement(
+            claim.incident_id, claim.version, Verdict.DELIVERED, sent_at_ms=sent_at_ms
+        )
     if attempt.status in AUTH_STATUSES:
         # Never expires: the events wait for a working key, however long that takes.
         return Settlement(
@@ -99,6 +115,8 @@ def from_answer(
             Verdict.RETRY,
             delay_ms=int(policy.auth_pause_s * 1000),
             reason=decision.reason,
+            sent_at_ms=sent_at_ms,
+            doubt=doubt,
         )
     age_ms = 0 if claim.failing_since_ms is None else claim.claimed_at_ms - claim.failing_since_ms
     if age_ms >= policy.max_age_ms:
@@ -114,4 +132,6 @@ def from_answer(
         Verdict.RETRY,
         delay_ms=int(decision.delay_s * 1000),
         reason=decision.reason,
+        sent_at_ms=sent_at_ms,
+        doubt=doubt,
     )

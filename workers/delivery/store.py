@@ -45,6 +45,7 @@ _BOOKKEEPING: Final = frozenset(
         StateField.FIRST_MS,
         StateField.FAILING_SINCE_MS,
         StateField.PUBLISHED_MS,
+        StateField.DOUBT_UNTIL_MS,
     }
 )
 """The integer fields of an incident's hash a claim carries."""
@@ -251,6 +252,7 @@ def _claim_from(row: Sequence[bytes], claimed_at_ms: int) -> Claim:
         attributes=attributes,
         claimed_at_ms=claimed_at_ms,
         published_ms=numbers.get(StateField.PUBLISHED_MS),
+        doubt_until_ms=numbers.get(StateField.DOUBT_UNTIL_MS),
     )
 
 

@@ -11,6 +11,13 @@
 -- Only the holder of the claim moves the incident; a settlement whose lease lapsed and was
 -- taken over only records a delivered version.
 --
+-- Doubt (I2: the newest version is the last to land): a request without an answer (timeout,
+-- connection lost after it was written, released at shutdown) may still be applied until its
+-- lease ends; `doubt_until_ms` keeps the latest such moment. A delivery claimed before it is
+-- followed by one more send of the current version, due at `doubt_until_ms`; one claimed at
+-- or after it clears it. A late answer (lease lapsed) that may have landed makes the
+-- incident due again at once: whatever was delivered meanwhile may have landed before it.
+--
 -- Gate (see claim.lua): `close_ms` closes it (never shortens a closure); a refused key also
 -- forgets what is known about limits, so that the reopened gate lets one probe through.
 --
@@ -20,7 +27,7 @@
 --       budget_limit (0: no budget seen), remaining, reset_ms, period_ms,
 --       unlimited (1: a 2xx came without rate-limit headers), answered (1: any answer),
 --       n_settlements, then per outcome (Settlement): incident_id, version, verdict, delay_ms,
---       reason, detail (JSON, dead letters)
+--       reason, detail (JSON, dead letters), sent_at_ms (0: not sent), doubt (1: may land)
 -- Returns: {delivered, retry, dead, stale, gate newly closed (0/1)}
 local due_key, inflight_key, dead_key, stats_key, gate_key = unpack(KEYS, 1, 5)
 local prefix, token, now_ms, close_ms, close_reason, close_detail, budget_limit, remaining,
@@ -29,13 +36,15 @@ local now = clock_ms(now_ms)
 
 local counts = {delivered = 0, retry = 0, wait = 0, dead = 0, stale = 0}
 local last_error = nil
-for i = 14, 13 + 6 * tonumber(n_settlements), 6 do
-  local incident_id, version, verdict, delay_ms, reason, detail = unpack(ARGV, i, i + 5)
-  version, delay_ms = tonumber(version), tonumber(delay_ms)
+for i = 14, 13 + 8 * tonumber(n_settlements), 8 do
+  local incident_id, version, verdict, delay_ms, reason, detail, sent_at_ms, doubt =
+    unpack(ARGV, i, i + 7)
+  version, delay_ms, sent_at_ms = tonumber(version), tonumber(delay_ms), tonumber(sent_at_ms)
   local key = prefix .. incident_id
   if redis.call('EXISTS', key) == 1 then
     local owned = redis.call('HGET', key, 'claim') == token
     local current = tonumber(redis.call('HGET', key, 'version') or '0')
+    local doubt_until = tonumber(redis.call('HGET', key, 'doubt_until_ms') or '0')
     if verdict == 'delivered' then
       if version > tonumber(redis.call('HGET', key, 'sent') or '0') then
         redis.call('HSET', key, 'sent', version)
@@ -43,9 +52,21 @@ for i = 14, 13 + 6 * tonumber(n_settlements), 6 do
     end
     if not owned then
       counts.stale = counts.stale + 1
+      if verdict == 'delivered' or doubt == '1' then
+        if now > doubt_until then redis.call('HSET', key, 'doubt_until_ms', ms(now)) end
+        -- A claim in flight now started before this landing: its settlement sees the doubt.
+        if not redis.call('ZSCORE', inflight_key, incident_id) then
+          redis.call('ZADD', due_key, 'LT', ms(now), incident_id)
+        end
+      end
     else
+      local lease_end = tonumber(redis.call('ZSCORE', inflight_key, incident_id) or ms(now))
       redis.call('ZREM', inflight_key, incident_id)
       redis.call('HDEL', key, 'claim')
+      if doubt == '1' and lease_end > doubt_until then
+        doubt_until = lease_end
+        redis.call('HSET', key, 'doubt_until_ms', ms(doubt_until))
+      end
       counts[verdict] = counts[verdict] + 1
       if verdict == 'retry' or verdict == 'dead' then last_error = incident_id .. ': ' .. reason end
       if verdict == 'wait' then
@@ -62,7 +83,15 @@ for i = 14, 13 + 6 * tonumber(n_settlements), 6 do
           redis.call('XADD', dead_key, '*', 'source', 'incident', 'incident_id', incident_id,
             'reason', reason, 'detail', detail, 'at_ms', ms(now))
         end
-        if current > version then redis.call('ZADD', due_key, ms(now), incident_id) end
+        if current > version then
+          redis.call('ZADD', due_key, ms(now), incident_id)
+        elseif verdict == 'delivered' and doubt_until > 0 then
+          if sent_at_ms > 0 and sent_at_ms >= doubt_until then
+            redis.call('HDEL', key, 'doubt_until_ms')
+          else
+            redis.call('ZADD', due_key, ms(doubt_until), incident_id)
+          end
+        end
       end
     end
   end
