@@ -60,6 +60,12 @@ class Settings(BaseSettings):
     backoff_max_s: float = Field(default=300.0, gt=0)
     max_age_s: float = Field(default=3 * 86_400.0, gt=0)
     auth_pause_s: float = Field(default=60.0, gt=0, le=3_600)
+    breaker_failures: int = Field(default=10, ge=1, le=100_000)
+    """Outage answers (5xx, 408, no answer) in a row, fleet-wide, that open the breaker."""
+    breaker_probe_s: float = Field(default=1.0, gt=0, le=3_600)
+    """While the breaker is open: the wait before its first probe; each next one doubles."""
+    breaker_probe_max_s: float = Field(default=30.0, gt=0, le=3_600)
+    """The longest wait between two probes of the open breaker."""
     max_requests_per_s: float | None = Field(default=None, gt=0)
     tick_s: float = Field(default=1.0, gt=0, le=60)
     task_budget_s: float = Field(default=5.0, gt=0, le=300)
@@ -121,6 +127,15 @@ class Settings(BaseSettings):
             raise ValueError(
                 "FORWARDER_LEASE_S must exceed FORWARDER_HTTP_TIMEOUT_S + 1 s, or a slow "
                 "request could outlive its claim and the incident be sent twice at once"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _probes_spaced_upwards(self) -> Self:
+        if self.breaker_probe_max_s < self.breaker_probe_s:
+            raise ValueError(
+                "FORWARDER_BREAKER_PROBE_MAX_S must be at least FORWARDER_BREAKER_PROBE_S: "
+                "the wait between the breaker's probes grows from the one to the other"
             )
         return self
 

@@ -97,7 +97,7 @@ class RedisKeys:
 
     @property
     def gate(self) -> str:
-        """Hash: the fleet-wide gate (closed until, why; Datadog's request budget)."""
+        """Hash: the fleet-wide gate (closed until, why; Datadog's request budget; the breaker)."""
         return f"{self._tag}:gate"
 
     @property
@@ -185,6 +185,16 @@ class GateField(StrEnum):
     TOKENS = "tokens"
     """Tokens of the optional fleet-wide ceiling (a float)."""
     TOKENS_MS = "tokens_ms"
+    BREAKER_FAILURES = "breaker_failures"
+    """Outage answers (5xx, 408, no answer) in a row across the fleet, since any other answer."""
+    BREAKER_OPENED_MS = "breaker_opened_ms"
+    """When the circuit breaker opened (absent: closed)."""
+    BREAKER_PROBES = "breaker_probes"
+    """Probes sent since it opened (each one doubles the wait before the next)."""
+    BREAKER_PROBE_AT_MS = "breaker_probe_at_ms"
+    """While open, no probe goes out before this."""
+    BREAKER_PROBE = "breaker_probe"
+    """The incident the last probe claimed: no second probe while its claim is in flight."""
 
 
 class StatsField(StrEnum):
@@ -196,6 +206,10 @@ class StatsField(StrEnum):
     LEASES_LAPSED = "leases_lapsed"
     ENTRIES_FOLDED = "entries_folded"
     UPDATES_UNCHANGED = "updates_unchanged"
+    BREAKER_OPENED = "breaker_opened"
+    """Times the circuit breaker opened."""
+    BREAKER_PROBES = "breaker_probes"
+    """Probes sent while it was open."""
     LAST_SUCCESS_MS = "last_success_ms"
     LAST_ERROR = "last_error"
     """``<incident id>: <reason>`` of the last failed or dead-lettered attempt."""

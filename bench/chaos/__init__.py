@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from bench.chaos.late_apply import late_apply
+from bench.chaos.outage_after_learning import outage_after_learning
 from bench.chaos.scenarios import (
     auth_then_fixed,
     garbage,
@@ -38,6 +39,7 @@ SCENARIOS: dict[str, Callable[[str], Row]] = {
     "auth": auth_then_fixed,
     "garbage": garbage,
     "late_apply": late_apply,
+    "outage_after_learning": outage_after_learning,
 }
 
 __all__ = [
@@ -47,6 +49,7 @@ __all__ = [
     "garbage",
     "late_apply",
     "outage",
+    "outage_after_learning",
     "rate_limited",
     "redis_restart",
     "sigkill",

@@ -81,6 +81,9 @@ class Settlement:
     """When the request was sent (its claim's time, ms, Redis clock); 0: nothing was sent."""
     doubt: bool = False
     """The request may still land at the API (no answer, see ``Attempt.in_doubt``)."""
+    outage: bool = False
+    """The attempt failed as when the API is down (see ``breaker.is_outage``): while the
+    circuit breaker is open, the incident stays due instead of backing off alone."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +105,10 @@ class SettleResult:
     dead: int
     stale: int
     gate_newly_closed: bool
+    breaker_opened: bool = False
+    """This batch opened the circuit breaker."""
+    breaker_closed: bool = False
+    """This batch closed it: the API answered again."""
 
 
 @dataclass(frozen=True, slots=True)

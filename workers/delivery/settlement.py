@@ -12,6 +12,7 @@ from forwarder import InvalidEventError
 from forwarder.entry import to_event
 from forwarder.protocol import KIND_DEPLOYMENT, KIND_FAILURE
 from workers.delivery.backoff import BackoffPolicy
+from workers.delivery.breaker import is_outage
 from workers.delivery.fold import is_complete
 from workers.delivery.outcome import AUTH_STATUSES, decide
 from workers.delivery.records import MAX_BODY_KEPT, Attempt, Claim, Settlement, Verdict
@@ -134,4 +135,5 @@ def from_answer(
         reason=decision.reason,
         sent_at_ms=sent_at_ms,
         doubt=doubt,
+        outage=is_outage(attempt),
     )

@@ -17,6 +17,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from forwarder.protocol import ATTRIBUTE_PREFIX, CONSUMER_GROUP, RedisKeys, StateField
+from workers.delivery.breaker import BreakerPolicy, BreakerUpdate
 from workers.delivery.fold import FoldPlan
 from workers.delivery.gate import REASON_AUTH, GateUpdate
 from workers.delivery.records import Claim, ClaimResult, FoldResult, Settlement, SettleResult
@@ -49,6 +50,9 @@ _BOOKKEEPING: Final = frozenset(
     }
 )
 """The integer fields of an incident's hash a claim carries."""
+
+DEFAULT_BREAKER: Final = BreakerPolicy()
+NO_ANSWERS: Final = BreakerUpdate()
 
 
 class Store:
@@ -157,6 +161,7 @@ class Store:
         probe_ms: int,
         ceiling_per_s: float | None = None,
         now_ms: int | None = None,
+        breaker: BreakerPolicy = DEFAULT_BREAKER,
     ) -> ClaimResult:
         """Claim up to ``limit`` due incidents if the fleet's gate allows; see ``claim.lua``."""
         keys, args = CLAIM.call(
@@ -169,6 +174,8 @@ class Store:
                 probe_ms,
                 ceiling_per_s or 0,
                 now_ms,
+                breaker.probe_ms,
+                breaker.probe_max_ms,
             ),
         )
         reply = await self._claim(keys=keys, args=args)
@@ -186,8 +193,10 @@ class Store:
         gate: GateUpdate,
         *,
         now_ms: int | None = None,
+        breaker_update: BreakerUpdate = NO_ANSWERS,
+        breaker: BreakerPolicy = DEFAULT_BREAKER,
     ) -> SettleResult:
-        """Record outcomes and the gate's update in one step; see ``settle.lua``."""
+        """Record outcomes, the gate's and the breaker's update in one step; see ``settle.lua``."""
         budget = gate.budget
         keys, args = SETTLE.call(
             self.keys,
@@ -204,12 +213,24 @@ class Store:
                 period_ms=budget.period_ms if budget else 0,
                 unlimited=gate.unlimited,
                 answered=gate.answered,
+                outages=breaker_update.outages,
+                healthy=breaker_update.healthy,
+                breaker_failures=breaker.failures,
+                breaker_probe_ms=breaker.probe_ms,
                 settlements=tuple(settlements),
             ),
         )
         reply = await self._settle(keys=keys, args=args)
-        delivered, retried, dead, stale, newly_closed = (int(x) for x in reply)
-        return SettleResult(delivered, retried, dead, stale, bool(newly_closed))
+        delivered, retried, dead, stale, newly_closed, breaker_change = (int(x) for x in reply)
+        return SettleResult(
+            delivered,
+            retried,
+            dead,
+            stale,
+            bool(newly_closed),
+            breaker_opened=breaker_change > 0,
+            breaker_closed=breaker_change < 0,
+        )
 
     async def heartbeat(self, consumer: str, forget_after_ms: int) -> None:
         """Record that ``consumer`` is alive now; forget those silent ``forget_after_ms``."""

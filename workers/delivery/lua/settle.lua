@@ -21,24 +21,54 @@
 -- Gate (see claim.lua): `close_ms` closes it (never shortens a closure); a refused key also
 -- forgets what is known about limits, so that the reopened gate lets one probe through.
 --
+-- Circuit breaker (see workers/delivery/breaker.py): `outages` outage answers (5xx, 408, no
+-- answer) add to the fleet's count in a row; at `breaker_failures` it opens, and claim.lua
+-- then lets one probe at a time through. Any other answer (`healthy`) resets the count and
+-- closes it. While it is open, an outage retry stays due (held back by the breaker, not by
+-- its own backoff), so that everything goes out as soon as it closes.
+--
 -- KEYS: due, inflight, dead, stats, gate
 -- ARGV (SettleArgs in workers/delivery/scripts.py): incident key prefix, token,
 --       now_ms ('' for Redis' clock), close_ms, close_reason, close_detail,
 --       budget_limit (0: no budget seen), remaining, reset_ms, period_ms,
 --       unlimited (1: a 2xx came without rate-limit headers), answered (1: any answer),
+--       outages, healthy (0/1), breaker_failures, breaker_probe_ms (see above),
 --       n_settlements, then per outcome (Settlement): incident_id, version, verdict, delay_ms,
---       reason, detail (JSON, dead letters), sent_at_ms (0: not sent), doubt (1: may land)
--- Returns: {delivered, retry, dead, stale, gate newly closed (0/1)}
+--       reason, detail (JSON, dead letters), sent_at_ms (0: not sent), doubt (1: may land),
+--       outage (1: an outage answer)
+-- Returns: {delivered, retry, dead, stale, gate newly closed (0/1),
+--           breaker (1: opened, -1: closed, 0: neither)}
 local due_key, inflight_key, dead_key, stats_key, gate_key = unpack(KEYS, 1, 5)
 local prefix, token, now_ms, close_ms, close_reason, close_detail, budget_limit, remaining,
-  reset_ms, period_ms, unlimited, answered, n_settlements = unpack(ARGV, 1, 13)
+  reset_ms, period_ms, unlimited, answered, outages, healthy, breaker_failures, breaker_probe_ms,
+  n_settlements = unpack(ARGV, 1, 17)
 local now = clock_ms(now_ms)
+
+-- The breaker first: the settlements below depend on whether it is open.
+local breaker_open = redis.call('HEXISTS', gate_key, 'breaker_opened_ms') == 1
+local breaker_change = 0
+if healthy == '1' then
+  redis.call('HSET', gate_key, 'breaker_failures', 0)
+  if breaker_open then
+    redis.call('HDEL', gate_key, 'breaker_opened_ms', 'breaker_probes', 'breaker_probe_at_ms',
+      'breaker_probe')
+    breaker_open, breaker_change = false, -1
+  end
+elseif tonumber(outages) > 0 then
+  local failures = redis.call('HINCRBY', gate_key, 'breaker_failures', outages)
+  if not breaker_open and failures >= tonumber(breaker_failures) then
+    redis.call('HSET', gate_key, 'breaker_opened_ms', ms(now), 'breaker_probes', 0,
+      'breaker_probe_at_ms', ms(now + tonumber(breaker_probe_ms)))
+    redis.call('HINCRBY', stats_key, 'breaker_opened', 1)
+    breaker_open, breaker_change = true, 1
+  end
+end
 
 local counts = {delivered = 0, retry = 0, wait = 0, dead = 0, stale = 0}
 local last_error = nil
-for i = 14, 13 + 8 * tonumber(n_settlements), 8 do
-  local incident_id, version, verdict, delay_ms, reason, detail, sent_at_ms, doubt =
-    unpack(ARGV, i, i + 7)
+for i = 18, 17 + 9 * tonumber(n_settlements), 9 do
+  local incident_id, version, verdict, delay_ms, reason, detail, sent_at_ms, doubt, outage =
+    unpack(ARGV, i, i + 8)
   version, delay_ms, sent_at_ms = tonumber(version), tonumber(delay_ms), tonumber(sent_at_ms)
   local key = prefix .. incident_id
   if redis.call('EXISTS', key) == 1 then
@@ -75,6 +105,7 @@ for i = 14, 13 + 8 * tonumber(n_settlements), 8 do
         redis.call('HINCRBY', key, 'attempt', 1)
         redis.call('HSETNX', key, 'failing_since_ms', ms(now))
         redis.call('HSET', key, 'last_error', reason)
+        if outage == '1' and breaker_open then delay_ms = 0 end
         redis.call('ZADD', due_key, ms(now + delay_ms), incident_id)
       else
         redis.call('HDEL', key, 'attempt', 'failing_since_ms', 'last_error')
@@ -140,4 +171,4 @@ end
 if last_error then redis.call('HSET', stats_key, 'last_error', last_error, 'last_error_ms', ms(now)) end
 if counts.retry > 0 then redis.call('HINCRBY', stats_key, 'retries', counts.retry) end
 if counts.dead > 0 then redis.call('HINCRBY', stats_key, 'dead_letters', counts.dead) end
-return {counts.delivered, counts.retry, counts.dead, counts.stale, newly_closed}
+return {counts.delivered, counts.retry, counts.dead, counts.stale, newly_closed, breaker_change}
