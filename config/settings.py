@@ -66,6 +66,12 @@ class Settings(BaseSettings):
     finished_retention_s: float = Field(default=400 * 86_400.0, gt=0)
     """How long the finish of a delivered incident is remembered after its state expired, so
     that a late duplicate of its start never reopens it at Datadog."""
+    breaker_failures: int = Field(default=10, ge=1, le=100_000)
+    """Outage answers (5xx, 408, no answer) in a row, fleet-wide, that open the breaker."""
+    breaker_probe_s: float = Field(default=1.0, gt=0, le=3_600)
+    """While the breaker is open: the wait before its first probe; each next one doubles."""
+    breaker_probe_max_s: float = Field(default=30.0, gt=0, le=3_600)
+    """The longest wait between two probes of the open breaker."""
     max_requests_per_s: float | None = Field(default=None, gt=0)
     tick_s: float = Field(default=1.0, gt=0, le=60)
     task_budget_s: float = Field(default=5.0, gt=0, le=300)
@@ -135,6 +141,15 @@ class Settings(BaseSettings):
         problems = inconsistencies(self)
         if problems:
             raise ValueError("\n  ".join(problems))
+        return self
+
+    @model_validator(mode="after")
+    def _probes_spaced_upwards(self) -> Self:
+        if self.breaker_probe_max_s < self.breaker_probe_s:
+            raise ValueError(
+                "FORWARDER_BREAKER_PROBE_MAX_S must be at least FORWARDER_BREAKER_PROBE_S: "
+                "the wait between the breaker's probes grows from the one to the other"
+            )
         return self
 
     @property

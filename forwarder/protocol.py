@@ -99,7 +99,7 @@ class RedisKeys:
 
     @property
     def gate(self) -> str:
-        """Hash: the fleet-wide gate (closed until, why; Datadog's request budget)."""
+        """Hash: the fleet-wide gate (closed until, why; Datadog's request budget; the breaker)."""
         return f"{self._tag}:gate"
 
     @property
@@ -175,6 +175,9 @@ class StateField(StrEnum):
     REMEMBERED = "remembered"
     """Digest of the state Datadog holds, from the finish record, in a state made again after
     it expired (absent once a request for it went out): equal attributes need no request."""
+    DOUBT_UNTIL_MS = "doubt_until_ms"
+    """A request whose fate is in doubt may still land at the API until then (ms, Redis
+    clock): the current version is sent once more, claimed at or after it (absent: none)."""
 
 
 class GateField(StrEnum):
@@ -202,6 +205,16 @@ class GateField(StrEnum):
     TOKENS = "tokens"
     """Tokens of the optional fleet-wide ceiling (a float)."""
     TOKENS_MS = "tokens_ms"
+    BREAKER_FAILURES = "breaker_failures"
+    """Outage answers (5xx, 408, no answer) in a row across the fleet, since any other answer."""
+    BREAKER_OPENED_MS = "breaker_opened_ms"
+    """When the circuit breaker opened (absent: closed)."""
+    BREAKER_PROBES = "breaker_probes"
+    """Probes sent since it opened (each one doubles the wait before the next)."""
+    BREAKER_PROBE_AT_MS = "breaker_probe_at_ms"
+    """While open, no probe goes out before this."""
+    BREAKER_PROBE = "breaker_probe"
+    """The incident the last probe claimed: no second probe while its claim is in flight."""
 
 
 class StatsField(StrEnum):
@@ -216,6 +229,10 @@ class StatsField(StrEnum):
     STATES_MISSING = "states_missing"
     """Due incidents whose state was gone when claimed (deleted by hand, or expired under an
     older version): each one a dead letter."""
+    BREAKER_OPENED = "breaker_opened"
+    """Times the circuit breaker opened."""
+    BREAKER_PROBES = "breaker_probes"
+    """Probes sent while it was open."""
     LAST_SUCCESS_MS = "last_success_ms"
     LAST_ERROR = "last_error"
     """``<incident id>: <reason>`` of the last failed or dead-lettered attempt."""

@@ -20,6 +20,8 @@ PURE = (
     "workers.delivery.gate",
     "workers.delivery.ratelimit",
     "workers.delivery.backoff",
+    "workers.delivery.breaker",
+    "workers.delivery.window",
     "workers.ingest.request",
     "workers.ingest.jsonapi",
     "workers.ingest.keys",

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from bench.chaos.late_apply import late_apply
+from bench.chaos.outage_after_learning import outage_after_learning
 from bench.chaos.retention import retention
 from bench.chaos.scenarios import (
     auth_then_fixed,
@@ -40,6 +42,8 @@ SCENARIOS: dict[str, Callable[[str], Row]] = {
     "garbage": garbage,
     "retention": retention,
     "tombstone": tombstone,
+    "late_apply": late_apply,
+    "outage_after_learning": outage_after_learning,
 }
 
 __all__ = [
@@ -47,7 +51,9 @@ __all__ = [
     "Row",
     "auth_then_fixed",
     "garbage",
+    "late_apply",
     "outage",
+    "outage_after_learning",
     "rate_limited",
     "redis_restart",
     "retention",

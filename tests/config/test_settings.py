@@ -67,6 +67,16 @@ def test_lease_must_outlast_a_request(monkeypatch: pytest.MonkeyPatch) -> None:
         load_settings()
 
 
+def test_breaker_probe_spacing_must_grow(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A probe cap below the first probe's wait fails at start, naming both variables."""
+    monkeypatch.setenv("FORWARDER_BREAKER_PROBE_S", "10")
+    monkeypatch.setenv("FORWARDER_BREAKER_PROBE_MAX_S", "5")
+    with pytest.raises(
+        SettingsError, match=r"FORWARDER_BREAKER_PROBE_MAX_S .*FORWARDER_BREAKER_PROBE_S"
+    ):
+        load_settings()
+
+
 def test_api_key_never_shown(monkeypatch: pytest.MonkeyPatch) -> None:
     """The key is absent from the settings' repr, str and error messages."""
     monkeypatch.setenv("DD_API_KEY", KEY)

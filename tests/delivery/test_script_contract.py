@@ -192,4 +192,7 @@ def test_argv_flattens_a_record_as_its_layout_says() -> None:
 
 def test_settlement_verdicts_go_as_their_values() -> None:
     """A ``Verdict`` reaches the script as the word settle.lua compares with."""
-    assert argv(Settlement("inc", 3, Verdict.DELIVERED)) == ["inc", 3, "delivered", 0, "", "", ""]
+    assert argv(Settlement("inc", 3, Verdict.DELIVERED)) == [
+        *("inc", 3, "delivered", 0, "", "", ""),
+        *(0, 0, 0),  # sent_at_ms, doubt, outage
+    ]

@@ -17,6 +17,7 @@ import redis.asyncio as aioredis
 from config import Settings
 from forwarder.protocol import RedisKeys
 from workers.delivery.backoff import BackoffPolicy
+from workers.delivery.breaker import BreakerPolicy
 from workers.delivery.observer import NoObserver, PumpObserver
 from workers.delivery.pump import Pump, PumpConfig, PumpReport
 from workers.delivery.records import TickCheck
@@ -64,6 +65,11 @@ def pump_config(settings: Settings) -> PumpConfig:
         # longer than it can take.
         probe_ms=int((settings.http_timeout_s + 1) * 1000),
         ceiling_per_s=settings.max_requests_per_s,
+        breaker=BreakerPolicy(
+            failures=settings.breaker_failures,
+            probe_ms=int(settings.breaker_probe_s * 1000),
+            probe_max_ms=int(settings.breaker_probe_max_s * 1000),
+        ),
     )
 
 

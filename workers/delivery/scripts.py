@@ -1,15 +1,15 @@
 """The Lua scripts' interface, Python side: each script's KEYS, and its ARGV as a typed record.
 
-A script reads its arguments in named groups, for example in ``claim.lua``::
+A script reads its arguments in named groups, for example in ``forget_consumers.lua``::
 
-    local prefix, limit, lease_ms, token, probe_ms, ceiling_per_s, now_ms = unpack(ARGV, 1, 7)
+    local group, keep, idle_ms = unpack(ARGV, 1, 3)
 
-and the record (``ClaimArgs``) has the same fields in the same order. ``argv`` turns any record
-into ARGV the one way every script reads it: the record's fields in order, a tuple field as
-its count (``n_<field>`` in Lua) in its place, then each tuple's items (a record item the same
-way, recursively). So a change to a script's arguments is made in its record alone, and
-``tests/delivery/test_script_contract.py`` holds every ``unpack`` line of the Lua to
-``layout`` of its record, and the script's KEYS to ``Script.keys``.
+and the record (``ForgetConsumersArgs``) has the same fields in the same order. ``argv``
+turns any record into ARGV the one way every script reads it: the record's fields in order,
+a tuple field as its count (``n_<field>`` in Lua) in its place, then each tuple's items (a
+record item the same way, recursively). So a change to a script's arguments is made in its
+record alone, and ``tests/delivery/test_script_contract.py`` holds every ``unpack`` line of
+the Lua to ``layout`` of its record, and the script's KEYS to ``Script.keys``.
 """
 
 from __future__ import annotations
@@ -50,6 +50,10 @@ class ClaimArgs:
     """The fleet-wide ceiling in requests per second; 0: none."""
     now_ms: int | None
     """None: Redis' clock (tests pin it)."""
+    breaker_probe_ms: int = 1_000
+    """While the circuit breaker is open: the wait after the first probe (doubles each time)."""
+    breaker_probe_max_ms: int = 30_000
+    """The longest wait between two probes."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +81,14 @@ class SettleArgs:
     """A 2xx came without rate-limit headers."""
     answered: bool
     """Some attempt finished: a probe is over."""
+    outages: int
+    """Outage answers in the batch (``breaker.BreakerUpdate``)."""
+    healthy: bool
+    """Some answer says the API is up: the circuit breaker closes."""
+    breaker_failures: int
+    """Outage answers in a row, fleet-wide, that open the breaker."""
+    breaker_probe_ms: int
+    """From opening to the first probe."""
     settlements: tuple[Settlement, ...]
 
 

@@ -13,6 +13,7 @@ from forwarder import InvalidEventError
 from forwarder.entry import to_event
 from forwarder.protocol import KIND_DEPLOYMENT, KIND_FAILURE
 from workers.delivery.backoff import BackoffPolicy
+from workers.delivery.breaker import is_outage
 from workers.delivery.fold import is_complete
 from workers.delivery.outcome import AUTH_STATUSES, decide
 from workers.delivery.records import MAX_BODY_KEPT, Attempt, Claim, Settlement, Verdict
@@ -40,14 +41,15 @@ def state_digest(attributes: Mapping[str, Any]) -> str:
     return hashlib.sha1(canonical.encode(), usedforsecurity=False).hexdigest()[:16]
 
 
-def delivered(claim: Claim, reason: str = "") -> Settlement:
-    """``claim``'s state is what Datadog holds."""
+def delivered(claim: Claim, reason: str = "", *, sent_at_ms: int = 0) -> Settlement:
+    """``claim``'s state is what Datadog holds (``sent_at_ms``: when its request went out)."""
     return Settlement(
         claim.incident_id,
         claim.version,
         Verdict.DELIVERED,
         reason=reason,
         digest=state_digest(claim.attributes),
+        sent_at_ms=sent_at_ms,
     )
 
 
@@ -65,19 +67,31 @@ def dead_letter(claim: Claim, reason: str, attempt: Attempt | None = None) -> Se
         Verdict.DEAD,
         reason=reason,
         detail=json.dumps(detail, separators=(",", ":")),
+        sent_at_ms=claim.claimed_at_ms if attempt else 0,
+        doubt=attempt.in_doubt if attempt else False,
     )
+
+
+def owes_resend(claim: Claim) -> bool:
+    """Whether ``claim`` must be sent although its version was delivered.
+
+    An earlier request whose fate was in doubt may have landed after that delivery; once it
+    can no longer land (``doubt_until_ms``), one more send of the current version makes it
+    the last to land.
+    """
+    return claim.doubt_until_ms is not None and claim.claimed_at_ms >= claim.doubt_until_ms
 
 
 def before_sending(claim: Claim, policy: SettlementPolicy) -> Settlement | None:
     """How to settle a claim that must not be sent, or None to send it.
 
-    Already delivered (a lapsed lease came back), or made again after it expired exactly as
-    Datadog holds it (a late duplicate of a finished incident's start): settle as delivered.
-    A finish without its start: wait for it, or give up after the orphan wait. A merged state
-    that breaks a rule (say, a finish earlier than its stored start): dead letter, without
-    costing a request.
+    Already delivered (a lapsed lease came back), unless a resend is owed
+    (``owes_resend``), or made again after it expired exactly as Datadog holds it (a late
+    duplicate of a finished incident's start): settle as delivered. A finish without its
+    start: wait for it, or give up after the orphan wait. A merged state that breaks a rule
+    (say, a finish earlier than its stored start): dead letter, without costing a request.
     """
-    if claim.version <= claim.sent_version:
+    if claim.version <= claim.sent_version and not owes_resend(claim):
         return delivered(claim, "sent")
     if claim.remembered_digest == state_digest(claim.attributes):
         return delivered(claim, "Datadog holds this state already (finish record)")
@@ -115,8 +129,9 @@ def from_answer(
     )
     if decision.verdict is Verdict.DEAD:
         return dead_letter(claim, decision.reason, attempt)
+    sent_at_ms, doubt = claim.claimed_at_ms, attempt.in_doubt
     if decision.verdict is Verdict.DELIVERED:
-        return delivered(claim)
+        return delivered(claim, sent_at_ms=sent_at_ms)
     if attempt.status in AUTH_STATUSES:
         # Never expires: the events wait for a working key, however long that takes.
         return Settlement(
@@ -125,6 +140,8 @@ def from_answer(
             Verdict.RETRY,
             delay_ms=int(policy.auth_pause_s * 1000),
             reason=decision.reason,
+            sent_at_ms=sent_at_ms,
+            doubt=doubt,
         )
     age_ms = 0 if claim.failing_since_ms is None else claim.claimed_at_ms - claim.failing_since_ms
     if age_ms >= policy.max_age_ms:
@@ -140,4 +157,7 @@ def from_answer(
         Verdict.RETRY,
         delay_ms=int(decision.delay_s * 1000),
         reason=decision.reason,
+        sent_at_ms=sent_at_ms,
+        doubt=doubt,
+        outage=is_outage(attempt),
     )

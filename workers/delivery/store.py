@@ -17,6 +17,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from forwarder.protocol import ATTRIBUTE_PREFIX, CONSUMER_GROUP, RedisKeys, StateField
+from workers.delivery.breaker import BreakerPolicy, BreakerUpdate
 from workers.delivery.fold import FoldPlan
 from workers.delivery.gate import REASON_AUTH, GateUpdate
 from workers.delivery.records import (
@@ -54,6 +55,7 @@ _BOOKKEEPING: Final = frozenset(
         StateField.FIRST_MS,
         StateField.FAILING_SINCE_MS,
         StateField.PUBLISHED_MS,
+        StateField.DOUBT_UNTIL_MS,
     }
 )
 """The integer fields of an incident's hash a claim carries."""
@@ -63,6 +65,9 @@ DEFAULT_RETENTION_MS: Final = 30 * 86_400_000
 
 DEFAULT_FINISHED_RETENTION_MS: Final = 400 * 86_400_000
 """How long a delivered finish is remembered (``FORWARDER_FINISHED_RETENTION_S``'s default)."""
+
+DEFAULT_BREAKER: Final = BreakerPolicy()
+NO_ANSWERS: Final = BreakerUpdate()
 
 
 class Store:
@@ -193,6 +198,7 @@ class Store:
         probe_ms: int,
         ceiling_per_s: float | None = None,
         now_ms: int | None = None,
+        breaker: BreakerPolicy = DEFAULT_BREAKER,
     ) -> ClaimResult:
         """Claim up to ``limit`` due incidents if the fleet's gate allows; see ``claim.lua``."""
         keys, args = CLAIM.call(
@@ -205,6 +211,8 @@ class Store:
                 probe_ms,
                 ceiling_per_s or 0,
                 now_ms,
+                breaker.probe_ms,
+                breaker.probe_max_ms,
             ),
         )
         reply = await self._claim(keys=keys, args=args)
@@ -224,8 +232,10 @@ class Store:
         now_ms: int | None = None,
         retention_ms: int = DEFAULT_RETENTION_MS,
         finished_retention_ms: int = DEFAULT_FINISHED_RETENTION_MS,
+        breaker_update: BreakerUpdate = NO_ANSWERS,
+        breaker: BreakerPolicy = DEFAULT_BREAKER,
     ) -> SettleResult:
-        """Record outcomes and the gate's update in one step; see ``settle.lua``.
+        """Record outcomes, the gate's and the breaker's update in one step; see ``settle.lua``.
 
         A state left quiet (delivered or dead-lettered, nothing newer) expires after
         ``retention_ms``; a delivered finish is remembered for ``finished_retention_ms``.
@@ -249,12 +259,24 @@ class Store:
                 period_ms=budget.period_ms if budget else 0,
                 unlimited=gate.unlimited,
                 answered=gate.answered,
+                outages=breaker_update.outages,
+                healthy=breaker_update.healthy,
+                breaker_failures=breaker.failures,
+                breaker_probe_ms=breaker.probe_ms,
                 settlements=tuple(settlements),
             ),
         )
         reply = await self._settle(keys=keys, args=args)
-        delivered, retried, dead, stale, newly_closed = (int(x) for x in reply)
-        return SettleResult(delivered, retried, dead, stale, bool(newly_closed))
+        delivered, retried, dead, stale, newly_closed, breaker_change = (int(x) for x in reply)
+        return SettleResult(
+            delivered,
+            retried,
+            dead,
+            stale,
+            bool(newly_closed),
+            breaker_opened=breaker_change > 0,
+            breaker_closed=breaker_change < 0,
+        )
 
     async def heartbeat(self, consumer: str, forget_after_ms: int) -> None:
         """Record that ``consumer`` is alive now; forget those silent ``forget_after_ms``."""
@@ -309,6 +331,7 @@ def _claim_from(row: Sequence[bytes], claimed_at_ms: int) -> Claim:
         claimed_at_ms=claimed_at_ms,
         published_ms=numbers.get(StateField.PUBLISHED_MS),
         remembered_digest=remembered,
+        doubt_until_ms=numbers.get(StateField.DOUBT_UNTIL_MS),
     )
 
 

@@ -9,6 +9,8 @@
 --   unlimited_ms        when an answer last came without rate-limit headers
 --   probe_until_ms      while nothing is known about limits, one request at a time
 --   tokens, tokens_ms   the optional fleet-wide ceiling (requests per second)
+--   breaker_*           the circuit breaker (settle.lua opens and closes it): while open,
+--                       one probe at a time, none before breaker_probe_at_ms
 -- Claims whose lease lapsed (their worker died or hung) fall due again first. Each claim
 -- stores the caller's token in the incident, so that a late settlement by a worker whose
 -- lease lapsed cannot undo the work of the worker that took over.
@@ -17,10 +19,12 @@
 --
 -- KEYS: due, inflight, dead, stats, gate
 -- ARGV (ClaimArgs in workers/delivery/scripts.py): incident key prefix, limit, lease_ms,
---       token, probe_ms, ceiling_per_s (0: none), now_ms ('' for Redis' clock; tests pin it)
+--       token, probe_ms, ceiling_per_s (0: none), now_ms ('' for Redis' clock; tests pin it),
+--       breaker_probe_ms, breaker_probe_max_ms (the breaker's probe spacing: first, longest)
 -- Returns: {now_ms, wait_ms, reason, {id, field, value, ...}, ...} without s:* fields.
 local due_key, inflight_key, dead_key, stats_key, gate_key = unpack(KEYS, 1, 5)
-local prefix, limit, lease_ms, token, probe_ms, ceiling_per_s, now_ms = unpack(ARGV, 1, 7)
+local prefix, limit, lease_ms, token, probe_ms, ceiling_per_s, now_ms, breaker_probe_ms,
+  breaker_probe_max_ms = unpack(ARGV, 1, 9)
 local now = clock_ms(now_ms)
 limit, lease_ms, probe_ms = tonumber(limit), tonumber(lease_ms), tonumber(probe_ms)
 local ceiling = tonumber(ceiling_per_s)
@@ -42,7 +46,18 @@ if closed_until > now then
   return {ms(now), ms(closed_until - now), g.reason or 'closed'}
 end
 
+-- The API looks down: one probe at a time, spaced, stands in for every waiting incident.
+local breaker_probe = g.breaker_opened_ms ~= nil
+if breaker_probe then
+  local probe_at = num(g.breaker_probe_at_ms) or 0
+  if probe_at > now then return {ms(now), ms(probe_at - now), 'breaker'} end
+  if g.breaker_probe and redis.call('ZSCORE', inflight_key, g.breaker_probe) then
+    return {ms(now), '100', 'breaker'}
+  end
+end
+
 local allowed, wait, why = limit, 0, ''
+if breaker_probe then allowed = 1 end
 local budget_limit, remaining = count(g.limit), count(g.remaining)
 local window_end, period = num(g.window_end_ms), num(g.period_ms)
 local budgeted, probing = false, false
@@ -124,5 +139,15 @@ if sent > 0 then
   if budgeted then redis.call('HSET', gate_key, 'remaining', ms(remaining - sent)) end
   if ceiling > 0 then redis.call('HSET', gate_key, 'tokens', tostring(tokens - sent)) end
   if probing then redis.call('HSET', gate_key, 'probe_until_ms', ms(now + probe_ms)) end
+  if breaker_probe then
+    local probes = (num(g.breaker_probes) or 0) + 1
+    -- As BreakerPolicy.probe_spacing_ms: doubling, capped.
+    local spacing = math.min(tonumber(breaker_probe_max_ms),
+      tonumber(breaker_probe_ms) * 2 ^ probes)
+    redis.call('HSET', gate_key, 'breaker_probe', out[4][1], 'breaker_probes', probes,
+      'breaker_probe_at_ms', ms(now + spacing))
+    local fleet_probes = num(redis.call('HGET', stats_key, 'breaker_probes')) or 0
+    redis.call('HSET', stats_key, 'breaker_probes', fleet_probes + 1)
+  end
 end
 return out
