@@ -19,6 +19,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from bench.chaos.hostile_headers import hostile_headers
+from bench.chaos.poison_dead_consumer import poison_dead_consumer
 from bench.chaos.retention import retention
 from bench.chaos.scenarios import (
     auth_then_fixed,
@@ -40,6 +42,8 @@ SCENARIOS: dict[str, Callable[[str], Row]] = {
     "garbage": garbage,
     "retention": retention,
     "tombstone": tombstone,
+    "poison_dead_consumer": lambda _url: poison_dead_consumer(),
+    "hostile_headers": hostile_headers,
 }
 
 __all__ = [
@@ -47,7 +51,9 @@ __all__ = [
     "Row",
     "auth_then_fixed",
     "garbage",
+    "hostile_headers",
     "outage",
+    "poison_dead_consumer",
     "rate_limited",
     "redis_restart",
     "retention",
