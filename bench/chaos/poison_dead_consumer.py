@@ -77,8 +77,8 @@ def poison_dead_consumer(count: int = 500, page: int = 10) -> Row:
                 expected,
                 started,
                 f"a worker SIGKILLed holding {len(cases)} poison entries ahead of {len(events)} "
-                f"good ones; reclaim in pages of {page}: {dead} dead letters, {reasoned} with "
-                f"the case's reason; {pending} left pending",
+                f"good ones ({count} incidents); reclaim in pages of {page}: {dead} dead "
+                f"letters, {reasoned} with the case's reason; {pending} left pending",
             )
             result.facts.update(
                 poison=len(cases),
