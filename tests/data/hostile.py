@@ -280,3 +280,16 @@ TOLERATED: Final = {
     b"\xff\xfe trace": b"\x00\xff",
 }
 """A valid entry with one more field of binary name and value: ignored, the event delivered."""
+
+WRONG_TYPE_ID: Final = "hostile-wrongtype-0001"
+"""An incident whose state key a test sets to a string: the fold script fails on its entries."""
+
+
+def wrong_type_entry() -> dict[bytes, bytes]:
+    """A valid entry for ``WRONG_TYPE_ID``: poison only while its state key is not a hash."""
+    event = {**GOOD_ATTRIBUTES, "id": WRONG_TYPE_ID}
+    return {b"v": b"1", b"kind": b"failure", b"event": json.dumps(event).encode()}
+
+
+WRONG_TYPE: Final = Hostile("fold_script_fails", wrong_type_entry(), "WRONGTYPE")
+"""``wrong_type_entry()`` as a case: its letter's reason names Redis' WRONGTYPE error."""

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -20,23 +18,23 @@ import redis
 
 from forwarder.protocol import CONSUMER_GROUP, PAYLOAD_BASE64, RedisKeys
 from harness import streams
+from harness.holding import die_holding
 from harness.stack import RedisServer, Worker, Workers, wait_until
 from harness.standin import StandinServer
-from tests.data.hostile import ENTRIES, GOOD_ATTRIBUTES, TOLERATED, Hostile
+from tests.data.hostile import (
+    ENTRIES,
+    GOOD_ATTRIBUTES,
+    TOLERATED,
+    WRONG_TYPE,
+    WRONG_TYPE_ID,
+    Hostile,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-WRONG_TYPE_ID = "hostile-wrongtype-0001"
-"""An incident whose state key holds a string: the fold script fails on its entries."""
 
 
 def good_entry(number: int) -> dict[bytes, bytes]:
     event = {**GOOD_ATTRIBUTES, "id": f"hostile-good-{number:06d}"}
-    return {b"v": b"1", b"kind": b"failure", b"event": json.dumps(event).encode()}
-
-
-def wrong_type_entry() -> dict[bytes, bytes]:
-    event = {**GOOD_ATTRIBUTES, "id": WRONG_TYPE_ID}
     return {b"v": b"1", b"kind": b"failure", b"event": json.dumps(event).encode()}
 
 
@@ -74,7 +72,7 @@ def test_raw_corpus_becomes_dead_letters_and_good_entries_arrive(
 ) -> None:
     """Every hostile raw entry is a dead letter with its reason; every good one is delivered."""
     sync_redis.set(keys.incident(WRONG_TYPE_ID), "not a hash")
-    cases = [*ENTRIES, Hostile("fold_script_fails", wrong_type_entry(), "WRONGTYPE")]
+    cases = [*ENTRIES, WRONG_TYPE]
     bad: dict[str, Hostile] = {}
     for number, case in enumerate(cases):
         streams.add(sync_redis, keys.ingest, good_entry(number))
@@ -104,40 +102,6 @@ def own_redis() -> Iterator[RedisServer]:
     server.stop()
 
 
-def blocked_on_the_stream(client: redis.Redis) -> bool:
-    """Whether a worker waits in XREADGROUP BLOCK (it then takes what is added next)."""
-    return any(
-        c.get("cmd") == "xreadgroup" and "b" in c.get("flags", "") for c in client.client_list()
-    )
-
-
-def signal_group(worker: Worker, sig: int) -> None:
-    os.killpg(worker.process.pid, sig)
-
-
-def die_holding(
-    workers: Workers, client: redis.Redis, keys: RedisKeys, entries: list[dict[bytes, bytes]]
-) -> None:
-    """Make a worker read ``entries`` and die (SIGKILL) before it can fold any of them.
-
-    The worker is stopped (SIGSTOP) while it waits in XREADGROUP; the entries are added in
-    one transaction, so Redis hands all of them to it at once; then it is killed.
-    """
-    for _ in range(5):
-        worker = workers.start()
-        wait_until(lambda: blocked_on_the_stream(client), timeout_s=60, what="a blocked read")
-        signal_group(worker, signal.SIGSTOP)
-        pipe = client.pipeline(transaction=True)
-        for fields in entries:
-            pipe.xadd(keys.ingest, fields)  # type: ignore[arg-type]
-        pipe.execute()
-        worker.kill()
-        if client.xpending(keys.ingest, CONSUMER_GROUP)["pending"] == len(entries):
-            return
-        client.delete(keys.ingest)  # the read timed out just before: start again
-    raise AssertionError("no worker was caught waiting on the stream in 5 tries")
-
-
 def test_reclaim_after_a_worker_died_holding_poison_is_not_held_up(
     own_redis: RedisServer, standin: StandinServer, api_key: str, tmp_path: Path
 ) -> None:
@@ -152,7 +116,7 @@ def test_reclaim_after_a_worker_died_holding_poison_is_not_held_up(
             by_name["event_non_utf8_value"],
             by_name["event_deep_array"],
             by_name["non_utf8_field_name_for_kind"],
-            Hostile("fold_script_fails", wrong_type_entry(), "WRONGTYPE"),
+            WRONG_TYPE,
         ]
         # Poison first: it leads the dead worker's pending list.
         held: list[dict[bytes, bytes]] = [case.data for case in poison]
