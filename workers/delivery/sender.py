@@ -42,7 +42,7 @@ def may_have_landed(exc: BaseException) -> bool:
     delivered it. httpx-aiohttp maps aiohttp's errors coarsely (a server that hung up
     becomes ``ConnectTimeout``), so aiohttp's own error, when there is one, decides.
     """
-    cause = exc.__cause__
+    cause = exc if isinstance(exc, aiohttp.ClientError) else exc.__cause__
     if isinstance(cause, aiohttp.ClientError):
         return not isinstance(cause, NOT_SENT_AIOHTTP_ERRORS)
     return not isinstance(exc, NOT_SENT_ERRORS)
@@ -123,7 +123,10 @@ class DatadogSender:
                     await response.aread()
                 finally:
                     await response.aclose()
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, aiohttp.ClientError) as exc:
+            # httpx-aiohttp lets some of aiohttp's errors through unmapped: an answer that is
+            # not HTTP (a bad status line, header or chunk) raises ClientResponseError. Such
+            # an answer came after the request was written, so may_have_landed says so.
             error = f"{type(exc).__name__}: {exc}"[:MAX_BODY_KEPT]
             elapsed_s = time.perf_counter() - started
             return Attempt(None, {}, "", error, elapsed_s, in_doubt=may_have_landed(exc))
