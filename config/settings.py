@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from typing import Any, Literal, Self
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from pydantic import (
     AliasChoices,
@@ -19,6 +19,8 @@ from pydantic import (
     model_validator,
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from config.redis_url import mask_url_password
 
 _KEY_PREFIX_PATTERN = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 
@@ -46,6 +48,7 @@ class Settings(BaseSettings):
     )
     api_url: str | None = None
     redis_url: str = Field(default="redis://localhost:6379/0", repr=False)
+    """The Redis; a password in its user-info or its ``?password=`` (never printed)."""
     key_prefix: str = "dora"
 
     ingest_batch: int = Field(default=500, ge=1, le=10_000)
@@ -60,6 +63,15 @@ class Settings(BaseSettings):
     backoff_max_s: float = Field(default=300.0, gt=0)
     max_age_s: float = Field(default=3 * 86_400.0, gt=0)
     auth_pause_s: float = Field(default=60.0, gt=0, le=3_600)
+    finished_retention_s: float = Field(default=400 * 86_400.0, gt=0)
+    """How long the finish of a delivered incident is remembered after its state expired, so
+    that a late duplicate of its start never reopens it at Datadog."""
+    breaker_failures: int = Field(default=10, ge=1, le=100_000)
+    """Outage answers (5xx, 408, no answer) in a row, fleet-wide, that open the breaker."""
+    breaker_probe_s: float = Field(default=1.0, gt=0, le=3_600)
+    """While the breaker is open: the wait before its first probe; each next one doubles."""
+    breaker_probe_max_s: float = Field(default=30.0, gt=0, le=3_600)
+    """The longest wait between two probes of the open breaker."""
     max_requests_per_s: float | None = Field(default=None, gt=0)
     tick_s: float = Field(default=1.0, gt=0, le=60)
     task_budget_s: float = Field(default=5.0, gt=0, le=300)
@@ -67,14 +79,14 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = "text"
     metrics_port: int = Field(default=9641, ge=0, le=65_535)
     """Where a worker serves Prometheus metrics; 0 turns the endpoint off."""
-    # An exporter is scraped from another host (and from outside a container) by default.
-    metrics_host: str = "0.0.0.0"  # noqa: S104
+    metrics_host: str = "127.0.0.1"
+    """The address metrics listen on: loopback unless told (0.0.0.0 in a container)."""
     dry_run: bool = False
     """Print each request instead of sending it (``dora-forwarder run --dry-run``)."""
     dry_run_fd: int = Field(default=1, ge=1)
     """The file descriptor a dry run writes its requests to (``run`` sets it)."""
     data_dir: str | None = None
-    """Where ``run`` keeps an embedded Redis' data; default: the user's data directory."""
+    """Where ``run`` keeps an embedded Redis' data, password and socket (made mode 0700)."""
     ingest_keys: SecretStr | None = None
     """Comma-separated keys producers send as DD-API-KEY to ``serve``; never Datadog's key."""
     ingest_host: str = "127.0.0.1"
@@ -131,6 +143,15 @@ class Settings(BaseSettings):
             raise ValueError("\n  ".join(problems))
         return self
 
+    @model_validator(mode="after")
+    def _probes_spaced_upwards(self) -> Self:
+        if self.breaker_probe_max_s < self.breaker_probe_s:
+            raise ValueError(
+                "FORWARDER_BREAKER_PROBE_MAX_S must be at least FORWARDER_BREAKER_PROBE_S: "
+                "the wait between the breaker's probes grows from the one to the other"
+            )
+        return self
+
     @property
     def api_base_url(self) -> str:
         """Where requests go: ``FORWARDER_API_URL`` if set, else ``https://api.<DD_SITE>``."""
@@ -138,7 +159,7 @@ class Settings(BaseSettings):
 
     @property
     def redis_url_for_logs(self) -> str:
-        """The Redis URL with any password masked, safe to print."""
+        """The Redis URL with every password (user-info or query) masked, safe to print."""
         return mask_url_password(self.redis_url)
 
 
@@ -155,8 +176,8 @@ def inconsistencies(settings: Settings) -> list[str]:
     """What is wrong between variables that are each valid alone (empty if nothing).
 
     Each rule guards a hazard: a claim that lapses while its request is still in flight (a
-    second worker sends the same incident at the same time), or an incident's state that
-    expires before it can be delivered or dead-lettered (silent loss).
+    second worker sends the same incident at the same time), or a delivered finish forgotten
+    while its state is still remembered (a late start could reopen it).
     """
     s = settings
     problems = []
@@ -166,37 +187,16 @@ def inconsistencies(settings: Settings) -> list[str]:
             f"({_s(s.http_timeout_s)}) + {_s(LEASE_SLACK_S)}: a request could outlive its "
             "claim, and a second worker send the same incident while it is still in flight"
         )
-    # A failing incident becomes a dead letter at its first attempt past the max age: up to
-    # one largest backoff later, plus one claimed request.
-    settle_s = s.max_age_s + s.backoff_max_s + s.lease_s
-    if s.retention_s < settle_s:
+    # The retention no longer races the max age or the orphan wait: a state still to send
+    # never expires (the scripts clear its expiry while it is scheduled), so a short
+    # retention only shortens the dedupe horizon. The finish record must outlive the state.
+    if s.finished_retention_s < s.retention_s:
         problems.append(
-            f"FORWARDER_RETENTION_S ({_s(s.retention_s)}) must be at least FORWARDER_MAX_AGE_S "
-            f"({_s(s.max_age_s)}) + FORWARDER_BACKOFF_MAX_S ({_s(s.backoff_max_s)}) + "
-            f"FORWARDER_LEASE_S ({_s(s.lease_s)}) = {_s(settle_s)}: the state of an incident "
-            "still failing would expire before it could become a dead letter"
-        )
-    orphan_s = s.orphan_wait_s + s.lease_s
-    if s.retention_s < orphan_s:
-        problems.append(
-            f"FORWARDER_RETENTION_S ({_s(s.retention_s)}) must be at least "
-            f"FORWARDER_ORPHAN_WAIT_S ({_s(s.orphan_wait_s)}) + FORWARDER_LEASE_S "
-            f"({_s(s.lease_s)}) = {_s(orphan_s)}: a finish waiting for its start would "
-            "expire before it could become a dead letter"
+            f"FORWARDER_FINISHED_RETENTION_S ({_s(s.finished_retention_s)}) must be at least "
+            f"FORWARDER_RETENTION_S ({_s(s.retention_s)}): the record of a delivered finish "
+            "is what protects it once the state has expired"
         )
     return problems
-
-
-def mask_url_password(url: str) -> str:
-    """Replace the password of a URL by ``***`` (user names stay, to help debugging)."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
 def _variable_name(field: str) -> str:

@@ -9,8 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Final
 
 from pydantic import ValidationError
+
+from forwarder.jsontext import printable
+
+MAX_FIELD_NAME_SHOWN: Final = 100
+"""Characters of a field's name an error shows (a hostile name may be megabytes long)."""
 
 
 class ForwarderError(Exception):
@@ -42,13 +48,21 @@ class PublishError(ForwarderError):
     """Redis could not be reached or refused the write within the publish timeout."""
 
 
+def _location(part: object) -> str:
+    """One step of pydantic's error location: a name, an index, or a key that is no string."""
+    if isinstance(part, int):
+        return f"[{part}]"
+    if isinstance(part, str):
+        name = printable(part)
+        return name if len(name) <= MAX_FIELD_NAME_SHOWN else name[:MAX_FIELD_NAME_SHOWN] + "..."
+    return f"<a key of type {type(part).__name__}>"
+
+
 def field_errors(exc: ValidationError) -> list[FieldError]:
     """Turn pydantic's report into ``FieldError``s that name the field a user must change."""
     errors = []
     for error in exc.errors(include_url=False):
-        path = ".".join(
-            f"[{part}]" if isinstance(part, int) else str(part) for part in error["loc"]
-        ).replace(".[", "[")
+        path = ".".join(_location(part) for part in error["loc"]).replace(".[", "[")
         context = error.get("ctx") or {}
         field = path or str(context.get("field", "-"))
         reason = error["msg"]
@@ -59,5 +73,9 @@ def field_errors(exc: ValidationError) -> list[FieldError]:
             reason = "is not a field Datadog accepts"
         elif error["type"] == "missing":
             reason = "is required"
+        elif error["type"] == "string_unicode":
+            # Only a lone surrogate makes a Python str unencodable as UTF-8.
+            reason = "is not valid Unicode text: it holds a lone surrogate"
+        reason = printable(reason)
         errors.append(FieldError(field, reason))
     return errors

@@ -70,6 +70,15 @@ def _check_tag(value: str) -> str:
             "(got {length} characters)",
             {"limit": MAX_TAG_CHARS, "length": len(value)},
         )
+    if not value.isascii():
+        # A plain str field is not checked for lone surrogates by pydantic, and no UTF-8
+        # encoder takes one: refuse it here rather than fail when the entry is written.
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise PydanticCustomError(
+                "string_unicode", "is not valid Unicode text: it holds a lone surrogate"
+            ) from None
     if not _TAG_PATTERN.fullmatch(value):
         raise PydanticCustomError("custom_tag", "must follow the key:value pattern")
     return value

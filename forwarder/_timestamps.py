@@ -13,6 +13,7 @@ _SECONDS_BELOW: Final = 10**11  # year 5138 in seconds, 1973 in milliseconds
 _MILLIS_BELOW: Final = 10**14  # year 5138 in milliseconds
 _NANOS_FROM: Final = 10**17  # 1973 in nanoseconds; between the two lies microseconds
 _INT64_MAX: Final = 2**63 - 1
+_MAX_DIGITS: Final = len(str(_INT64_MAX))
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -65,7 +66,10 @@ def to_nanoseconds(value: object) -> int:
         return _from_datetime(value)
     if isinstance(value, str):
         text = value.strip()
-        if text.isdigit():
+        # isdigit() alone also takes other scripts' digits and superscripts ("²").
+        if text.isascii() and text.isdigit():
+            if len(text.lstrip("0")) > _MAX_DIGITS:
+                raise _error("is too large for a 64-bit nanosecond timestamp")
             return _from_int(int(text))
         try:
             parsed = datetime.fromisoformat(text)

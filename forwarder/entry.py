@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, TypeAlias, overload
+from typing import TYPE_CHECKING, Any, Final, TypeAlias, overload
 
 from pydantic import ValidationError
 
+from forwarder import jsontext
 from forwarder._errors import FieldError, InvalidEventError, field_errors
 from forwarder._models import DeploymentEvent, Event, IncidentEvent
+from forwarder.jsontext import printable
 from forwarder.protocol import (
     ENTRY_VERSION,
     FIELD_EVENT,
@@ -92,26 +93,58 @@ def encode_entry(event: Event) -> EntryFields:
     return {FIELD_VERSION: ENTRY_VERSION, FIELD_KIND: event.KIND, FIELD_EVENT: body}
 
 
-def decode_entry(fields: Mapping[bytes, bytes] | Mapping[str, str]) -> Event:
-    """Parse one entry as read from the stream, or raise ``InvalidEntryError`` with the reason."""
-    text = {
-        (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
-        for k, v in fields.items()
-    }
-    version = text.get(FIELD_VERSION)
-    if version != ENTRY_VERSION:
+RawFields: TypeAlias = Mapping[bytes, bytes] | Mapping[str, str]
+"""An entry's fields as read from the stream (redis-py: bytes) or written in a test (str)."""
+
+_SHOWN_BYTES: Final = 40
+
+
+def _raw(value: bytes | str) -> bytes:
+    # surrogatepass: a str holding a lone surrogate still has bytes, which then fail UTF-8.
+    return value if isinstance(value, bytes) else value.encode("utf-8", "surrogatepass")
+
+
+def entry_bytes(fields: RawFields) -> dict[bytes, bytes]:
+    """The entry's field names and values as the bytes Redis holds."""
+    return {_raw(name): _raw(value) for name, value in fields.items()}
+
+
+def _shown(value: bytes | None) -> str:
+    """A short, printable form of a field's value for a reason (None when it is absent)."""
+    if value is None:
+        return "None"
+    cut = printable(value[:_SHOWN_BYTES].decode("utf-8", "backslashreplace"))
+    return f"'{cut}{'...' if len(value) > _SHOWN_BYTES else ''}'"
+
+
+_VERSION: Final = ENTRY_VERSION.encode()
+_KINDS: Final = {kind.encode(): kind for kind in KINDS}
+
+
+def decode_entry(fields: RawFields) -> Event:
+    """Parse one entry as read from the stream, or raise ``InvalidEntryError`` with the reason.
+
+    Takes any bytes at all and raises nothing else. Only ``v``, ``kind`` and ``event`` are
+    read; other fields are ignored, whatever their bytes.
+    """
+    raw = entry_bytes(fields)
+    version = raw.get(FIELD_VERSION.encode())
+    if version != _VERSION:
         raise InvalidEntryError(
-            f"unknown entry format version {version!r} (this worker reads {ENTRY_VERSION!r})"
+            f"unknown entry format version {_shown(version)} (this worker reads {ENTRY_VERSION!r})"
         )
-    kind = text.get(FIELD_KIND)
-    if kind not in KINDS:
-        raise InvalidEntryError(f"unknown event kind {kind!r} (expected one of {', '.join(KINDS)})")
-    raw = text.get(FIELD_EVENT)
-    if raw is None:
+    kind = _KINDS.get(raw.get(FIELD_KIND.encode(), b""))
+    if kind is None:
+        raise InvalidEntryError(
+            f"unknown event kind {_shown(raw.get(FIELD_KIND.encode()))} "
+            f"(expected one of {', '.join(KINDS)})"
+        )
+    event = raw.get(FIELD_EVENT.encode())
+    if event is None:
         raise InvalidEntryError(f"entry has no {FIELD_EVENT!r} field")
     try:
-        data = json.loads(raw)
-    except ValueError as exc:
+        data = jsontext.parse(jsontext.utf8(event))
+    except jsontext.JsonTextError as exc:
         raise InvalidEntryError(f"event is not valid JSON: {exc}") from None
     try:
         return to_event(data, kind)

@@ -99,7 +99,7 @@ class RedisKeys:
 
     @property
     def gate(self) -> str:
-        """Hash: the fleet-wide gate (closed until, why; Datadog's request budget)."""
+        """Hash: the fleet-wide gate (closed until, why; Datadog's request budget; the breaker)."""
         return f"{self._tag}:gate"
 
     @property
@@ -120,6 +120,21 @@ class RedisKeys:
     def incident(self, incident_id: str) -> str:
         """Hash holding one incident's merged state and delivery bookkeeping."""
         return self.incident_prefix + incident_id
+
+    @property
+    def finished_prefix(self) -> str:
+        """Prefix of the finish records (see ``finished``)."""
+        return f"{self._tag}:finished:"
+
+    def finished(self, incident_id: str) -> str:
+        """String: the finish Datadog last accepted for an incident, kept far longer than its
+        state (``FORWARDER_FINISHED_RETENTION_S``): ``<digest> <finished_at>``.
+
+        ``digest`` is that of the whole delivered state (``-``: not known), ``finished_at``
+        its JSON value. A state made again after it expired starts from it, so a late start
+        can never undo a finish.
+        """
+        return self.finished_prefix + incident_id
 
     @property
     def celery_prefix(self) -> str:
@@ -157,6 +172,12 @@ class StateField(StrEnum):
     """Why the last attempt failed."""
     DEAD_VERSION = "dead_version"
     """The version last dead-lettered."""
+    REMEMBERED = "remembered"
+    """Digest of the state Datadog holds, from the finish record, in a state made again after
+    it expired (absent once a request for it went out): equal attributes need no request."""
+    DOUBT_UNTIL_MS = "doubt_until_ms"
+    """A request whose fate is in doubt may still land at the API until then (ms, Redis
+    clock): the current version is sent once more, claimed at or after it (absent: none)."""
 
 
 class GateField(StrEnum):
@@ -184,6 +205,16 @@ class GateField(StrEnum):
     TOKENS = "tokens"
     """Tokens of the optional fleet-wide ceiling (a float)."""
     TOKENS_MS = "tokens_ms"
+    BREAKER_FAILURES = "breaker_failures"
+    """Outage answers (5xx, 408, no answer) in a row across the fleet, since any other answer."""
+    BREAKER_OPENED_MS = "breaker_opened_ms"
+    """When the circuit breaker opened (absent: closed)."""
+    BREAKER_PROBES = "breaker_probes"
+    """Probes sent since it opened (each one doubles the wait before the next)."""
+    BREAKER_PROBE_AT_MS = "breaker_probe_at_ms"
+    """While open, no probe goes out before this."""
+    BREAKER_PROBE = "breaker_probe"
+    """The incident the last probe claimed: no second probe while its claim is in flight."""
 
 
 class StatsField(StrEnum):
@@ -195,6 +226,13 @@ class StatsField(StrEnum):
     LEASES_LAPSED = "leases_lapsed"
     ENTRIES_FOLDED = "entries_folded"
     UPDATES_UNCHANGED = "updates_unchanged"
+    STATES_MISSING = "states_missing"
+    """Due incidents whose state was gone when claimed (deleted by hand, or expired under an
+    older version): each one a dead letter."""
+    BREAKER_OPENED = "breaker_opened"
+    """Times the circuit breaker opened."""
+    BREAKER_PROBES = "breaker_probes"
+    """Probes sent while it was open."""
     LAST_SUCCESS_MS = "last_success_ms"
     LAST_ERROR = "last_error"
     """``<incident id>: <reason>`` of the last failed or dead-lettered attempt."""
@@ -218,6 +256,12 @@ class LetterField(StrEnum):
     PAYLOAD = "payload"
     """JSON: the entry's raw fields (source ``stream``)."""
     AT_MS = "at_ms"
+    PAYLOAD_ENCODING = "payload_encoding"
+    """``utf-8`` or ``base64``: how ``payload`` holds the entry's names and values."""
+    PAYLOAD_BYTES = "payload_bytes"
+    """Raw bytes of all the entry's names and values, whether kept or cut."""
+    PAYLOAD_TRUNCATED = "payload_truncated"
+    """``1`` when ``payload`` was cut (it is bounded); replay cannot send it then."""
 
 
 class LetterSource(StrEnum):
@@ -227,3 +271,12 @@ class LetterSource(StrEnum):
     """An entry no worker could use."""
     INCIDENT = "incident"
     """An incident Datadog rejected, or whose start never came."""
+
+
+# --- dead letters of stream entries (the `dead` stream, source `stream`) ------------------
+
+PAYLOAD_UTF8: Final = "utf-8"
+"""``payload_encoding`` of a letter whose entry's names and values are all UTF-8 text."""
+
+PAYLOAD_BASE64: Final = "base64"
+"""``payload_encoding`` of a letter whose payload holds the base64 of each raw name and value."""

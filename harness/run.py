@@ -47,10 +47,15 @@ class RunProcess:
             code = self.process.wait(30)
         finally:
             # Whatever outlived run in its group (a child it lost track of) goes too.
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGKILL)
+            with_group_gone(self.process.pid)
             self._reader.join(10)
             if self.process.stdout is not None:
                 self.process.stdout.close()
             self._log.close()
         return code
+
+
+def with_group_gone(group: int) -> None:
+    """SIGKILL every process left in process group ``group`` (none left: nothing to do)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(group, signal.SIGKILL)

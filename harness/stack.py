@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import redis
 
@@ -220,14 +221,18 @@ def free_port() -> int:
 class RedisServer:
     """A redis-server of our own with AOF (fsync always), that can crash and come back."""
 
-    def __init__(self) -> None:
+    def __init__(self, password: str | None = None, unix_socket: bool = False) -> None:
+        """``password``: require it (``requirepass``); ``unix_socket``: listen on one too."""
         binary = shutil.which("redis-server") or embedded_binary()
         if binary is None:
             raise RuntimeError("no redis-server: install one, or the embedded extra")
         self.binary = binary
         self.port = free_port()
+        self.password = password
         self.directory = Path(tempfile.mkdtemp(prefix="dora-redis-"))
-        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.socket_path = self.directory / "redis.sock" if unix_socket else None
+        auth = f":{quote(password, safe='')}@" if password else ""
+        self.url = f"redis://{auth}127.0.0.1:{self.port}/0"
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> RedisServer:
@@ -248,6 +253,12 @@ class RedisServer:
                 "",
                 "--maxmemory-policy",
                 "noeviction",
+                *(["--requirepass", self.password] if self.password else []),
+                *(
+                    ["--unixsocket", str(self.socket_path), "--unixsocketperm", "700"]
+                    if self.socket_path
+                    else []
+                ),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

@@ -2,7 +2,8 @@
 
 It validates and records `POST /api/v2/dora/{failure,incident,deployment}` as Datadog does
 (/work/shared/reference/DORA-API.md) and lets tests inject latency, forced statuses, dropped
-connections and calendar-aligned rate limits. Run in-process with `StandinServer`, or as
+connections, calendar-aligned rate limits and requests applied late (after the client gave
+up). Run in-process with `StandinServer`, or as
 `python -m harness.standin --port 0 --api-key KEY [--latency-ms 50] [--rate-limit 100/10]`.
 Both modes serve `GET /_standin/state`, `GET /_standin/requests`, `POST /_standin/behaviour` and
 `POST /_standin/reset`.
@@ -199,6 +200,9 @@ class DoraStandin:
     def _clear(self) -> None:
         self.latency_s = 0.0
         self._forced: deque[_Canned] = deque()
+        self._late: deque[float] = deque()
+        self._held = 0
+        self._applied_late = 0
         self._always: _Canned | None = None
         self._limits: dict[str, _RateLimit] = {}
         self._requests: deque[RecordedRequest] = deque(maxlen=self._request_log_size)
@@ -234,6 +238,21 @@ class DoraStandin:
         with self._lock:
             self._forced.extend([_DROP] * count)
 
+    def apply_late(self, count: int = 1, hold_s: float = 2.0) -> None:
+        """Hold the next `count` DORA POSTs `hold_s` seconds, then answer and apply them.
+
+        Applied as usual (validated, recorded, `latest` updated) even when the client gave
+        up meanwhile: Datadog can apply a request whose sender saw only a timeout. The
+        request is read in full before the hold, as a server that has it would.
+        """
+        with self._lock:
+            self._late.extend([hold_s] * count)
+
+    def late(self) -> tuple[int, int]:
+        """(requests held now, requests applied after a hold so far)."""
+        with self._lock:
+            return self._held, self._applied_late
+
     def rate_limit(
         self,
         limit: int | None,
@@ -258,7 +277,7 @@ class DoraStandin:
     def configure(self, settings: Mapping[str, Any]) -> None:
         """Apply behaviours sent as JSON: `latency_s`, or a behaviour method's name mapped to
         its argument or to an object of its keyword arguments."""
-        methods = {"respond_next", "respond_always", "drop_next", "rate_limit"}
+        methods = {"respond_next", "respond_always", "drop_next", "rate_limit", "apply_late"}
         if unknown := set(settings) - methods - {"latency_s"}:
             raise ValueError(f"unknown behaviour settings: {sorted(unknown)}")
         if "latency_s" in settings:
@@ -322,6 +341,9 @@ class DoraStandin:
                 "throttled_per_window": {k: dict(v) for k, v in self._throttled.items()},
                 "latency_s": self.latency_s,
                 "pending_forced": len(self._forced),
+                "pending_late": len(self._late),
+                "held": self._held,
+                "applied_late": self._applied_late,
                 "respond_always": self._always.status if self._always else None,
                 "rate_limits": {k: [r.limit, r.period_s] for k, r in self._limits.items()},
                 "accepted_ids": {k: len(v) for k, v in self._latest.items()},
@@ -341,12 +363,19 @@ class DoraStandin:
     async def _handle_event(self, request: web.Request) -> web.Response:
         received_at, kind = time.monotonic(), KIND_OF_PATH[request.path]
         received_wall = self._wall_clock()
-        if self.latency_s > 0:
-            await asyncio.sleep(self.latency_s)
+        # Read first: a client that gives up during the latency or a hold closes the
+        # connection, and what the server already has must still count.
         try:
             body = json.loads(await request.read())
         except ValueError:  # also bodies that are not UTF-8
             body = _NOT_JSON
+        with self._lock:
+            hold_s = self._late.popleft() if self._late else None
+            self._held += hold_s is not None
+        if self.latency_s > 0:
+            await asyncio.sleep(self.latency_s)
+        if hold_s is not None:
+            await asyncio.sleep(hold_s)
         authorised = request.headers.get("DD-API-KEY") in self.api_keys
         with self._lock:
             canned = self._forced.popleft() if self._forced else self._always
@@ -373,6 +402,9 @@ class DoraStandin:
             self._counts[status] += 1
             if status == 202 and attributes is not None:
                 self._latest[kind][event_id] = attributes
+            if hold_s is not None:
+                self._held -= 1
+                self._applied_late += 1
         return response
 
     def _answer(

@@ -7,13 +7,17 @@ these functions say it is.
 
 from __future__ import annotations
 
-from typing import TypeAlias, cast
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, TypeAlias, cast
 
 import redis
 import redis.asyncio as aioredis
 
 from forwarder import Event
 from forwarder.entry import encode_entry
+
+if TYPE_CHECKING:
+    from redis.typing import EncodableT, FieldT
 
 Entry: TypeAlias = tuple[bytes, dict[bytes, bytes]]
 """One stream entry: its id and its fields, as bytes."""
@@ -32,3 +36,8 @@ def entries(client: redis.Redis, key: str) -> list[Entry]:
 async def entries_async(client: aioredis.Redis, key: str) -> list[Entry]:
     """``entries`` on an asyncio client."""
     return cast(list[Entry], await client.xrange(key))
+
+
+def add(client: redis.Redis, key: str, fields: Mapping[bytes, bytes] | Mapping[str, str]) -> bytes:
+    """``XADD key * fields``: raw bytes or text fields (redis-py types XADD's dict invariantly)."""
+    return cast(bytes, client.xadd(key, cast("dict[FieldT, EncodableT]", dict(fields))))

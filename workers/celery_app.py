@@ -14,6 +14,7 @@ from celery.signals import after_setup_logger, after_setup_task_logger, worker_i
 from celery.utils.log import get_multiprocessing_logger
 
 from config import Settings
+from config.redis_url import broker_url
 from forwarder.protocol import RedisKeys
 from workers.ops.logs import configure_handlers
 from workers.tasks import PUMP_TASK, QUEUE, TICK_DROPPED_RESULT, ForwarderCelery, register
@@ -37,7 +38,8 @@ class _QuietTicks(logging.Filter):
 def create_app(settings: Settings) -> ForwarderCelery:
     """The Celery app for ``settings``: broker keys under the deployment's prefix."""
     keys = RedisKeys(settings.key_prefix)
-    app = ForwarderCelery(settings, broker=settings.redis_url)
+    # kombu reads a password only from the user-info and knows no unix://: say it its way.
+    app = ForwarderCelery(settings, broker=broker_url(settings.redis_url))
     app.conf.update(
         broker_connection_retry_on_startup=True,
         broker_transport_options={"global_keyprefix": keys.celery_prefix},

@@ -19,6 +19,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from bench.chaos.hostile_headers import hostile_headers
+from bench.chaos.late_apply import late_apply
+from bench.chaos.outage_after_learning import outage_after_learning
+from bench.chaos.poison_dead_consumer import poison_dead_consumer
+from bench.chaos.retention import retention
 from bench.chaos.scenarios import (
     auth_then_fixed,
     garbage,
@@ -27,6 +32,7 @@ from bench.chaos.scenarios import (
     redis_restart,
     sigkill,
 )
+from bench.chaos.tombstone import tombstone
 from bench.chaos.world import Row
 
 SCENARIOS: dict[str, Callable[[str], Row]] = {
@@ -36,6 +42,12 @@ SCENARIOS: dict[str, Callable[[str], Row]] = {
     "rate_limit": rate_limited,
     "auth": auth_then_fixed,
     "garbage": garbage,
+    "retention": retention,
+    "tombstone": tombstone,
+    "late_apply": late_apply,
+    "outage_after_learning": outage_after_learning,
+    "poison_dead_consumer": lambda _url: poison_dead_consumer(),
+    "hostile_headers": hostile_headers,
 }
 
 __all__ = [
@@ -43,8 +55,14 @@ __all__ = [
     "Row",
     "auth_then_fixed",
     "garbage",
+    "hostile_headers",
+    "late_apply",
     "outage",
+    "outage_after_learning",
+    "poison_dead_consumer",
     "rate_limited",
     "redis_restart",
+    "retention",
     "sigkill",
+    "tombstone",
 ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from config import SettingsError, load_settings
-from config.settings import mask_url_password
+from config.redis_url import mask_url_password
 
 KEY = "abcdef0123456789abcdef0123456789"
 
@@ -64,6 +64,16 @@ def test_lease_must_outlast_a_request(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FORWARDER_LEASE_S", "5")
     monkeypatch.setenv("FORWARDER_HTTP_TIMEOUT_S", "10")
     with pytest.raises(SettingsError, match="FORWARDER_LEASE_S"):
+        load_settings()
+
+
+def test_breaker_probe_spacing_must_grow(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A probe cap below the first probe's wait fails at start, naming both variables."""
+    monkeypatch.setenv("FORWARDER_BREAKER_PROBE_S", "10")
+    monkeypatch.setenv("FORWARDER_BREAKER_PROBE_MAX_S", "5")
+    with pytest.raises(
+        SettingsError, match=r"FORWARDER_BREAKER_PROBE_MAX_S .*FORWARDER_BREAKER_PROBE_S"
+    ):
         load_settings()
 
 

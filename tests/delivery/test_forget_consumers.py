@@ -62,4 +62,5 @@ async def test_a_read_between_check_and_delete_keeps_its_pending_entries(
     assert store_client.between is None, "the read ran during the forgetting"
     pending = await other.xpending(keys.ingest, CONSUMER_GROUP)
     assert pending["pending"] == 1, "the entry read meanwhile lost its pending record"
-    assert len(await store.reclaim("me", 0, 10)) == 1
+    _, reclaimed = await store.reclaim("me", 0, 10)
+    assert len(reclaimed) == 1

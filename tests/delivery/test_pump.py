@@ -13,6 +13,7 @@ from forwarder.protocol import RedisKeys
 from harness import streams
 from tests.delivery.events import FINISH, ID, START, publish
 from tests.delivery.fake_api import API_KEY, FakeDatadog, make_pump
+from workers.delivery.breaker import BreakerPolicy
 
 pytestmark = pytest.mark.anyio
 
@@ -107,7 +108,9 @@ async def test_expired_incident_is_dead_lettered_with_its_attempts(
     """Past FORWARDER_MAX_AGE_S of failures an incident becomes a dead letter, saying so."""
     api = FakeDatadog(*([503] * 50))
     await publish(client, keys, START)
-    await make_pump(client, keys, api, max_age_ms=150).run(0.8)
+    # One incident failing alone: the fleet's breaker must not stand in its way here.
+    lenient = BreakerPolicy(failures=1_000)
+    await make_pump(client, keys, api, max_age_ms=150, breaker=lenient).run(0.8)
     ((_, letter),) = await streams.entries_async(client, keys.dead)
     assert letter[b"reason"].startswith(b"expired after ")
     assert b"last error: HTTP 503 from Datadog" in letter[b"reason"]
@@ -128,7 +131,7 @@ async def test_stop_releases_claims_at_once(client: aioredis.Redis, keys: RedisK
 
     await client.hset(keys.gate, "unlimited_ms", 10**15)
     await publish(client, keys, *[{**START, "id": f"incident-{i:012d}"} for i in range(5)])
-    pump = make_pump(client, keys, hang)
+    pump = make_pump(client, keys, hang, max_in_flight=40)  # starts with 40 / 8 = 5 in flight
     run = asyncio.create_task(pump.run(30.0))
     await asyncio.wait_for(all_sent.wait(), timeout=10)
     assert await client.zcard(keys.inflight) == 5

@@ -23,7 +23,8 @@ from forwarder.protocol import (
     StateField,
     StatsField,
 )
-from workers.delivery.fold import FieldUpdate, IncidentUpdate, PoisonEntry
+from workers.delivery.fold import FieldUpdate, IncidentUpdate
+from workers.delivery.poison import PoisonEntry
 from workers.delivery.records import Settlement, Verdict
 from workers.delivery.scripts import SCRIPTS, FoldArgs, Script, argv, layout
 
@@ -145,8 +146,9 @@ def field_is_named(key: str, arg: str) -> bool:
     if key in HASH_FIELDS:
         return name in HASH_FIELDS[key]
     if name is not None:  # an incident's hash: bookkeeping, or an attribute the models know
-        return name in set(StateField) or (
-            name.startswith(ATTRIBUTE_PREFIX) and name[len(ATTRIBUTE_PREFIX) :] in ATTRIBUTES
+        return name in set(StateField) or any(
+            name.startswith(prefix) and name[len(prefix) :] in ATTRIBUTES
+            for prefix in (ATTRIBUTE_PREFIX, POSITION_PREFIX)
         )
     built = re.fullmatch(r"'([^']*)'\s*\.\.\s*\w+", arg)  # 's:' .. field
     return built is not None and built[1] in (ATTRIBUTE_PREFIX, POSITION_PREFIX)
@@ -178,11 +180,11 @@ def test_argv_flattens_a_record_as_its_layout_says() -> None:
     """Counts stand in for tuples; the items follow, records depth first, bools as 0/1."""
     update = IncidentUpdate("inc", (FieldUpdate("team", "p1", '"ops"'),), force=True)
     poison = PoisonEntry("1-0", "bad", "{}")
-    args = FoldArgs("group", 10, 20, None, ("1-0", "2-0"), (poison,), (update,))
+    args = FoldArgs("group", 10, 20, "{p}:finished:", None, ("1-0", "2-0"), (poison,), (update,))
     assert argv(args) == [
-        *("group", 10, 20, "", 2, 1, 1),
+        *("group", 10, 20, "{p}:finished:", "", 2, 1, 1),
         *("1-0", "2-0"),
-        *("1-0", "bad", "{}"),
+        *("1-0", "bad", "{}", "utf-8", 0, 0),
         *("inc", 1, 1),
         *("team", "p1", '"ops"'),
     ]
@@ -190,4 +192,7 @@ def test_argv_flattens_a_record_as_its_layout_says() -> None:
 
 def test_settlement_verdicts_go_as_their_values() -> None:
     """A ``Verdict`` reaches the script as the word settle.lua compares with."""
-    assert argv(Settlement("inc", 3, Verdict.DELIVERED)) == ["inc", 3, "delivered", 0, "", ""]
+    assert argv(Settlement("inc", 3, Verdict.DELIVERED)) == [
+        *("inc", 3, "delivered", 0, "", "", ""),
+        *(0, 0, 0),  # sent_at_ms, doubt, outage
+    ]

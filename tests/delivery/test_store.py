@@ -215,8 +215,8 @@ async def test_reclaim_takes_entries_of_a_dead_consumer(
     """Entries read by a consumer that never acknowledged them are taken over."""
     await publish(client, keys, START)
     assert len(await store.read("dead-worker", 100, None)) == 1
-    assert await store.reclaim("live-worker", 60_000, 100) == []  # not idle long enough
-    reclaimed = await store.reclaim("live-worker", 0, 100)
+    assert await store.reclaim("live-worker", 60_000, 100) == ("0-0", [])  # not idle long enough
+    _, reclaimed = await store.reclaim("live-worker", 0, 100)
     assert len(reclaimed) == 1
     await store.fold(plan_fold(reclaimed), retention_ms=RETENTION_MS, orphan_wait_ms=ORPHAN_WAIT_MS)
     assert (await client.xpending(keys.ingest, "forwarder"))["pending"] == 0

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from harness.stack import REPO
+from harness.stack import REPO, wait_until
 from harness.standin import StandinServer
 
 API_KEY = "test-api-key"
@@ -198,6 +198,23 @@ def test_drop_next_closes_the_connection(api: httpx.Client, server: StandinServe
     assert api.post("/api/v2/dora/failure", json=failure()).status_code == 202
     assert [r.status for r in server.requests()] == [503, 0, 202]
     assert server.latest() == {"incident-0000000001": failure()["data"]["attributes"]}
+
+
+def test_apply_late_applies_a_request_its_client_gave_up_on(
+    api: httpx.Client, server: StandinServer
+) -> None:
+    """apply_late holds a request past the client's timeout, then applies it after newer ones."""
+    server.apply_late(1, hold_s=0.5)
+    with pytest.raises(httpx.TimeoutException):
+        api.post("/api/v2/dora/failure", json=failure(), timeout=0.1)
+    resolved = failure(finished_at=STARTED_NS + 10**9)
+    assert api.post("/api/v2/dora/failure", json=resolved).status_code == 202
+    assert server.latest() == {"incident-0000000001": resolved["data"]["attributes"]}
+    assert server.late() == (1, 0)
+    wait_until(lambda: server.late() == (0, 1), timeout_s=10, what="the held request applied")
+    assert server.latest() == {"incident-0000000001": failure()["data"]["attributes"]}
+    assert server.regressions() == ["incident-0000000001"]
+    assert api.get("/_standin/state").json()["applied_late"] == 1
 
 
 def test_rate_limit_headers_and_429(api: httpx.Client, server: StandinServer) -> None:

@@ -70,6 +70,25 @@ def test_garbage_is_dead_lettered_and_a_fixed_letter_replays(redis_url: str) -> 
     assert result.facts["dead_letters"] == 20
 
 
+def test_old_state_applied_late_is_followed_by_the_current_one(redis_url: str) -> None:
+    """Starts applied by the API after their finish: Datadog still ends with the finish."""
+    result = chaos.late_apply(redis_url, count=20)
+    assert result.facts["regressed"] > 0  # the API did apply the old states last
+    assert result.lost == 0
+    # Start (held), finish, finish again: 3 each. A loaded machine may time out a few more
+    # requests, each followed by one resend; never a resend loop.
+    assert result.facts["accepted_requests"] <= 4 * 20
+
+
+def test_outage_after_learning_limits_gets_probes_not_a_storm(redis_url: str) -> None:
+    """30 s-style outage, limits known: <= 0.3 requests per waiting incident, all out in 60 s."""
+    result = chaos.outage_after_learning(redis_url, count=300, outage_s=8.0, drain_timeout_s=60)
+    assert result.lost == 0
+    assert result.facts["requests_per_incident"] <= 0.3
+    assert result.facts["recovery_s"] <= 60
+    assert result.facts["waiting_at_60_s"] == 0
+
+
 def test_warm_shutdown_releases_claims_at_once(
     redis_url: str,
     prefix: str,

@@ -10,6 +10,7 @@ from typing import IO
 import redis
 
 from config import Settings
+from forwarder.jsontext import printable
 from forwarder.protocol import RedisKeys
 from workers.cli.common import EXIT_BAD_INPUT, EXIT_FAILURE, redis_client, when
 from workers.ops.dead_letters import DeadLetter, list_letters, purge, replay, select
@@ -21,8 +22,10 @@ def format_letters(letters: Sequence[DeadLetter]) -> str:
         return "no dead letters"
     lines = [f"{'id':<17}  {'at (UTC)':<25}  {'incident / source':<40}  reason"]
     for letter in letters:
-        what = letter.incident_id or f"({letter.source} entry)"
-        reason = letter.reason if len(letter.reason) <= 90 else letter.reason[:87] + "..."
+        # Anyone can write to the stream: nothing from it reaches a terminal unescaped.
+        what = printable(letter.incident_id or f"({letter.source} entry)")
+        reason = printable(letter.reason)
+        reason = reason if len(reason) <= 90 else reason[:87] + "..."
         lines.append(f"{letter.letter_id:<17}  {when(letter.at_ms):<25}  {what:<40}  {reason}")
     return "\n".join(lines)
 
@@ -47,6 +50,14 @@ def _act(
         print(
             f"replayed {count} dead letter(s): back through ingest, to be delivered again", file=err
         )
+        kept = [letter.letter_id for letter in chosen if letter.replay_entry() is None]
+        if kept:
+            print(
+                f"kept {len(kept)} dead letter(s) that hold nothing whole to send "
+                f"(a payload cut at its size limit, or no event): {', '.join(kept[:10])}"
+                + (" ..." if len(kept) > 10 else ""),
+                file=err,
+            )
         return 0
     if not args.yes:
         print(

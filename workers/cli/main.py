@@ -80,9 +80,11 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser(
         "run",
         help="run the whole forwarder: worker + beat, and a Redis of its own if none answers",
-        description="Runs a worker with an embedded beat. Without FORWARDER_REDIS_URL and "
-        "with no Redis answering on localhost:6379, it first starts an embedded Redis "
-        "(pip install 'dora-forwarder[embedded]') that keeps its data in --data-dir. "
+        description="Runs a worker with an embedded beat, and says which Redis it uses and "
+        "why. Without FORWARDER_REDIS_URL and with no Redis answering on localhost:6379 "
+        "(without a password), it first starts an embedded Redis (pip install "
+        "'dora-forwarder[embedded]') that keeps its data in --data-dir and that only you can "
+        "reach: a unix socket, and a password kept in that directory. "
         "Arguments after -- go to `celery worker` unchanged.",
     )
     run.add_argument(
@@ -99,9 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--embedded-port",
         type=int,
-        default=6379,
         metavar="PORT",
-        help="port of the embedded Redis on 127.0.0.1 (default 6379)",
+        help="also serve the embedded Redis on 127.0.0.1:PORT, with its password (default: "
+        "its unix socket only)",
     )
     run.add_argument(
         "--data-dir",

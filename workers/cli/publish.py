@@ -2,35 +2,75 @@
 
 from __future__ import annotations
 
-import json
+import io
 import sys
 from collections.abc import Iterator
-from typing import IO
+from typing import IO, cast
 
 from config import Settings
-from forwarder import Event, InvalidEventError, Publisher, PublishError, to_event
+from forwarder import Event, InvalidEventError, Publisher, PublishError, jsontext, to_event
 from forwarder.protocol import KIND_FAILURE
 from workers.cli.common import EXIT_BAD_INPUT, EXIT_FAILURE
 
 PUBLISH_CHUNK = 500
 """Events sent to Redis per pipeline by ``publish``."""
 
+MAX_LINE_BYTES = 16 * 1_048_576
+"""Longest line ``publish`` reads; a longer one is reported as bad, not held in memory."""
 
-def _parse_lines(stream: IO[str], kind: str) -> Iterator[tuple[int, Event | str]]:
-    """Yield ``(line number, event of ``kind`` or error text)`` for each non-blank line."""
-    for number, line in enumerate(stream, start=1):
-        text = line.strip()
-        if not text:
+_BOM = b"\xef\xbb\xbf"
+
+
+def _parse_line(line: bytes, kind: str) -> Event | str:
+    """The event of ``kind`` on one line, or why there is none."""
+    try:
+        data = jsontext.parse(jsontext.utf8(line))
+    except jsontext.JsonTextError as exc:
+        where = f" (column {exc.column})" if exc.column is not None else ""
+        return f"not valid JSON: {exc.reason}{where}"
+    try:
+        return to_event(data, kind)
+    except InvalidEventError as exc:
+        return str(exc)
+
+
+def _lines(stream: IO[bytes]) -> Iterator[bytes | None]:
+    """Each line of ``stream`` (split on ``\\n`` only), or None for one past the limit.
+
+    A line longer than ``MAX_LINE_BYTES`` is skipped without being held in memory.
+    """
+    while line := stream.readline(MAX_LINE_BYTES + 1):
+        if len(line) <= MAX_LINE_BYTES or line.endswith(b"\n"):
+            yield line
             continue
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            yield number, f"not valid JSON: {exc.msg} (column {exc.colno})"
+        while (rest := stream.readline(MAX_LINE_BYTES)) and not rest.endswith(b"\n"):
+            pass
+        yield None
+
+
+def _parse_lines(stream: IO[bytes], kind: str) -> Iterator[tuple[int, Event | str]]:
+    """Yield ``(line number, event of ``kind`` or error text)`` for each non-blank line.
+
+    Each line is decoded on its own: bytes that are not UTF-8 spoil their line, not the file.
+    """
+    for number, line in enumerate(_lines(stream), start=1):
+        if line is None:
+            yield number, f"longer than {MAX_LINE_BYTES} bytes: not read"
             continue
-        try:
-            yield number, to_event(data, kind)
-        except InvalidEventError as exc:
-            yield number, str(exc)
+        text = line.removeprefix(_BOM).strip() if number == 1 else line.strip()
+        if text:
+            yield number, _parse_line(text, kind)
+
+
+def _open(path: str) -> IO[bytes]:
+    """The file at ``path`` as bytes, or standard input for ``-``."""
+    if path != "-":
+        return open(path, "rb")
+    buffer = getattr(sys.stdin, "buffer", None)
+    if buffer is not None:
+        return cast(IO[bytes], buffer)
+    # A text stream put in place of stdin (an embedding program, a test): its bytes as UTF-8.
+    return io.BytesIO(sys.stdin.read().encode("utf-8", "surrogateescape"))
 
 
 def cmd_publish(settings: Settings, path: str, err: IO[str], kind: str = KIND_FAILURE) -> int:
@@ -42,7 +82,7 @@ def cmd_publish(settings: Settings, path: str, err: IO[str], kind: str = KIND_FA
     chunk: list[Event] = []
     name = "stdin" if path == "-" else path
     try:
-        with sys.stdin if path == "-" else open(path, encoding="utf-8") as stream:
+        with _open(path) as stream:
             for number, item in _parse_lines(stream, kind):
                 if isinstance(item, str):
                     bad += 1

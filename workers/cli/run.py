@@ -1,7 +1,8 @@
 """``dora-forwarder run``: the whole forwarder in one command, for small installs and first tries.
 
 A worker with an embedded beat; and a Redis of its own (``workers.ops.embedded_redis``) when none
-is configured and none answers on localhost.
+is configured and none answers on localhost. It says which Redis it uses and why
+(``workers.cli.run_redis``).
 """
 
 from __future__ import annotations
@@ -9,51 +10,32 @@ from __future__ import annotations
 import os
 import sys
 from dataclasses import dataclass
-from enum import Enum
 from pathlib import Path
-from typing import IO, Final
-
-import platformdirs
+from typing import IO
 
 from config import Settings
 from workers.cli.common import EXIT_FAILURE, missing_key_message
+from workers.cli.run_redis import (
+    OPEN_REDIS_WARNING,
+    RedisChoice,
+    RunConfigError,
+    choose_redis,
+    default_data_dir,
+    start_embedded,
+    why,
+)
 from workers.cli.run_serve import ingest_problem, start_ingest
 from workers.cli.worker import run_celery_worker
-from workers.ops.embedded_redis import EmbeddedRedis, EmbeddedRedisError, answers
+from workers.ops.embedded_redis import EmbeddedRedis, Probe, probe
 
-APP_NAME: Final = "dora-forwarder"
-
-
-class RedisChoice(Enum):
-    """Which Redis ``run`` uses."""
-
-    CONFIGURED = "configured"
-    """FORWARDER_REDIS_URL, or the default one because a Redis answers there."""
-    EMBEDDED = "embedded"
-
-
-class RunConfigError(ValueError):
-    """The options of ``run`` contradict each other."""
-
-
-def choose_redis(*, url_set: bool, embedded_requested: bool, default_answers: bool) -> RedisChoice:
-    """Pure: an explicit URL is always used (even while it is down: workers wait for it);
-    without one, a Redis answering at the default URL is used; otherwise ``run`` embeds one.
-    """
-    if embedded_requested:
-        if url_set:
-            raise RunConfigError(
-                "--embedded-redis and FORWARDER_REDIS_URL both choose a Redis; use one of them"
-            )
-        return RedisChoice.EMBEDDED
-    if url_set or default_answers:
-        return RedisChoice.CONFIGURED
-    return RedisChoice.EMBEDDED
-
-
-def default_data_dir() -> Path:
-    """Where an embedded Redis keeps its data unless told: the user's data directory."""
-    return Path(platformdirs.user_data_dir(APP_NAME)) / "redis"
+__all__ = [
+    "RedisChoice",
+    "RunConfigError",
+    "RunOptions",
+    "choose_redis",
+    "cmd_run",
+    "default_data_dir",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +44,8 @@ class RunOptions:
 
     dry_run: bool = False
     embedded_redis: bool = False
-    embedded_port: int = 6379
+    embedded_port: int | None = None
+    """Also listen on 127.0.0.1:PORT (with the password); None: the unix socket only."""
     data_dir: str | None = None
     concurrency: int | None = None
     loglevel: str | None = None
@@ -78,38 +61,34 @@ def cmd_run(settings: Settings, options: RunOptions, err: IO[str]) -> int:
         print(problem, file=err)
         return EXIT_FAILURE
     url_set = "redis_url" in settings.model_fields_set
+    asked = options.embedded_redis
+    default = Probe.SILENT if url_set or asked else probe(settings.redis_url)
     try:
         choice = choose_redis(
-            url_set=url_set,
-            embedded_requested=options.embedded_redis,
-            default_answers=not url_set and answers(settings.redis_url),
+            url_set=url_set, embedded_requested=asked, default_answers=default is Probe.ANSWERS
         )
     except RunConfigError as exc:
         print(f"dora-forwarder: {exc}", file=err)
         return EXIT_FAILURE
+    reason = why(
+        url_set=url_set,
+        embedded_requested=asked,
+        default=default,
+        default_url=settings.redis_url_for_logs,
+    )
     embedded: EmbeddedRedis | None = None
     if choice is RedisChoice.EMBEDDED:
         data_dir = Path(options.data_dir or settings.data_dir or default_data_dir())
         embedded = EmbeddedRedis(data_dir.expanduser().resolve(), options.embedded_port)
-        try:
-            embedded.start()
-        except EmbeddedRedisError as exc:
-            reason = "" if options.embedded_redis else "no Redis answers on localhost:6379 and "
-            print(
-                f"dora-forwarder: {reason}{exc}. Start a Redis, or set FORWARDER_REDIS_URL.",
-                file=err,
-            )
+        if not start_embedded(embedded, reason, err):
             return EXIT_FAILURE
-        print(
-            f"dora-forwarder: started an embedded Redis on 127.0.0.1:{embedded.port}; its "
-            f"data (append-only file) is in {embedded.data_dir}",
-            file=err,
-            flush=True,
-        )
-        # The worker's settings, its pool processes' and its beat's are read from here.
+        # The worker's settings, its pool processes', its beat's and serve's are read from
+        # here (a child's environment is readable by this user alone).
         os.environ["FORWARDER_REDIS_URL"] = embedded.url
     else:
-        print(f"dora-forwarder: using Redis at {settings.redis_url_for_logs}", file=err)
+        print(f"dora-forwarder: Redis: {settings.redis_url_for_logs} ({reason})", file=err)
+        if not url_set:
+            print(OPEN_REDIS_WARNING, file=err)
     if settings.dry_run or options.dry_run:
         os.environ["FORWARDER_DRY_RUN"] = "1"
         os.environ["FORWARDER_DRY_RUN_FD"] = str(_requests_only_on_stdout())

@@ -1,8 +1,9 @@
 """``run``'s ingest endpoint: ``dora-forwarder serve`` as a child process, stopped with ``run``.
 
 It starts when ``FORWARDER_INGEST_KEYS`` is set, with the environment ``run`` prepared (the
-embedded Redis' URL included), in ``run``'s process group (a Ctrl-C reaches it too), and
-gets SIGTERM if ``run`` dies without stopping it.
+embedded Redis' URL included) minus Datadog's variables: the web-facing process never holds
+``DD_API_KEY``. It runs in ``run``'s process group (a Ctrl-C reaches it too), and gets SIGTERM
+if ``run`` dies without stopping it.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Mapping
 from typing import IO, Final
 
 from config import Settings
@@ -18,6 +20,14 @@ from workers.ingest.keys import IngestKeysError, configured_keys
 from workers.ops.child import stop, stop_with_parent
 
 STOP_TIMEOUT_S: Final = 10.0
+WITHHELD_PREFIX: Final = "DD_"
+"""Datadog's variables (``DD_API_KEY`` above all) never reach ``serve``."""
+
+
+def serve_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """``environ`` without Datadog's variables (names compared case-insensitively, as the
+    settings read them)."""
+    return {k: v for k, v in environ.items() if not k.upper().startswith(WITHHELD_PREFIX)}
 
 
 def ingest_wanted(settings: Settings) -> bool:
@@ -50,11 +60,11 @@ class IngestChild:
 
     @classmethod
     def start(cls) -> IngestChild:
-        """Start ``serve`` with this process' environment, as it is now."""
+        """Start ``serve`` with this process' environment as it is now, minus ``DD_*``."""
         process = subprocess.Popen(
             [sys.executable, "-m", "workers.cli", "serve"],
             stdin=subprocess.DEVNULL,
-            env=dict(os.environ),
+            env=serve_environment(os.environ),
             preexec_fn=stop_with_parent if sys.platform == "linux" else None,  # noqa: PLW1509 - no threads yet
         )
         return cls(process)

@@ -26,6 +26,17 @@ def _workers(status: Status) -> str:
     return f"{len(status.live_workers)}  ({per_host})"
 
 
+def _breaker(status: Status) -> str:
+    """``closed``, or since when it is open and when it probes next."""
+    if not status.breaker_open:
+        failing = status.breaker_failures
+        return "closed" + (f"  ({failing} failed requests in a row)" if failing else "")
+    return (
+        f"open since {when(status.breaker_opened_ms)} (the API looks down): "
+        f"{status.breaker_probes} probe(s), next at {when(status.breaker_next_probe_ms)}"
+    )
+
+
 def format_status(status: Status) -> str:
     """The human-readable table of ``status``."""
     rows = [
@@ -43,6 +54,7 @@ def format_status(status: Status) -> str:
             if status.gate_open
             else f"closed until {when(status.gate_closed_until_ms)} ({status.gate_reason})",
         ),
+        ("circuit breaker", _breaker(status)),
         ("live workers", _workers(status)),
         ("delivered (total)", str(status.delivered_total)),
         ("retries (total)", str(status.retries_total)),

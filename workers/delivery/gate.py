@@ -22,6 +22,16 @@ DEFAULT_RATE_LIMIT_WAIT_S: Final = 10.0
 REASON_RATE_LIMIT: Final = "rate_limit"
 REASON_AUTH: Final = "auth"
 
+MAX_BUDGET_REQUESTS: Final = 1_000_000
+"""The most requests per window the gate believes from X-RateLimit-Limit and -Remaining.
+
+Datadog publishes no limit for the DORA endpoints, and the largest it publishes for any API is
+250,000 events a minute (reference/DORA-API.md, section 5); a larger figure is broken or
+hostile, and is believed as this bound, which holds nothing back. The bound also keeps every
+figure an integer that Redis can count with: Lua prints numbers of 10^14 and more as
+``1e+14``, which the scripts could not count down. ``lua/_prelude.lua`` holds the same bound.
+"""
+
 
 @dataclass(frozen=True, slots=True)
 class Budget:
@@ -46,16 +56,21 @@ class GateUpdate:
     """Some attempt finished (answer or error): a probe in progress is over."""
 
 
-def _int_header(attempt: Attempt, name: str) -> int | None:
+def _count_header(attempt: Attempt, name: str) -> int | None:
+    """The first usable number in header ``name``, as an integer of at most the bound."""
     values = header_values(attempt.headers, name)
-    return int(values[0]) if values else None
+    return int(min(values[0], MAX_BUDGET_REQUESTS)) if values else None
 
 
 def budget_of(attempt: Attempt) -> Budget | None:
-    """The window described by one answer's X-RateLimit-* headers, if complete and sane."""
-    limit = _int_header(attempt, "x-ratelimit-limit")
-    remaining = _int_header(attempt, "x-ratelimit-remaining")
-    period = _int_header(attempt, "x-ratelimit-period")
+    """The window described by one answer's X-RateLimit-* headers, if complete and sane.
+
+    Every figure is clamped: limit and remaining to ``MAX_BUDGET_REQUESTS``, the period and
+    the reset to ``MAX_WAIT_S`` (and the reset to the period).
+    """
+    limit = _count_header(attempt, "x-ratelimit-limit")
+    remaining = _count_header(attempt, "x-ratelimit-remaining")
+    period = _count_header(attempt, "x-ratelimit-period")
     reset_s = retry_after_s(attempt.headers)
     if limit is None or remaining is None or period is None or reset_s is None:
         return None

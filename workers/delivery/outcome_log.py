@@ -1,10 +1,11 @@
-"""The one log line per outcome that an operator reads: text for people, fields for machines."""
+"""The log lines an operator reads: one per outcome, and the circuit breaker's changes."""
 
 from __future__ import annotations
 
 import logging
 
-from workers.delivery.records import Attempt, Claim, Settlement, Verdict
+from workers.delivery.breaker import BreakerPolicy
+from workers.delivery.records import Attempt, Claim, Settlement, SettleResult, Verdict
 
 # The pump's name: operators filter on it, and it predates this module.
 log = logging.getLogger("dora_forwarder.pump")
@@ -54,3 +55,22 @@ def log_outcome(claim: Claim, settlement: Settlement, attempt: Attempt | None = 
             extra={**fields, "reason": settlement.reason},
         )
     return settlement
+
+
+def log_breaker(result: SettleResult, policy: BreakerPolicy) -> None:
+    """One line when a settlement opened or closed the fleet's circuit breaker."""
+    if result.breaker_opened:
+        log.warning(
+            "Datadog's API looks down (%d failed requests in a row across the fleet): "
+            "circuit breaker open; one request at a time probes it, every %g to %g s, "
+            "and everything waiting goes out once it answers",
+            policy.failures,
+            policy.probe_ms / 1000,
+            policy.probe_max_ms / 1000,
+            extra={"breaker": "open"},
+        )
+    elif result.breaker_closed:
+        log.warning(
+            "Datadog's API answers again: circuit breaker closed; delivery resumes in full",
+            extra={"breaker": "closed"},
+        )

@@ -18,14 +18,16 @@ from typing import cast
 
 import redis.exceptions
 
-from workers.delivery.fold import plan_fold
+from workers.delivery.breaker import BreakerPolicy, breaker_update
 from workers.delivery.gate import REASON_AUTH, gate_update
+from workers.delivery.intake import Entry, Intake
 from workers.delivery.observer import NoObserver, PumpObserver
-from workers.delivery.outcome_log import log_outcome
+from workers.delivery.outcome_log import log_breaker, log_outcome
 from workers.delivery.records import Attempt, Claim, Settlement, Verdict
 from workers.delivery.sender import Sender
 from workers.delivery.settlement import SettlementPolicy, before_sending, from_answer
-from workers.delivery.store import Store
+from workers.delivery.store import DEFAULT_FINISHED_RETENTION_MS, Store
+from workers.delivery.window import Window
 
 log = logging.getLogger("dora_forwarder.pump")
 
@@ -52,8 +54,10 @@ class PumpConfig:
     reclaim_idle_ms: int
     retention_ms: int
     policy: SettlementPolicy
+    finished_retention_ms: int = DEFAULT_FINISHED_RETENTION_MS
     probe_ms: int = 11_000
     ceiling_per_s: float | None = None
+    breaker: BreakerPolicy = field(default_factory=BreakerPolicy)
 
 
 @dataclass(slots=True)
@@ -98,8 +102,13 @@ class Pump:
         self._sender = sender
         self._config = config
         self._observer: PumpObserver = observer or NoObserver()
+        self._intake = Intake(
+            store, retention_ms=config.retention_ms, orphan_wait_ms=config.policy.orphan_wait_ms
+        )
         self._group_ready = False
         self._stop: asyncio.Event | None = None
+        self._window = Window.start(config.max_in_flight)
+        self._peak_in_flight = 0
 
     def _now(self) -> float:
         # Only a run's deadline uses this clock; due times and ages use Redis' clock.
@@ -123,6 +132,8 @@ class Pump:
         """
         self._stop = asyncio.Event()
         report = PumpReport()
+        self._window = self._window.after_run(self._peak_in_flight)
+        self._peak_in_flight = 0
         try:
             if not self._group_ready:
                 await self._store.ensure_group()
@@ -147,29 +158,23 @@ class Pump:
 
     async def _ingest(self, deadline: float, wake: asyncio.Event, report: PumpReport) -> None:
         config = self._config
-        entries = await self._store.reclaim(
-            config.consumer, config.reclaim_idle_ms, config.ingest_batch
-        )
+        # Every page of entries dead consumers left pending, unless the run ends first;
+        # the scan's place is kept, so the next run goes on from there.
+        while True:
+            reclaimed = await self._intake.reclaim(
+                config.consumer, config.reclaim_idle_ms, config.ingest_batch
+            )
+            await self._fold(reclaimed, wake, report)
+            if self._intake.reclaim_went_round or self._now() >= deadline or self.stopping:
+                break
         await self._store.forget_idle_consumers(config.consumer, FORGET_CONSUMER_AFTER_MS)
         last_heartbeat = -HEARTBEAT_EVERY_S
+        entries: list[Entry] = []
         while True:
             if self._now() - last_heartbeat >= HEARTBEAT_EVERY_S:
                 await self._store.heartbeat(config.consumer, FORGET_CONSUMER_AFTER_MS)
                 last_heartbeat = self._now()
-            if entries:
-                plan = plan_fold(entries)
-                result = await self._store.fold(
-                    plan,
-                    retention_ms=config.retention_ms,
-                    orphan_wait_ms=config.policy.orphan_wait_ms,
-                )
-                report.entries += len(plan.ack_ids)
-                report.dead_entries += result.poison
-                self._observer.folded(len(plan.ack_ids), result.poison)
-                for poison in plan.poison:
-                    log.error("dead letter: stream entry %s: %s", poison.entry_id, poison.reason)
-                if result.changed:
-                    wake.set()
+            await self._fold(entries, wake, report)
             remaining_ms = int((deadline - self._now()) * 1000)
             if remaining_ms <= 0 or self.stopping:
                 return
@@ -177,6 +182,18 @@ class Pump:
             entries = await self._store.read(
                 config.consumer, config.ingest_batch, max(1, min(remaining_ms, 1000))
             )
+
+    async def _fold(self, entries: list[Entry], wake: asyncio.Event, report: PumpReport) -> None:
+        if not entries:
+            return
+        folded = await self._intake.fold(entries)
+        report.entries += folded.entries
+        report.dead_entries += len(folded.poison)
+        self._observer.folded(folded.entries, len(folded.poison))
+        for poison in folded.poison:
+            log.error("dead letter: stream entry %s: %s", poison.entry_id, poison.reason)
+        if folded.changed:
+            wake.set()
 
     async def _deliver(self, deadline: float, wake: asyncio.Event, report: PumpReport) -> None:
         assert self._stop is not None  # noqa: S101 - set by run()
@@ -187,7 +204,7 @@ class Pump:
                 if self.stopping and flight.in_flight:
                     await self._release(flight)
                 accepting = self._now() < deadline and not self.stopping
-                free = self._config.max_in_flight - len(flight.in_flight)
+                free = self._window.size - len(flight.in_flight)
                 wait_s, claimed = await self._claim_more(flight, accepting, free, report)
                 if flight.in_flight:
                     await self._collect(flight, stop, report)
@@ -208,10 +225,10 @@ class Pump:
     ) -> tuple[float | None, int]:
         """Claim and start sending as many as the gate allows; return (gate wait, claimed).
 
-        With requests in flight, claims wait until a quarter of the slots are free, so that
+        With requests in flight, claims wait until a quarter of the window is free, so that
         each claim round trip serves several requests.
         """
-        refill_at = 1 if not flight.in_flight else max(1, self._config.max_in_flight // 4)
+        refill_at = 1 if not flight.in_flight else max(1, self._window.size // 4)
         if not accepting or free < refill_at:
             return None, 0
         if flight.batch.settlements:
@@ -222,6 +239,7 @@ class Pump:
             flight.token,
             probe_ms=self._config.probe_ms,
             ceiling_per_s=self._config.ceiling_per_s,
+            breaker=self._config.breaker,
         )
         for claim in result.claims:
             early = before_sending(claim, self._config.policy)
@@ -232,30 +250,42 @@ class Pump:
                 sending = self._sender.send(claim.attributes, claim.kind)
                 flight.in_flight[asyncio.create_task(sending)] = claim
                 report.sent += 1
+        self._peak_in_flight = max(self._peak_in_flight, len(flight.in_flight))
         return (result.wait_ms / 1000 if result.wait_ms else None), len(result.claims)
 
     async def _collect(self, flight: _Flight, stop: asyncio.Task[bool], report: PumpReport) -> None:
         """Wait for at least one answer (or a stop) and turn answers into settlements."""
         done, _ = await asyncio.wait([*flight.in_flight, stop], return_when=asyncio.FIRST_COMPLETED)
+        answers = []
         for task in done:
             claim = flight.in_flight.pop(cast("asyncio.Task[Attempt]", task), None)
             if claim is not None:
                 answer = cast(Attempt, task.result())
-                flight.batch.answers.append(answer)
+                answers.append(answer)
                 settlement = from_answer(claim, answer, self._config.policy)
                 flight.batch.settlements.append(log_outcome(claim, settlement, answer))
                 self._observer.settled(claim, settlement, answer)
-        refill_at = max(1, self._config.max_in_flight // 4)
+        flight.batch.answers.extend(answers)
+        self._window = self._window.after(answers)
+        refill_at = max(1, self._window.size // 4)
         if len(flight.batch.settlements) >= refill_at or not flight.in_flight:
             await self._settle(flight, report)
 
     async def _release(self, flight: _Flight) -> None:
-        """Give claims back due now: another worker sends them (Datadog upserts by id)."""
+        """Give claims back due now: another worker sends them (Datadog upserts by id).
+
+        Their requests may have been written already: in doubt, so one more send follows
+        once they can no longer land.
+        """
         for task, claim in flight.in_flight.items():
             task.cancel()
             flight.batch.settlements.append(
                 Settlement(
-                    claim.incident_id, claim.version, Verdict.WAIT, reason="released at shutdown"
+                    claim.incident_id,
+                    claim.version,
+                    Verdict.WAIT,
+                    reason="released at shutdown",
+                    doubt=True,
                 )
             )
         await asyncio.gather(*flight.in_flight, return_exceptions=True)
@@ -276,7 +306,16 @@ class Pump:
     async def _settle(self, flight: _Flight, report: PumpReport) -> None:
         batch = flight.batch
         update = gate_update(batch.answers, auth_pause_s=self._config.policy.auth_pause_s)
-        result = await self._store.settle(flight.token, batch.settlements, update)
+        result = await self._store.settle(
+            flight.token,
+            batch.settlements,
+            update,
+            retention_ms=self._config.retention_ms,
+            finished_retention_ms=self._config.finished_retention_ms,
+            breaker_update=breaker_update(batch.answers),
+            breaker=self._config.breaker,
+        )
+        log_breaker(result, self._config.breaker)
         if result.gate_newly_closed:
             until = datetime.now(UTC).timestamp() + update.close_ms / 1000
             when = datetime.fromtimestamp(until, UTC).isoformat(timespec="seconds")

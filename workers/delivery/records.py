@@ -37,6 +37,9 @@ class Attempt:
     error: str | None = None
     elapsed_s: float = 0.0
     """How long the request took, as the worker saw it."""
+    in_doubt: bool = False
+    """No answer, but the request may have reached the API (a timeout, a connection lost
+    after it was written): it may still be applied later."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +57,11 @@ class Claim:
     """Redis' clock when it was claimed: what ages and waits are measured against."""
     published_ms: int | None = None
     """When the newest entry behind this version was published (Redis' clock)."""
+    remembered_digest: str | None = None
+    """In a state made again after it expired: the digest of what Datadog holds."""
+    doubt_until_ms: int | None = None
+    """An earlier request may still land at the API until then (Redis' clock); a send of
+    the current version claimed at or after it is owed. None: no request is in doubt."""
 
     @property
     def kind(self) -> str:
@@ -71,6 +79,15 @@ class Settlement:
     delay_ms: int = 0
     reason: str = ""
     detail: str = ""
+    digest: str = ""
+    """Of the attributes Datadog now holds (``state_digest``), for a delivered claim."""
+    sent_at_ms: int = 0
+    """When the request was sent (its claim's time, ms, Redis clock); 0: nothing was sent."""
+    doubt: bool = False
+    """The request may still land at the API (no answer, see ``Attempt.in_doubt``)."""
+    outage: bool = False
+    """The attempt failed as when the API is down (see ``breaker.is_outage``): while the
+    circuit breaker is open, the incident stays due instead of backing off alone."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +109,10 @@ class SettleResult:
     dead: int
     stale: int
     gate_newly_closed: bool
+    breaker_opened: bool = False
+    """This batch opened the circuit breaker."""
+    breaker_closed: bool = False
+    """This batch closed it: the API answered again."""
 
 
 @dataclass(frozen=True, slots=True)

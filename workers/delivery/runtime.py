@@ -17,6 +17,7 @@ import redis.asyncio as aioredis
 from config import Settings
 from forwarder.protocol import RedisKeys
 from workers.delivery.backoff import BackoffPolicy
+from workers.delivery.breaker import BreakerPolicy
 from workers.delivery.observer import NoObserver, PumpObserver
 from workers.delivery.pump import Pump, PumpConfig, PumpReport
 from workers.delivery.records import TickCheck
@@ -53,6 +54,7 @@ def pump_config(settings: Settings) -> PumpConfig:
         lease_ms=int(settings.lease_s * 1000),
         reclaim_idle_ms=int(settings.reclaim_idle_s * 1000),
         retention_ms=int(settings.retention_s * 1000),
+        finished_retention_ms=int(settings.finished_retention_s * 1000),
         policy=SettlementPolicy(
             backoff=BackoffPolicy(settings.backoff_base_s, settings.backoff_max_s),
             orphan_wait_ms=int(settings.orphan_wait_s * 1000),
@@ -63,6 +65,11 @@ def pump_config(settings: Settings) -> PumpConfig:
         # longer than it can take.
         probe_ms=int((settings.http_timeout_s + 1) * 1000),
         ceiling_per_s=settings.max_requests_per_s,
+        breaker=BreakerPolicy(
+            failures=settings.breaker_failures,
+            probe_ms=int(settings.breaker_probe_s * 1000),
+            probe_max_ms=int(settings.breaker_probe_max_s * 1000),
+        ),
     )
 
 

@@ -1,15 +1,15 @@
 """The Lua scripts' interface, Python side: each script's KEYS, and its ARGV as a typed record.
 
-A script reads its arguments in named groups, for example in ``claim.lua``::
+A script reads its arguments in named groups, for example in ``forget_consumers.lua``::
 
-    local prefix, limit, lease_ms, token, probe_ms, ceiling_per_s, now_ms = unpack(ARGV, 1, 7)
+    local group, keep, idle_ms = unpack(ARGV, 1, 3)
 
-and the record (``ClaimArgs``) has the same fields in the same order. ``argv`` turns any record
-into ARGV the one way every script reads it: the record's fields in order, a tuple field as
-its count (``n_<field>`` in Lua) in its place, then each tuple's items (a record item the same
-way, recursively). So a change to a script's arguments is made in its record alone, and
-``tests/delivery/test_script_contract.py`` holds every ``unpack`` line of the Lua to
-``layout`` of its record, and the script's KEYS to ``Script.keys``.
+and the record (``ForgetConsumersArgs``) has the same fields in the same order. ``argv``
+turns any record into ARGV the one way every script reads it: the record's fields in order,
+a tuple field as its count (``n_<field>`` in Lua) in its place, then each tuple's items (a
+record item the same way, recursively). So a change to a script's arguments is made in its
+record alone, and ``tests/delivery/test_script_contract.py`` holds every ``unpack`` line of
+the Lua to ``layout`` of its record, and the script's KEYS to ``Script.keys``.
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ from importlib import resources
 from typing import TYPE_CHECKING, Final, Generic, TypeVar
 
 from forwarder.protocol import RedisKeys
-from workers.delivery.fold import IncidentUpdate, PoisonEntry
+from workers.delivery.fold import IncidentUpdate
+from workers.delivery.poison import PoisonEntry
 from workers.delivery.records import Settlement
 
 if TYPE_CHECKING:
@@ -49,6 +50,10 @@ class ClaimArgs:
     """The fleet-wide ceiling in requests per second; 0: none."""
     now_ms: int | None
     """None: Redis' clock (tests pin it)."""
+    breaker_probe_ms: int = 1_000
+    """While the circuit breaker is open: the wait after the first probe (doubles each time)."""
+    breaker_probe_max_ms: int = 30_000
+    """The longest wait between two probes."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +63,12 @@ class SettleArgs:
     prefix: str
     token: str
     now_ms: int | None
+    retention_ms: int
+    """How long a quiet state (delivered or dead-lettered) is kept."""
+    finished_prefix: str
+    """Prefix of the finish records (``RedisKeys.finished_prefix``)."""
+    finished_retention_ms: int
+    """How long the record of a delivered finish is kept."""
     close_ms: int
     close_reason: str
     close_detail: str
@@ -70,6 +81,14 @@ class SettleArgs:
     """A 2xx came without rate-limit headers."""
     answered: bool
     """Some attempt finished: a probe is over."""
+    outages: int
+    """Outage answers in the batch (``breaker.BreakerUpdate``)."""
+    healthy: bool
+    """Some answer says the API is up: the circuit breaker closes."""
+    breaker_failures: int
+    """Outage answers in a row, fleet-wide, that open the breaker."""
+    breaker_probe_ms: int
+    """From opening to the first probe."""
     settlements: tuple[Settlement, ...]
 
 
@@ -79,7 +98,10 @@ class FoldArgs:
 
     group: str
     retention_ms: int
+    """How long a state that needs no request (a late copy of a delivered finish) is kept."""
     orphan_wait_ms: int
+    finished_prefix: str
+    """Prefix of the finish records (``RedisKeys.finished_prefix``)."""
     now_ms: int | None
     """None: Redis' clock (tests pin it)."""
     ack_ids: tuple[str, ...]
@@ -150,7 +172,7 @@ class Script(Generic[A]):
         return names, argv(args)
 
 
-CLAIM: Final = Script("claim.lua", ("due", "inflight", "stats", "gate"), ClaimArgs)
+CLAIM: Final = Script("claim.lua", ("due", "inflight", "dead", "stats", "gate"), ClaimArgs)
 SETTLE: Final = Script("settle.lua", ("due", "inflight", "dead", "stats", "gate"), SettleArgs)
 FOLD: Final = Script(
     "fold.lua", ("ingest", "due", "inflight", "dead", "stats"), FoldArgs, incident_keys=True

@@ -9,6 +9,7 @@ import time
 from collections.abc import Mapping
 from typing import Any, Final, Protocol
 
+import aiohttp
 import httpx
 from httpx_aiohttp import AiohttpTransport
 from pydantic import SecretStr
@@ -19,6 +20,32 @@ from workers.delivery.records import MAX_BODY_KEPT, Attempt
 PATHS: Final = {KIND_FAILURE: "/api/v2/dora/failure", KIND_DEPLOYMENT: "/api/v2/dora/deployment"}
 """Where each kind of event is POSTed."""
 USER_AGENT: Final = "dora-forwarder/0.1"
+
+NOT_SENT_ERRORS: Final = (
+    httpx.ConnectError,
+    httpx.ConnectTimeout,
+    httpx.PoolTimeout,
+    httpx.UnsupportedProtocol,
+    httpx.ProxyError,
+)
+"""httpx errors raised before any byte of the request left: it cannot land."""
+
+NOT_SENT_AIOHTTP_ERRORS: Final = (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)
+"""aiohttp errors raised before the request was written: no connection was ever made."""
+
+
+def may_have_landed(exc: BaseException) -> bool:
+    """Whether a request that failed with ``exc`` may still reach and be applied by the API.
+
+    Only failures known to come before the request was written are safe (connect errors,
+    waiting for a pooled connection); a timeout or a connection lost afterwards may have
+    delivered it. httpx-aiohttp maps aiohttp's errors coarsely (a server that hung up
+    becomes ``ConnectTimeout``), so aiohttp's own error, when there is one, decides.
+    """
+    cause = exc if isinstance(exc, aiohttp.ClientError) else exc.__cause__
+    if isinstance(cause, aiohttp.ClientError):
+        return not isinstance(cause, NOT_SENT_AIOHTTP_ERRORS)
+    return not isinstance(exc, NOT_SENT_ERRORS)
 
 
 class Sender(Protocol):
@@ -77,7 +104,8 @@ class DatadogSender:
         return f"DatadogSender(url={str(self._urls[KIND_FAILURE])!r})"
 
     async def send(self, attributes: Mapping[str, Any], kind: str = KIND_FAILURE) -> Attempt:
-        """POST one event; transport failures and timeouts come back as ``Attempt.error``."""
+        """POST one event; transport failures and timeouts come back as ``Attempt.error``,
+        with ``in_doubt`` set when the request may still land."""
         body = request_body(attributes)
         request = httpx.Request(
             "POST",
@@ -95,12 +123,16 @@ class DatadogSender:
                     await response.aread()
                 finally:
                     await response.aclose()
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, aiohttp.ClientError) as exc:
+            # httpx-aiohttp lets some of aiohttp's errors through unmapped: an answer that is
+            # not HTTP (a bad status line, header or chunk) raises ClientResponseError. Such
+            # an answer came after the request was written, so may_have_landed says so.
             error = f"{type(exc).__name__}: {exc}"[:MAX_BODY_KEPT]
-            return Attempt(None, {}, "", error, time.perf_counter() - started)
+            elapsed_s = time.perf_counter() - started
+            return Attempt(None, {}, "", error, elapsed_s, in_doubt=may_have_landed(exc))
         except TimeoutError:
             error = f"no answer within {self._timeout_s + 1.0:g} s"
-            return Attempt(None, {}, "", error, time.perf_counter() - started)
+            return Attempt(None, {}, "", error, time.perf_counter() - started, in_doubt=True)
         return Attempt(
             response.status_code,
             response.headers,

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 
 from forwarder import InvalidEventError
 from forwarder.entry import to_event
 from forwarder.protocol import KIND_DEPLOYMENT, KIND_FAILURE
 from workers.delivery.backoff import BackoffPolicy
+from workers.delivery.breaker import is_outage
 from workers.delivery.fold import is_complete
 from workers.delivery.outcome import AUTH_STATUSES, decide
 from workers.delivery.records import MAX_BODY_KEPT, Attempt, Claim, Settlement, Verdict
@@ -29,6 +31,28 @@ class SettlementPolicy:
     auth_pause_s: float = 60.0
 
 
+def state_digest(attributes: Mapping[str, Any]) -> str:
+    """A short fingerprint of a state's attributes: equal states, equal digests.
+
+    16 hex digits of SHA-1 over canonical JSON; a finish record keeps the digest of what
+    Datadog holds, so that a state made again after it expired costs no request if equal.
+    """
+    canonical = json.dumps(attributes, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha1(canonical.encode(), usedforsecurity=False).hexdigest()[:16]
+
+
+def delivered(claim: Claim, reason: str = "", *, sent_at_ms: int = 0) -> Settlement:
+    """``claim``'s state is what Datadog holds (``sent_at_ms``: when its request went out)."""
+    return Settlement(
+        claim.incident_id,
+        claim.version,
+        Verdict.DELIVERED,
+        reason=reason,
+        digest=state_digest(claim.attributes),
+        sent_at_ms=sent_at_ms,
+    )
+
+
 def dead_letter(claim: Claim, reason: str, attempt: Attempt | None = None) -> Settlement:
     """A dead letter for ``claim``, with the answer (if any) and the merged attributes."""
     detail = {
@@ -43,18 +67,34 @@ def dead_letter(claim: Claim, reason: str, attempt: Attempt | None = None) -> Se
         Verdict.DEAD,
         reason=reason,
         detail=json.dumps(detail, separators=(",", ":")),
+        sent_at_ms=claim.claimed_at_ms if attempt else 0,
+        doubt=attempt.in_doubt if attempt else False,
     )
+
+
+def owes_resend(claim: Claim) -> bool:
+    """Whether ``claim`` must be sent although its version was delivered.
+
+    An earlier request whose fate was in doubt may have landed after that delivery; once it
+    can no longer land (``doubt_until_ms``), one more send of the current version makes it
+    the last to land.
+    """
+    return claim.doubt_until_ms is not None and claim.claimed_at_ms >= claim.doubt_until_ms
 
 
 def before_sending(claim: Claim, policy: SettlementPolicy) -> Settlement | None:
     """How to settle a claim that must not be sent, or None to send it.
 
-    Already delivered (a lapsed lease came back): settle as delivered. A finish without its
+    Already delivered (a lapsed lease came back), unless a resend is owed
+    (``owes_resend``), or made again after it expired exactly as Datadog holds it (a late
+    duplicate of a finished incident's start): settle as delivered. A finish without its
     start: wait for it, or give up after the orphan wait. A merged state that breaks a rule
     (say, a finish earlier than its stored start): dead letter, without costing a request.
     """
-    if claim.version <= claim.sent_version:
-        return Settlement(claim.incident_id, claim.version, Verdict.DELIVERED, reason="sent")
+    if claim.version <= claim.sent_version and not owes_resend(claim):
+        return delivered(claim, "sent")
+    if claim.remembered_digest == state_digest(claim.attributes):
+        return delivered(claim, "Datadog holds this state already (finish record)")
     if not is_complete(claim.attributes):
         waited_ms = claim.claimed_at_ms - claim.first_seen_ms
         if waited_ms < policy.orphan_wait_ms:
@@ -89,8 +129,9 @@ def from_answer(
     )
     if decision.verdict is Verdict.DEAD:
         return dead_letter(claim, decision.reason, attempt)
+    sent_at_ms, doubt = claim.claimed_at_ms, attempt.in_doubt
     if decision.verdict is Verdict.DELIVERED:
-        return Settlement(claim.incident_id, claim.version, Verdict.DELIVERED)
+        return delivered(claim, sent_at_ms=sent_at_ms)
     if attempt.status in AUTH_STATUSES:
         # Never expires: the events wait for a working key, however long that takes.
         return Settlement(
@@ -99,6 +140,8 @@ def from_answer(
             Verdict.RETRY,
             delay_ms=int(policy.auth_pause_s * 1000),
             reason=decision.reason,
+            sent_at_ms=sent_at_ms,
+            doubt=doubt,
         )
     age_ms = 0 if claim.failing_since_ms is None else claim.claimed_at_ms - claim.failing_since_ms
     if age_ms >= policy.max_age_ms:
@@ -114,4 +157,7 @@ def from_answer(
         Verdict.RETRY,
         delay_ms=int(decision.delay_s * 1000),
         reason=decision.reason,
+        sent_at_ms=sent_at_ms,
+        doubt=doubt,
+        outage=is_outage(attempt),
     )

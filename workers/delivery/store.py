@@ -17,6 +17,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from forwarder.protocol import ATTRIBUTE_PREFIX, CONSUMER_GROUP, RedisKeys, StateField
+from workers.delivery.breaker import BreakerPolicy, BreakerUpdate
 from workers.delivery.fold import FoldPlan
 from workers.delivery.gate import REASON_AUTH, GateUpdate
 from workers.delivery.records import (
@@ -54,9 +55,19 @@ _BOOKKEEPING: Final = frozenset(
         StateField.FIRST_MS,
         StateField.FAILING_SINCE_MS,
         StateField.PUBLISHED_MS,
+        StateField.DOUBT_UNTIL_MS,
     }
 )
 """The integer fields of an incident's hash a claim carries."""
+
+DEFAULT_RETENTION_MS: Final = 30 * 86_400_000
+"""How long a quiet state is kept (``FORWARDER_RETENTION_S``'s default)."""
+
+DEFAULT_FINISHED_RETENTION_MS: Final = 400 * 86_400_000
+"""How long a delivered finish is remembered (``FORWARDER_FINISHED_RETENTION_S``'s default)."""
+
+DEFAULT_BREAKER: Final = BreakerPolicy()
+NO_ANSWERS: Final = BreakerUpdate()
 
 
 class Store:
@@ -111,17 +122,29 @@ class Store:
         return cast(list[tuple[bytes, dict[bytes, bytes]]], reply[0][1])
 
     async def reclaim(
-        self, consumer: str, min_idle_ms: int, count: int
-    ) -> list[tuple[bytes, dict[bytes, bytes]]]:
-        """Entries another consumer read but never acknowledged within ``min_idle_ms``."""
+        self, consumer: str, min_idle_ms: int, count: int, start: str = "0-0"
+    ) -> tuple[str, list[tuple[bytes, dict[bytes, bytes]]]]:
+        """Entries another consumer read but never acknowledged within ``min_idle_ms``.
+
+        Scans the pending list from ``start`` and returns ``(where the next scan starts,
+        entries)``; the next start is ``0-0`` once the scan went round. An entry deleted
+        while pending is acknowledged here: there is nothing left of it to fold.
+        """
         try:
             reply = await self._redis.xautoclaim(
-                self.keys.ingest, CONSUMER_GROUP, consumer, min_idle_ms, "0-0", count=count
+                self.keys.ingest, CONSUMER_GROUP, consumer, min_idle_ms, start, count=count
             )
         except ResponseError as exc:
             await self._without_group(exc)
-            return []
-        return [(eid, fields) for eid, fields in reply[1] if fields is not None]
+            return "0-0", []
+        cursor = reply[0].decode() if isinstance(reply[0], bytes) else str(reply[0])
+        entries = [(eid, fields) for eid, fields in reply[1] if eid is not None and fields]
+        # Redis 7 drops deleted entries from the pending list itself (and lists their ids
+        # third); Redis 6.2 hands them out as empty entries, forever unless acknowledged.
+        gone = [eid for eid, fields in reply[1] if eid is not None and not fields]
+        if gone:
+            await self._redis.xack(self.keys.ingest, CONSUMER_GROUP, *gone)
+        return cursor, entries
 
     async def forget_idle_consumers(self, keep: str, idle_ms: int) -> int:
         """Drop consumers with nothing pending and idle for ``idle_ms``: dead processes.
@@ -155,6 +178,7 @@ class Store:
                 CONSUMER_GROUP,
                 retention_ms,
                 orphan_wait_ms,
+                self.keys.finished_prefix,
                 now_ms,
                 plan.ack_ids,
                 plan.poison,
@@ -174,6 +198,7 @@ class Store:
         probe_ms: int,
         ceiling_per_s: float | None = None,
         now_ms: int | None = None,
+        breaker: BreakerPolicy = DEFAULT_BREAKER,
     ) -> ClaimResult:
         """Claim up to ``limit`` due incidents if the fleet's gate allows; see ``claim.lua``."""
         keys, args = CLAIM.call(
@@ -186,6 +211,8 @@ class Store:
                 probe_ms,
                 ceiling_per_s or 0,
                 now_ms,
+                breaker.probe_ms,
+                breaker.probe_max_ms,
             ),
         )
         reply = await self._claim(keys=keys, args=args)
@@ -203,8 +230,16 @@ class Store:
         gate: GateUpdate,
         *,
         now_ms: int | None = None,
+        retention_ms: int = DEFAULT_RETENTION_MS,
+        finished_retention_ms: int = DEFAULT_FINISHED_RETENTION_MS,
+        breaker_update: BreakerUpdate = NO_ANSWERS,
+        breaker: BreakerPolicy = DEFAULT_BREAKER,
     ) -> SettleResult:
-        """Record outcomes and the gate's update in one step; see ``settle.lua``."""
+        """Record outcomes, the gate's and the breaker's update in one step; see ``settle.lua``.
+
+        A state left quiet (delivered or dead-lettered, nothing newer) expires after
+        ``retention_ms``; a delivered finish is remembered for ``finished_retention_ms``.
+        """
         budget = gate.budget
         keys, args = SETTLE.call(
             self.keys,
@@ -212,6 +247,9 @@ class Store:
                 prefix=self.keys.incident_prefix,
                 token=token,
                 now_ms=now_ms,
+                retention_ms=retention_ms,
+                finished_prefix=self.keys.finished_prefix,
+                finished_retention_ms=finished_retention_ms,
                 close_ms=gate.close_ms,
                 close_reason=gate.close_reason,
                 close_detail=gate.close_detail,
@@ -221,12 +259,24 @@ class Store:
                 period_ms=budget.period_ms if budget else 0,
                 unlimited=gate.unlimited,
                 answered=gate.answered,
+                outages=breaker_update.outages,
+                healthy=breaker_update.healthy,
+                breaker_failures=breaker.failures,
+                breaker_probe_ms=breaker.probe_ms,
                 settlements=tuple(settlements),
             ),
         )
         reply = await self._settle(keys=keys, args=args)
-        delivered, retried, dead, stale, newly_closed = (int(x) for x in reply)
-        return SettleResult(delivered, retried, dead, stale, bool(newly_closed))
+        delivered, retried, dead, stale, newly_closed, breaker_change = (int(x) for x in reply)
+        return SettleResult(
+            delivered,
+            retried,
+            dead,
+            stale,
+            bool(newly_closed),
+            breaker_opened=breaker_change > 0,
+            breaker_closed=breaker_change < 0,
+        )
 
     async def heartbeat(self, consumer: str, forget_after_ms: int) -> None:
         """Record that ``consumer`` is alive now; forget those silent ``forget_after_ms``."""
@@ -261,12 +311,15 @@ def _claim_from(row: Sequence[bytes], claimed_at_ms: int) -> Claim:
     incident_id = row[0].decode()
     attributes: dict[str, Any] = {}
     numbers: dict[str, int] = {}
+    remembered: str | None = None
     for name, value in zip(row[1::2], row[2::2], strict=True):
         key = name.decode()
         if key.startswith(ATTRIBUTE_PREFIX):
             attributes[key[len(ATTRIBUTE_PREFIX) :]] = json.loads(value)
         elif key in _BOOKKEEPING:
             numbers[key] = int(value)
+        elif key == StateField.REMEMBERED:
+            remembered = value.decode()
     return Claim(
         incident_id=incident_id,
         version=numbers.get(StateField.VERSION, 0),
@@ -277,6 +330,8 @@ def _claim_from(row: Sequence[bytes], claimed_at_ms: int) -> Claim:
         attributes=attributes,
         claimed_at_ms=claimed_at_ms,
         published_ms=numbers.get(StateField.PUBLISHED_MS),
+        remembered_digest=remembered,
+        doubt_until_ms=numbers.get(StateField.DOUBT_UNTIL_MS),
     )
 
 

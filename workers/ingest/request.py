@@ -8,11 +8,10 @@ the envelope (JSON:API's ``meta``, a ``type``) are ignored, as Datadog's schema 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
-from typing import Any, NoReturn
+from typing import Any
 
-from forwarder import Event, InvalidEventError, to_event
+from forwarder import Event, InvalidEventError, jsontext, to_event
 from workers.ingest.jsonapi import ApiError, from_field_error
 
 
@@ -24,23 +23,12 @@ class BadRequestError(ValueError):
         super().__init__("; ".join(error.detail for error in self.errors))
 
 
-def _reject_constant(name: str) -> NoReturn:
-    raise ValueError(f"{name} is not a JSON number")
-
-
 def _document(body: bytes) -> Any:
     """The parsed JSON (UTF-8, -16 or -32, as RFC 8259 allows), or a 400 pointing at the body."""
     try:
-        return json.loads(body, parse_constant=_reject_constant)
-    except json.JSONDecodeError as exc:
-        reason = f"{exc.msg} (line {exc.lineno}, column {exc.colno})"
-    except UnicodeDecodeError:
-        reason = "it is not UTF-8 text"
-    except ValueError as exc:  # NaN, Infinity
-        reason = str(exc)
-    except RecursionError:
-        reason = "it is nested too deeply"
-    raise BadRequestError([ApiError(f"the body is not valid JSON: {reason}", "")])
+        return jsontext.parse(body)
+    except jsontext.JsonTextError as exc:
+        raise BadRequestError([ApiError(f"the body is not valid JSON: {exc}", "")]) from None
 
 
 def attributes_of(document: Any) -> Mapping[str, Any]:
@@ -50,11 +38,11 @@ def attributes_of(document: Any) -> Mapping[str, Any]:
         raise BadRequestError([ApiError(detail, "")])
     data = document.get("data")
     if not isinstance(data, Mapping):
-        reason = "is required" if data is None else "must be a JSON object"
+        reason = "is required" if "data" not in document else "must be a JSON object"
         raise BadRequestError([ApiError(f'data: {reason}: {{"attributes": {{...}}}}', "/data")])
     attributes = data.get("attributes")
     if not isinstance(attributes, Mapping):
-        reason = "is required" if attributes is None else "must be a JSON object"
+        reason = "is required" if "attributes" not in data else "must be a JSON object"
         raise BadRequestError([ApiError(f"data.attributes: {reason}", "/data/attributes")])
     return attributes
 

@@ -1,16 +1,19 @@
 """Dead letters: list them, replay them through ingest, purge them.
 
 A dead letter is an entry of the ``{prefix}:dead`` stream. Its ``source`` says what died:
-``stream`` (an entry no worker could use; ``payload`` holds its raw fields) or ``incident``
-(an incident Datadog rejected, that expired, or whose start never came; ``detail`` holds
-the HTTP status, the response and the merged attributes).
+``stream`` (an entry no worker could use; ``payload`` holds its raw fields, as text or as
+base64 per ``payload_encoding``, cut past 64 KiB) or ``incident`` (an incident Datadog
+rejected, that expired, or whose start never came; ``detail`` holds the HTTP status, the
+response and the merged attributes). Letters are read whatever bytes they hold.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 import redis
@@ -21,6 +24,8 @@ from forwarder.protocol import (
     FIELD_KIND,
     FIELD_REPLAY,
     FIELD_VERSION,
+    PAYLOAD_BASE64,
+    PAYLOAD_UTF8,
     LetterField,
     LetterSource,
     RedisKeys,
@@ -39,6 +44,13 @@ class DeadLetter:
     reason: str
     detail: dict[str, Any] | None
     payload: dict[str, Any] | None
+    payload_encoding: str = PAYLOAD_UTF8
+    """How ``payload``'s names and values hold the entry's bytes: ``utf-8`` or ``base64``."""
+    payload_bytes: int | None = None
+    """Raw size of the entry's names and values (None in letters written before it was kept)."""
+    payload_truncated: bool = False
+    entry_fields: dict[bytes, bytes] | None = field(default=None, repr=False, compare=False)
+    """A stream entry's fields, raw, when the letter holds them whole (what replay sends)."""
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form, for ``--json``."""
@@ -50,10 +62,16 @@ class DeadLetter:
             "reason": self.reason,
             "detail": self.detail,
             "payload": self.payload,
+            "payload_encoding": self.payload_encoding,
+            "payload_bytes": self.payload_bytes,
+            "payload_truncated": self.payload_truncated,
         }
 
-    def replay_entry(self) -> dict[str, str] | None:
-        """The ingest entry that replays this letter, or None if there is nothing to send."""
+    def replay_entry(self) -> dict[str, str] | dict[bytes, bytes] | None:
+        """The ingest entry that replays this letter, or None if there is nothing to send.
+
+        A stream entry is sent back byte for byte; one whose payload was cut is not sent.
+        """
         if self.source == LetterSource.INCIDENT and self.detail and self.detail.get("attributes"):
             return {
                 FIELD_VERSION: ENTRY_VERSION,
@@ -61,19 +79,57 @@ class DeadLetter:
                 FIELD_EVENT: json.dumps(self.detail["attributes"], separators=(",", ":")),
                 FIELD_REPLAY: "1",
             }
-        if self.source == LetterSource.STREAM and self.payload:
-            return {**{k: str(v) for k, v in self.payload.items()}, FIELD_REPLAY: "1"}
+        if self.source == LetterSource.STREAM and self.entry_fields:
+            return {**self.entry_fields, FIELD_REPLAY.encode(): b"1"}
+        return None
+
+
+def _entry_fields(
+    payload: Mapping[str, Any] | None, encoding: str, truncated: bool
+) -> dict[bytes, bytes] | None:
+    """The entry's raw fields from a letter's payload; None when it does not hold them whole."""
+    if not payload or truncated or not all(isinstance(v, str) for v in payload.values()):
+        return None
+    if encoding == PAYLOAD_UTF8:
+        return {
+            k.encode("utf-8", "surrogatepass"): v.encode("utf-8", "surrogatepass")
+            for k, v in payload.items()
+        }
+    if encoding != PAYLOAD_BASE64:
+        return None
+    try:
+        return {
+            base64.b64decode(k, validate=True): base64.b64decode(v, validate=True)
+            for k, v in payload.items()
+        }
+    except binascii.Error:
         return None
 
 
 def _json(raw: bytes | None) -> dict[str, Any] | None:
     if raw is None:
         return None
-    try:
-        value = json.loads(raw)
-    except ValueError:
-        return {"unparsed": raw.decode(errors="replace")}
+    value = _parsed(raw)
+    if value is None:
+        return {"unparsed": _text(raw)}
     return value if isinstance(value, dict) else {"value": value}
+
+
+def _parsed(raw: bytes) -> Any:
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError):
+        return None
+
+
+def _text(raw: bytes | None, default: str = "") -> str:
+    # Letters are written by our scripts, but the stream is anyone's to XADD to.
+    return default if raw is None else raw.decode("utf-8", "backslashreplace")
+
+
+def _int(raw: bytes | None) -> int | None:
+    text = _text(raw)
+    return int(text) if text.isascii() and text.isdigit() and len(text) < 20 else None
 
 
 def _letter(letter_id: bytes, fields: dict[bytes, bytes]) -> DeadLetter:
@@ -81,14 +137,24 @@ def _letter(letter_id: bytes, fields: dict[bytes, bytes]) -> DeadLetter:
         return fields.get(name.encode())
 
     incident = field(LetterField.INCIDENT_ID)
+    raw_payload = field(LetterField.PAYLOAD)
+    payload = _parsed(raw_payload) if raw_payload is not None else None
+    encoding = _text(field(LetterField.PAYLOAD_ENCODING), PAYLOAD_UTF8)
+    truncated = field(LetterField.PAYLOAD_TRUNCATED) == b"1"
     return DeadLetter(
-        letter_id=letter_id.decode(),
-        at_ms=int(field(LetterField.AT_MS) or b"0"),
-        source=(field(LetterField.SOURCE) or b"?").decode(),
-        incident_id=incident.decode() if incident else None,
-        reason=(field(LetterField.REASON) or b"").decode(errors="replace"),
+        letter_id=_text(letter_id),
+        at_ms=_int(field(LetterField.AT_MS)) or 0,
+        source=_text(field(LetterField.SOURCE), "?"),
+        incident_id=_text(incident) if incident else None,
+        reason=_text(field(LetterField.REASON)),
         detail=_json(field(LetterField.DETAIL)),
-        payload=_json(field(LetterField.PAYLOAD)),
+        payload=_json(raw_payload),
+        payload_encoding=encoding,
+        payload_bytes=_int(field(LetterField.PAYLOAD_BYTES)),
+        payload_truncated=truncated,
+        entry_fields=_entry_fields(
+            payload if isinstance(payload, dict) else None, encoding, truncated
+        ),
     )
 
 

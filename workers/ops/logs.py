@@ -11,11 +11,11 @@ import logging
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any, Final
-from urllib.parse import unquote, urlsplit
 
 from pythonjsonlogger.json import JsonFormatter
 
 from config import Settings
+from config.redis_url import password_forms
 from workers.ingest.keys import configured_keys
 
 REDACTED: Final = "***"
@@ -27,15 +27,14 @@ _PLAIN: Final = (int, float, bool, type(None))
 def secrets_of(settings: Settings) -> tuple[str, ...]:
     """The values no log line may contain: the API key, the ingest keys, the Redis password.
 
-    The password is listed as written in the URL and percent-decoded, as a client may
-    show either. Longest first, so that a secret containing another is hidden whole.
+    The Redis password (in the URL's user-info or its ``?password=``) is listed as written,
+    decoded and encoded again, as a library may show any of them. Longest first, so that a
+    secret containing another is hidden whole.
     """
     found: set[str] = set(configured_keys(settings.ingest_keys))
     if settings.dd_api_key is not None:
         found.add(settings.dd_api_key.get_secret_value())
-    password = urlsplit(settings.redis_url).password
-    if password:
-        found.update({password, unquote(password)})
+    found.update(password_forms(settings.redis_url))
     return tuple(sorted((s for s in found if s), key=len, reverse=True))
 
 

@@ -21,7 +21,7 @@ from typing import Final
 
 import redis
 from prometheus_client import CollectorRegistry, Counter, Histogram, multiprocess, values
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import start_http_server
 from prometheus_client.registry import Collector
 
@@ -29,7 +29,7 @@ from config import Settings
 from forwarder.protocol import RedisKeys
 from workers.delivery.gate import REASON_AUTH, REASON_RATE_LIMIT
 from workers.delivery.records import Attempt, Claim, Settlement, Verdict
-from workers.ops.status import live_window_ms, read_status
+from workers.ops.status import Status, live_window_ms, read_status
 
 log = logging.getLogger("dora_forwarder.metrics")
 
@@ -195,6 +195,31 @@ class FleetCollector(Collector):
                 remaining_ms = (status.gate_closed_until_ms or 0) - status.now_ms
             closed.add_metric([reason], remaining_ms / 1000)
         yield closed
+        yield from _breaker_metrics(status)
+
+
+def _breaker_metrics(status: Status) -> Iterator[Metric]:
+    """The circuit breaker's gauges and its lifetime count of openings, fleet-wide."""
+    for name, text, value in (
+        (
+            "breaker_open",
+            "1 while the circuit breaker holds the fleet back (the API looks down): "
+            "one probe at a time",
+            int(status.breaker_open),
+        ),
+        (
+            "breaker_consecutive_failures",
+            "Outage answers (5xx, 408, no answer) in a row across the fleet",
+            status.breaker_failures,
+        ),
+        ("breaker_probes", "Probes sent since the breaker opened", status.breaker_probes),
+    ):
+        yield GaugeMetricFamily(f"{NAMESPACE}_{name}", text, value=value)
+    yield CounterMetricFamily(
+        f"{NAMESPACE}_breaker_opened",
+        "Times the circuit breaker opened",
+        value=status.breaker_opened_total,
+    )
 
 
 def prepare_multiprocess_dir() -> str | None:

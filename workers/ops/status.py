@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Final
 
 import redis
 
@@ -29,6 +29,16 @@ class Status:
     last_error_ms: int | None
     gate_closed_until_ms: int | None
     gate_reason: str | None
+    breaker_opened_ms: int | None
+    """When the circuit breaker opened; None while it is closed."""
+    breaker_failures: int
+    """Outage answers in a row across the fleet (it opens at FORWARDER_BREAKER_FAILURES)."""
+    breaker_probes: int
+    """Probes sent since it opened."""
+    breaker_next_probe_ms: int | None
+    """No probe before this, while it is open."""
+    breaker_opened_total: int
+    """Times it opened."""
     live_workers: tuple[str, ...]
     """Worker processes (``host:pid``) that reported within the live window."""
     now_ms: int
@@ -38,9 +48,25 @@ class Status:
         """Whether workers may send now."""
         return self.gate_closed_until_ms is None or self.gate_closed_until_ms <= self.now_ms
 
+    @property
+    def breaker_open(self) -> bool:
+        """Whether the circuit breaker holds the fleet back (the API looks down)."""
+        return self.breaker_opened_ms is not None
+
     def as_dict(self) -> dict[str, Any]:
         """The snapshot as plain JSON-ready values."""
-        return {**asdict(self), "gate_open": self.gate_open}
+        return {**asdict(self), "gate_open": self.gate_open, "breaker_open": self.breaker_open}
+
+
+GATE_FIELDS: Final = (
+    GateField.CLOSED_UNTIL_MS,
+    GateField.REASON,
+    GateField.BREAKER_OPENED_MS,
+    GateField.BREAKER_FAILURES,
+    GateField.BREAKER_PROBES,
+    GateField.BREAKER_PROBE_AT_MS,
+)
+"""The gate's fields ``status`` shows, in the order ``read_status`` reads them."""
 
 
 def live_window_ms(settings: Settings) -> int:
@@ -75,7 +101,7 @@ def read_status(client: redis.Redis, keys: RedisKeys, live_window_ms: int) -> St
     pipe.zcard(keys.inflight)
     pipe.xlen(keys.dead)
     pipe.hgetall(keys.stats)
-    pipe.hmget(keys.gate, [GateField.CLOSED_UNTIL_MS, GateField.REASON])
+    pipe.hmget(keys.gate, GATE_FIELDS)
     pipe.zrangebyscore(keys.workers, now_ms - live_window_ms, "+inf")
     backlog, stream_exists, due_now, due_all, in_flight, dead, stats, gate, live = pipe.execute()
     pending = 0
@@ -100,6 +126,11 @@ def read_status(client: redis.Redis, keys: RedisKeys, live_window_ms: int) -> St
         last_error_ms=_int(_stat(stats, StatsField.LAST_ERROR_MS)),
         gate_closed_until_ms=_int(gate[0]),
         gate_reason=gate[1].decode() if gate[1] is not None else None,
+        breaker_opened_ms=_int(gate[2]),
+        breaker_failures=_int(gate[3]) or 0,
+        breaker_probes=_int(gate[4]) or 0,
+        breaker_next_probe_ms=_int(gate[5]) if gate[2] is not None else None,
+        breaker_opened_total=_int(_stat(stats, StatsField.BREAKER_OPENED)) or 0,
         live_workers=tuple(sorted(name.decode() for name in live)),
         now_ms=now_ms,
     )

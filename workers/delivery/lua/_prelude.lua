@@ -12,3 +12,24 @@ end
 
 -- What X-RateLimit-* headers (or their absence) told the gate is trusted this long.
 local KNOWLEDGE_MS = 600000
+
+-- Whether a state id names an incident (a deployment's is `deployment/<id>`).
+local function is_incident(state_id) return not string.find(state_id, '/', 1, true) end
+
+-- The most requests per window the gate believes (MAX_BUDGET_REQUESTS in workers/delivery/gate.py).
+local MAX_BUDGET_REQUESTS = 1000000
+
+-- A finite number, or nil for anything else (missing, a word, inf, nan).
+local function num(v)
+  local n = tonumber(v)
+  if n and n == n and n > -math.huge and n < math.huge then return n end
+  return nil
+end
+
+-- A request count of the gate: an integer in 0..MAX_BUDGET_REQUESTS, or nil for anything else
+-- (e.g. '1e+17', as versions before the bound wrote it): such a budget counts as unknown.
+local function count(v)
+  local n = num(v)
+  if n and n >= 0 and n <= MAX_BUDGET_REQUESTS then return math.floor(n) end
+  return nil
+end

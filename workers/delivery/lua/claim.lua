@@ -9,20 +9,25 @@
 --   unlimited_ms        when an answer last came without rate-limit headers
 --   probe_until_ms      while nothing is known about limits, one request at a time
 --   tokens, tokens_ms   the optional fleet-wide ceiling (requests per second)
+--   breaker_*           the circuit breaker (settle.lua opens and closes it): while open,
+--                       one probe at a time, none before breaker_probe_at_ms
 -- Claims whose lease lapsed (their worker died or hung) fall due again first. Each claim
 -- stores the caller's token in the incident, so that a late settlement by a worker whose
 -- lease lapsed cannot undo the work of the worker that took over.
+-- A claimed state never expires (settle.lua starts its retention once it is quiet); a due
+-- incident whose state is gone anyway becomes a dead letter, never a silent drop (I1).
 --
--- KEYS: due, inflight, stats, gate
+-- KEYS: due, inflight, dead, stats, gate
 -- ARGV (ClaimArgs in workers/delivery/scripts.py): incident key prefix, limit, lease_ms,
---       token, probe_ms, ceiling_per_s (0: none), now_ms ('' for Redis' clock; tests pin it)
+--       token, probe_ms, ceiling_per_s (0: none), now_ms ('' for Redis' clock; tests pin it),
+--       breaker_probe_ms, breaker_probe_max_ms (the breaker's probe spacing: first, longest)
 -- Returns: {now_ms, wait_ms, reason, {id, field, value, ...}, ...} without s:* fields.
-local due_key, inflight_key, stats_key, gate_key = unpack(KEYS, 1, 4)
-local prefix, limit, lease_ms, token, probe_ms, ceiling_per_s, now_ms = unpack(ARGV, 1, 7)
+local due_key, inflight_key, dead_key, stats_key, gate_key = unpack(KEYS, 1, 5)
+local prefix, limit, lease_ms, token, probe_ms, ceiling_per_s, now_ms, breaker_probe_ms,
+  breaker_probe_max_ms = unpack(ARGV, 1, 9)
 local now = clock_ms(now_ms)
 limit, lease_ms, probe_ms = tonumber(limit), tonumber(lease_ms), tonumber(probe_ms)
 local ceiling = tonumber(ceiling_per_s)
-local function num(v) if v then return tonumber(v) end return nil end
 
 local lapsed = redis.call('ZRANGEBYSCORE', inflight_key, '-inf', ms(now), 'LIMIT', 0, limit)
 for _, id in ipairs(lapsed) do
@@ -41,18 +46,31 @@ if closed_until > now then
   return {ms(now), ms(closed_until - now), g.reason or 'closed'}
 end
 
+-- The API looks down: one probe at a time, spaced, stands in for every waiting incident.
+local breaker_probe = g.breaker_opened_ms ~= nil
+if breaker_probe then
+  local probe_at = num(g.breaker_probe_at_ms) or 0
+  if probe_at > now then return {ms(now), ms(probe_at - now), 'breaker'} end
+  if g.breaker_probe and redis.call('ZSCORE', inflight_key, g.breaker_probe) then
+    return {ms(now), '100', 'breaker'}
+  end
+end
+
 local allowed, wait, why = limit, 0, ''
-local budget_limit = num(g.limit)
+if breaker_probe then allowed = 1 end
+local budget_limit, remaining = count(g.limit), count(g.remaining)
+local window_end, period = num(g.window_end_ms), num(g.period_ms)
 local budgeted, probing = false, false
-if budget_limit and now - (num(g.budget_ms) or 0) < KNOWLEDGE_MS then
+-- A budget with a part missing or absurd (written by hand, or unchecked by an older version)
+-- is no budget: nothing is known, and one probe finds out.
+if budget_limit and budget_limit > 0 and remaining and window_end and period and period > 0
+    and now - (num(g.budget_ms) or 0) < KNOWLEDGE_MS then
   budgeted = true
-  local window_end, period = num(g.window_end_ms), num(g.period_ms)
-  local remaining = num(g.remaining) or 0
   if now >= window_end then
     -- Datadog's windows are fixed and back to back: the next one has the full limit.
     window_end = window_end + (math.floor((now - window_end) / period) + 1) * period
     remaining = budget_limit
-    redis.call('HSET', gate_key, 'window_end_ms', ms(window_end), 'remaining', remaining)
+    redis.call('HSET', gate_key, 'window_end_ms', ms(window_end), 'remaining', ms(remaining))
   end
   if remaining < allowed then allowed = remaining end
   if allowed <= 0 then wait, why = window_end - now, 'budget' end
@@ -66,9 +84,10 @@ elseif now - (num(g.unlimited_ms) or -KNOWLEDGE_MS) >= KNOWLEDGE_MS then
   end
 end
 
+local tokens = 0
 if ceiling > 0 and allowed > 0 then
   local burst = math.max(1, ceiling)
-  local tokens = num(g.tokens) or burst
+  tokens = num(g.tokens) or burst
   local since = now - (num(g.tokens_ms) or now)
   tokens = math.min(burst, tokens + since * ceiling / 1000)
   redis.call('HSET', gate_key, 'tokens', tostring(tokens), 'tokens_ms', ms(now))
@@ -78,14 +97,22 @@ end
 
 if allowed <= 0 then return {ms(now), ms(math.max(wait, 1)), why} end
 
+local MISSING = 'the state is missing (deleted by hand, evicted by a Redis whose '
+  .. 'maxmemory-policy is not noeviction, or expired under an older version): nothing to send'
 local out = {ms(now), '0', ''}
+local missing = 0
 local ids = redis.call('ZRANGEBYSCORE', due_key, '-inf', ms(now), 'LIMIT', 0, allowed)
 for _, id in ipairs(ids) do
   redis.call('ZREM', due_key, id)
   local key = prefix .. id
   local fields = redis.call('HGETALL', key)
-  -- A hash that expired (retention) or was purged has nothing left to deliver.
-  if #fields > 0 then
+  if #fields == 0 then
+    missing = missing + 1
+    redis.call('XADD', dead_key, '*', 'source', 'incident', 'incident_id', id, 'reason', MISSING,
+      'detail', '{"status":null,"response":null,"attributes":null,"attempts":0}', 'at_ms', ms(now))
+    redis.call('HSET', stats_key, 'last_error', id .. ': ' .. MISSING, 'last_error_ms', ms(now))
+  else
+    redis.call('PERSIST', key)  -- an expiry an older version set
     redis.call('ZADD', inflight_key, ms(now + lease_ms), id)
     redis.call('HSET', key, 'claim', token)
     local kept = {id}
@@ -99,10 +126,28 @@ for _, id in ipairs(ids) do
   end
 end
 
+if missing > 0 then
+  redis.call('HINCRBY', stats_key, 'dead_letters', missing)
+  redis.call('HINCRBY', stats_key, 'states_missing', missing)
+end
+
+-- Ids are in flight now: nothing below may fail (Redis does not undo a script's earlier writes,
+-- and a failure would strand them until their lease ends). Hence HSET of values computed here,
+-- never HINCRBY on what the hash holds.
 local sent = #out - 3
 if sent > 0 then
-  if budgeted then redis.call('HINCRBY', gate_key, 'remaining', -sent) end
-  if ceiling > 0 then redis.call('HINCRBYFLOAT', gate_key, 'tokens', -sent) end
+  if budgeted then redis.call('HSET', gate_key, 'remaining', ms(remaining - sent)) end
+  if ceiling > 0 then redis.call('HSET', gate_key, 'tokens', tostring(tokens - sent)) end
   if probing then redis.call('HSET', gate_key, 'probe_until_ms', ms(now + probe_ms)) end
+  if breaker_probe then
+    local probes = (num(g.breaker_probes) or 0) + 1
+    -- As BreakerPolicy.probe_spacing_ms: doubling, capped.
+    local spacing = math.min(tonumber(breaker_probe_max_ms),
+      tonumber(breaker_probe_ms) * 2 ^ probes)
+    redis.call('HSET', gate_key, 'breaker_probe', out[4][1], 'breaker_probes', probes,
+      'breaker_probe_at_ms', ms(now + spacing))
+    local fleet_probes = num(redis.call('HGET', stats_key, 'breaker_probes')) or 0
+    redis.call('HSET', stats_key, 'breaker_probes', fleet_probes + 1)
+  end
 end
 return out

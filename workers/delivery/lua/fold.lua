@@ -4,28 +4,80 @@
 -- wrote it (s:<field>), so folding is idempotent and order-independent: a batch re-read after
 -- a crash, or two workers folding interleaved batches, end in the same state.
 --
+-- Expiry: a changed state is scheduled, and kept until settle.lua finds it quiet (I1). A state
+-- made again after it expired starts from the finish Datadog holds, if settle.lua remembered
+-- one (RedisKeys.finished): a late start then merges with it instead of reopening the
+-- incident (I2), and a late copy of that very finish costs nothing.
+--
 -- KEYS: ingest (the stream), due, inflight, dead, stats, then one hash per update, in order
 -- ARGV (FoldArgs in workers/delivery/scripts.py): group, retention_ms, orphan_wait_ms,
---       now_ms ('' for Redis' clock; tests pin it), n_ack_ids, n_poison, n_updates, the ack ids,
---       per poison entry (PoisonEntry): entry_id, reason, payload,
+--       finished_prefix, now_ms ('' for Redis' clock; tests pin it),
+--       n_ack_ids, n_poison, n_updates, the ack ids,
+--       per poison entry (PoisonEntry): entry_id, reason, payload, encoding (utf-8 or
+--       base64), size_bytes, truncated (1: payload cut),
 --       per update (IncidentUpdate): incident_id, n_fields, force (1: a replay, deliver even if
 --       unchanged), then per field (FieldUpdate): field, position, value (JSON)
 local ingest_key, due_key, inflight_key, dead_key, stats_key = unpack(KEYS, 1, 5)
-local group, retention_ms, orphan_wait_ms, now_ms, n_ack_ids, n_poison, n_updates =
-  unpack(ARGV, 1, 7)
+local group, retention_ms, orphan_wait_ms, finished_prefix, now_ms, n_ack_ids, n_poison,
+  n_updates = unpack(ARGV, 1, 8)
 orphan_wait_ms = tonumber(orphan_wait_ms)
 n_ack_ids, n_poison, n_updates = tonumber(n_ack_ids), tonumber(n_poison), tonumber(n_updates)
 local now = clock_ms(now_ms)
 
-local i = 8
+-- Give a state about to be made again the finish Datadog holds; return its value, or nil.
+-- It comes without a stream position: any entry folded from now on was published after
+-- the finish was delivered, and wins as it would have if the state had never expired.
+-- The digest lets delivery skip the request for a state Datadog holds already.
+local function recall_finish(key, incident_id)
+  local record = redis.call('GET', finished_prefix .. incident_id)
+  if not record then return nil end
+  local digest, finished = string.match(record, '^(%S+) (.+)$')
+  if not digest then return nil end
+  redis.call('HSET', key, 'a:finished_at', finished)
+  if digest ~= '-' then redis.call('HSET', key, 'remembered', digest) end
+  return finished
+end
+
+-- Whether a state holds nothing but the given finish: a late copy of a delivered finish.
+local function only_finish(key, finished)
+  if redis.call('HGET', key, 'a:finished_at') ~= finished then return false end
+  for _, field in ipairs(redis.call('HKEYS', key)) do
+    if string.sub(field, 1, 2) == 'a:' and field ~= 'a:id' and field ~= 'a:finished_at' then
+      return false
+    end
+  end
+  return true
+end
+
+local i = 9
 local acks = {}
 for _ = 1, n_ack_ids do acks[#acks + 1] = ARGV[i]; i = i + 1 end
 
+local letters = {}
 for _ = 1, n_poison do
-  local entry_id, reason, payload = unpack(ARGV, i, i + 2)
-  i = i + 3
-  redis.call('XADD', dead_key, '*', 'source', 'stream', 'entry_id', entry_id,
-    'reason', reason, 'payload', payload, 'at_ms', ms(now))
+  local entry_id, reason, payload, encoding, size_bytes, truncated = unpack(ARGV, i, i + 5)
+  i = i + 6
+  letters[#letters + 1] = {entry_id, reason, payload, encoding, size_bytes, truncated}
+end
+
+-- A script is not rolled back when a command in it fails: check what could fail before
+-- writing anything, and write the dead letters (the one thing a retry would repeat) last.
+local function expect(key, wanted)
+  local kind = redis.call('TYPE', key)['ok']
+  return kind == 'none' or kind == wanted, kind
+end
+for _, pair in ipairs({{due_key, 'zset'}, {inflight_key, 'zset'}, {dead_key, 'stream'},
+                       {stats_key, 'hash'}}) do
+  local ok, kind = expect(pair[1], pair[2])
+  -- BADKEY: Redis-wide (every fold would fail), so the worker keeps the entries pending.
+  if not ok then return redis.error_reply('BADKEY ' .. pair[1] .. ' holds a ' .. kind) end
+end
+for u = 1, n_updates do
+  local key = KEYS[5 + u]
+  local ok, kind = expect(key, 'hash')
+  if not ok then
+    return redis.error_reply('WRONGTYPE ' .. key .. ' holds a ' .. kind .. ', not a hash')
+  end
 end
 
 local changed, unchanged = 0, 0
@@ -35,6 +87,10 @@ for u = 1, n_updates do
   i = i + 3
   local dirty = force == '1'
   local newest = ''
+  local recalled = nil
+  if is_incident(incident_id) and redis.call('EXISTS', key) == 0 then
+    recalled = recall_finish(key, incident_id)
+  end
   for _ = 1, tonumber(n_fields) do
     local field, position, value = unpack(ARGV, i, i + 2)
     i = i + 3
@@ -49,15 +105,24 @@ for u = 1, n_updates do
     end
   end
   if dirty then
-    changed = changed + 1
-    redis.call('HINCRBY', key, 'version', 1)
+    local version = redis.call('HINCRBY', key, 'version', 1)
     -- When the newest entry behind this version was published (its stream id's ms part):
     -- delivery measures the publish-to-delivery latency from it.
     if newest ~= '' then redis.call('HSET', key, 'pub_ms', tonumber(string.sub(newest, 1, 15))) end
     redis.call('HSETNX', key, 'first_ms', ms(now))
-    redis.call('PEXPIRE', key, retention_ms)
+    local quiet = recalled and force ~= '1' and only_finish(key, recalled)
+    if quiet then
+      -- Datadog holds this finish already: nothing to send, no start to wait for.
+      unchanged = unchanged + 1
+      redis.call('HSET', key, 'sent', version)
+      redis.call('PEXPIRE', key, retention_ms)
+    else
+      changed = changed + 1
+      -- Scheduled: kept until it is delivered or dead-lettered, however long that takes.
+      redis.call('PERSIST', key)
+    end
     -- An incident in flight is made due again by its settlement, which sees the new version.
-    if not redis.call('ZSCORE', inflight_key, incident_id) then
+    if not quiet and not redis.call('ZSCORE', inflight_key, incident_id) then
       -- As workers/delivery/fold.py is_complete: an incident needs services or team, a deployment
       -- always has its service.
       local complete = redis.call('HEXISTS', key, 'a:started_at') == 1 and
@@ -77,6 +142,12 @@ for u = 1, n_updates do
   else
     unchanged = unchanged + 1
   end
+end
+
+for _, letter in ipairs(letters) do
+  redis.call('XADD', dead_key, '*', 'source', 'stream', 'entry_id', letter[1],
+    'reason', letter[2], 'payload', letter[3], 'payload_encoding', letter[4],
+    'payload_bytes', letter[5], 'payload_truncated', letter[6], 'at_ms', ms(now))
 end
 
 for start = 1, #acks, 1000 do

@@ -11,31 +11,119 @@
 -- Only the holder of the claim moves the incident; a settlement whose lease lapsed and was
 -- taken over only records a delivered version.
 --
+-- Expiry: a state is kept while it is due, in flight or backing off (I1). Once it is quiet
+-- (delivered or dead-lettered, nothing newer folded) it expires after `retention_ms`, and a
+-- delivered incident's finish is remembered apart for `finished_retention_ms`
+-- (RedisKeys.finished in forwarder/protocol.py), so that fold.lua can give a state made
+-- again the finish Datadog holds (I2).
+--
+-- Doubt (I2: the newest version is the last to land): a request without an answer (timeout,
+-- connection lost after it was written, released at shutdown) may still be applied until its
+-- lease ends; `doubt_until_ms` keeps the latest such moment. A delivery claimed before it is
+-- followed by one more send of the current version, due at `doubt_until_ms`; one claimed at
+-- or after it clears it. A late answer (lease lapsed) that may have landed makes the
+-- incident due again at once: whatever was delivered meanwhile may have landed before it.
+--
 -- Gate (see claim.lua): `close_ms` closes it (never shortens a closure); a refused key also
 -- forgets what is known about limits, so that the reopened gate lets one probe through.
 --
+-- Circuit breaker (see workers/delivery/breaker.py): `outages` outage answers (5xx, 408, no
+-- answer) add to the fleet's count in a row; at `breaker_failures` it opens, and claim.lua
+-- then lets one probe at a time through. Any other answer (`healthy`) resets the count and
+-- closes it. While it is open, an outage retry stays due (held back by the breaker, not by
+-- its own backoff), so that everything goes out as soon as it closes.
+--
 -- KEYS: due, inflight, dead, stats, gate
 -- ARGV (SettleArgs in workers/delivery/scripts.py): incident key prefix, token,
---       now_ms ('' for Redis' clock), close_ms, close_reason, close_detail,
+--       now_ms ('' for Redis' clock), retention_ms, finished_prefix, finished_retention_ms,
+--       close_ms, close_reason, close_detail,
 --       budget_limit (0: no budget seen), remaining, reset_ms, period_ms,
 --       unlimited (1: a 2xx came without rate-limit headers), answered (1: any answer),
+--       outages, healthy (0/1), breaker_failures, breaker_probe_ms (see above),
 --       n_settlements, then per outcome (Settlement): incident_id, version, verdict, delay_ms,
---       reason, detail (JSON, dead letters)
--- Returns: {delivered, retry, dead, stale, gate newly closed (0/1)}
+--       reason, detail (JSON, dead letters), digest (of the delivered attributes, or ''),
+--       sent_at_ms (0: not sent), doubt (1: may land), outage (1: an outage answer)
+-- Returns: {delivered, retry, dead, stale, gate newly closed (0/1),
+--           breaker (1: opened, -1: closed, 0: neither)}
 local due_key, inflight_key, dead_key, stats_key, gate_key = unpack(KEYS, 1, 5)
-local prefix, token, now_ms, close_ms, close_reason, close_detail, budget_limit, remaining,
-  reset_ms, period_ms, unlimited, answered, n_settlements = unpack(ARGV, 1, 13)
+local prefix, token, now_ms, retention_ms, finished_prefix, finished_retention_ms, close_ms,
+  close_reason, close_detail, budget_limit, remaining, reset_ms, period_ms, unlimited, answered,
+  outages, healthy, breaker_failures, breaker_probe_ms, n_settlements = unpack(ARGV, 1, 20)
 local now = clock_ms(now_ms)
 
+-- Remember the finish of a delivered incident: its value, and the digest of the whole state
+-- Datadog now holds ('-' when that is not the stored state).
+local function remember_finish(key, incident_id, digest)
+  if not is_incident(incident_id) then return end  -- a deployment's POST carries both times
+  local finished = redis.call('HGET', key, 'a:finished_at')
+  if not finished then return end
+  if digest == '' then digest = '-' end
+  redis.call('SET', finished_prefix .. incident_id, digest .. ' ' .. finished,
+    'PX', finished_retention_ms)
+end
+
 local counts = {delivered = 0, retry = 0, wait = 0, dead = 0, stale = 0}
+
+-- Every argument is checked before the first write: Redis does not undo the writes of a script
+-- that fails halfway, and claims settled by half a batch would be left in flight.
+local outcomes = {}
+for i = 21, 20 + 10 * tonumber(n_settlements), 10 do
+  local incident_id, version, verdict, delay_ms, reason, detail, digest, sent_at_ms, doubt,
+    outage = unpack(ARGV, i, i + 9)
+  version, delay_ms, sent_at_ms = num(version), num(delay_ms), num(sent_at_ms)
+  if not (version and delay_ms and sent_at_ms and counts[verdict]) or verdict == 'stale' then
+    return redis.error_reply('settle: the settlement of ' .. tostring(incident_id)
+      .. ' has a bad version, delay_ms, sent_at_ms or verdict')
+  end
+  outcomes[#outcomes + 1] = {incident_id, version, verdict, delay_ms, reason, detail, digest,
+    sent_at_ms, doubt, outage}
+end
+outages, breaker_failures = num(outages) or 0, num(breaker_failures) or 1
+breaker_probe_ms = num(breaker_probe_ms) or 1000
+-- Figures about the gate that are missing or absurd tell nothing (workers/delivery/gate.py
+-- clamps them; this holds for any caller).
+close_ms = num(close_ms) or 0
+budget_limit, remaining = count(budget_limit) or 0, count(remaining)
+reset_ms, period_ms = num(reset_ms), num(period_ms)
+if not (remaining and reset_ms and period_ms and reset_ms >= 0 and period_ms > 0) then
+  budget_limit = 0
+end
+
+-- The breaker next: the settlements below depend on whether it is open.
+local breaker_open = redis.call('HEXISTS', gate_key, 'breaker_opened_ms') == 1
+local breaker_change = 0
+if healthy == '1' then
+  redis.call('HSET', gate_key, 'breaker_failures', 0)
+  if breaker_open then
+    redis.call('HDEL', gate_key, 'breaker_opened_ms', 'breaker_probes', 'breaker_probe_at_ms',
+      'breaker_probe')
+    breaker_open, breaker_change = false, -1
+  end
+elseif outages > 0 then
+  local failures = (num(redis.call('HGET', gate_key, 'breaker_failures')) or 0) + outages
+  redis.call('HSET', gate_key, 'breaker_failures', failures)
+  if not breaker_open and failures >= breaker_failures then
+    redis.call('HSET', gate_key, 'breaker_opened_ms', ms(now), 'breaker_probes', 0,
+      'breaker_probe_at_ms', ms(now + breaker_probe_ms))
+    local opened = num(redis.call('HGET', stats_key, 'breaker_opened')) or 0
+    redis.call('HSET', stats_key, 'breaker_opened', opened + 1)
+    breaker_open, breaker_change = true, 1
+  end
+end
+
 local last_error = nil
-for i = 14, 13 + 6 * tonumber(n_settlements), 6 do
-  local incident_id, version, verdict, delay_ms, reason, detail = unpack(ARGV, i, i + 5)
-  version, delay_ms = tonumber(version), tonumber(delay_ms)
+for _, outcome in ipairs(outcomes) do
+  local incident_id, version, verdict, delay_ms, reason, detail, digest, sent_at_ms, doubt,
+    outage = unpack(outcome)
   local key = prefix .. incident_id
   if redis.call('EXISTS', key) == 1 then
     local owned = redis.call('HGET', key, 'claim') == token
     local current = tonumber(redis.call('HGET', key, 'version') or '0')
+    local doubt_until = tonumber(redis.call('HGET', key, 'doubt_until_ms') or '0')
+    if verdict == 'delivered' or verdict == 'retry' then
+      -- A request went out: Datadog may no longer hold the state a finish record described.
+      redis.call('HDEL', key, 'remembered')
+    end
     if verdict == 'delivered' then
       if version > tonumber(redis.call('HGET', key, 'sent') or '0') then
         redis.call('HSET', key, 'sent', version)
@@ -43,9 +131,22 @@ for i = 14, 13 + 6 * tonumber(n_settlements), 6 do
     end
     if not owned then
       counts.stale = counts.stale + 1
+      if verdict == 'delivered' or doubt == '1' then
+        if now > doubt_until then redis.call('HSET', key, 'doubt_until_ms', ms(now)) end
+        -- A claim in flight now started before this landing: its settlement sees the doubt.
+        if not redis.call('ZSCORE', inflight_key, incident_id) then
+          redis.call('PERSIST', key)  -- to send again: it must not expire meanwhile
+          redis.call('ZADD', due_key, 'LT', ms(now), incident_id)
+        end
+      end
     else
+      local lease_end = tonumber(redis.call('ZSCORE', inflight_key, incident_id) or ms(now))
       redis.call('ZREM', inflight_key, incident_id)
       redis.call('HDEL', key, 'claim')
+      if doubt == '1' and lease_end > doubt_until then
+        doubt_until = lease_end
+        redis.call('HSET', key, 'doubt_until_ms', ms(doubt_until))
+      end
       counts[verdict] = counts[verdict] + 1
       if verdict == 'retry' or verdict == 'dead' then last_error = incident_id .. ': ' .. reason end
       if verdict == 'wait' then
@@ -54,6 +155,7 @@ for i = 14, 13 + 6 * tonumber(n_settlements), 6 do
         redis.call('HINCRBY', key, 'attempt', 1)
         redis.call('HSETNX', key, 'failing_since_ms', ms(now))
         redis.call('HSET', key, 'last_error', reason)
+        if outage == '1' and breaker_open then delay_ms = 0 end
         redis.call('ZADD', due_key, ms(now + delay_ms), incident_id)
       else
         redis.call('HDEL', key, 'attempt', 'failing_since_ms', 'last_error')
@@ -62,18 +164,31 @@ for i = 14, 13 + 6 * tonumber(n_settlements), 6 do
           redis.call('XADD', dead_key, '*', 'source', 'incident', 'incident_id', incident_id,
             'reason', reason, 'detail', detail, 'at_ms', ms(now))
         end
-        if current > version then redis.call('ZADD', due_key, ms(now), incident_id) end
+        if current > version then
+          redis.call('ZADD', due_key, ms(now), incident_id)
+        elseif verdict == 'delivered' and doubt_until > 0 and sent_at_ms < doubt_until then
+          -- An earlier request may still land after this one: send the current version once
+          -- more when it no longer can.
+          redis.call('ZADD', due_key, ms(doubt_until), incident_id)
+        else
+          if verdict == 'delivered' and doubt_until > 0 then
+            redis.call('HDEL', key, 'doubt_until_ms')
+          end
+          -- Quiet: from now on the state only serves dedupe (and a replay's merge).
+          redis.call('PEXPIRE', key, retention_ms)
+        end
+        if verdict == 'delivered' then
+          remember_finish(key, incident_id, current == version and digest or '-')
+        end
       end
     end
   end
 end
 
 -- The gate.
-close_ms, budget_limit, remaining = tonumber(close_ms), tonumber(budget_limit), tonumber(remaining)
-reset_ms, period_ms = tonumber(reset_ms), tonumber(period_ms)
 local newly_closed = 0
 if close_ms > 0 then
-  local closed_until = tonumber(redis.call('HGET', gate_key, 'closed_until_ms') or '0')
+  local closed_until = num(redis.call('HGET', gate_key, 'closed_until_ms')) or 0
   if closed_until <= now then newly_closed = 1 end
   if now + close_ms > closed_until then
     redis.call('HSET', gate_key, 'closed_until_ms', ms(now + close_ms), 'reason', close_reason,
@@ -86,17 +201,17 @@ if close_ms > 0 then
 end
 if budget_limit > 0 and close_reason ~= 'auth' then
   local new_end = now + reset_ms
-  local known_end = tonumber(redis.call('HGET', gate_key, 'window_end_ms') or '0')
-  local known_at = tonumber(redis.call('HGET', gate_key, 'budget_ms') or '0')
+  local known_end = num(redis.call('HGET', gate_key, 'window_end_ms')) or 0
+  local known_at = num(redis.call('HGET', gate_key, 'budget_ms')) or 0
   if now - known_at >= KNOWLEDGE_MS or math.abs(new_end - known_end) > 1000 then
     -- A window we did not know about: take the server's count as it is.
-    redis.call('HSET', gate_key, 'window_end_ms', ms(new_end), 'remaining', remaining)
+    redis.call('HSET', gate_key, 'window_end_ms', ms(new_end), 'remaining', ms(remaining))
   else
     -- The same window: in-flight answers arrive in any order; the smallest count is current.
-    local known = tonumber(redis.call('HGET', gate_key, 'remaining') or remaining)
-    if remaining < known then redis.call('HSET', gate_key, 'remaining', remaining) end
+    local known = count(redis.call('HGET', gate_key, 'remaining')) or remaining
+    if remaining < known then redis.call('HSET', gate_key, 'remaining', ms(remaining)) end
   end
-  redis.call('HSET', gate_key, 'limit', budget_limit, 'period_ms', ms(period_ms),
+  redis.call('HSET', gate_key, 'limit', ms(budget_limit), 'period_ms', ms(period_ms),
     'budget_ms', ms(now))
 end
 if unlimited == '1' and close_reason ~= 'auth' then
@@ -111,4 +226,4 @@ end
 if last_error then redis.call('HSET', stats_key, 'last_error', last_error, 'last_error_ms', ms(now)) end
 if counts.retry > 0 then redis.call('HINCRBY', stats_key, 'retries', counts.retry) end
 if counts.dead > 0 then redis.call('HINCRBY', stats_key, 'dead_letters', counts.dead) end
-return {counts.delivered, counts.retry, counts.dead, counts.stale, newly_closed}
+return {counts.delivered, counts.retry, counts.dead, counts.stale, newly_closed, breaker_change}
