@@ -155,3 +155,17 @@ async def test_a_key_every_fold_needs_of_the_wrong_type_keeps_entries_pending(
         await intake(store).fold(await store.read("c", 10, None))
     assert await client.xlen(keys.dead) == 0
     assert (await client.xpending(keys.ingest, CONSUMER_GROUP))["pending"] == 2
+
+
+async def test_a_pinned_clock_reaches_every_fold(
+    store: Store, client: aioredis.Redis, keys: RedisKeys
+) -> None:
+    """``now_ms`` dates the states of a batch, and of each entry when it is folded alone."""
+    now_ms = 4_000_000_000_000  # far from Redis' clock
+    await client.set(keys.incident("letters-incident-0001"), "not a hash")  # one by one
+    await add(client, keys, good(0), good(1))
+    await intake(store).fold(await store.read("c", 10, None), now_ms=now_ms)
+    await add(client, keys, good(2))
+    await intake(store).fold(await store.read("c", 10, None), now_ms=now_ms + 1)
+    assert await client.zscore(keys.due, "letters-incident-0000") == now_ms
+    assert await client.zscore(keys.due, "letters-incident-0002") == now_ms + 1

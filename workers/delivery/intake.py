@@ -83,15 +83,18 @@ class Intake:
         """Whether the last reclaim reached the end of the pending list."""
         return self._reclaim_from == "0-0"
 
-    async def fold(self, entries: Sequence[tuple[bytes | str, RawFields]]) -> Folded:
+    async def fold(
+        self, entries: Sequence[tuple[bytes | str, RawFields]], *, now_ms: int | None = None
+    ) -> Folded:
         """Fold ``entries`` and acknowledge them; every one is folded or dead-lettered.
 
         Raises only what says Redis itself cannot take the writes now (unreachable, out of
-        memory, a replica ...): the entries then stay pending, to be reclaimed.
+        memory, a replica ...): the entries then stay pending, to be reclaimed. ``now_ms``
+        pins the scripts' clock (tests); None is Redis' clock.
         """
         plan = plan_fold(entries)
         try:
-            result = await self._fold(plan)
+            result = await self._fold(plan, now_ms)
         # Folding again what a failed script half applied is harmless: a field is written
         # only by a later stream position, so the same entries change nothing twice.
         except ResponseError as exc:
@@ -104,27 +107,32 @@ class Intake:
             )
         else:
             return Folded(len(plan.ack_ids), plan.poison, result)
-        return await self._one_by_one(entries)
+        return await self._one_by_one(entries, now_ms)
 
-    async def _one_by_one(self, entries: Sequence[tuple[bytes | str, RawFields]]) -> Folded:
+    async def _one_by_one(
+        self, entries: Sequence[tuple[bytes | str, RawFields]], now_ms: int | None
+    ) -> Folded:
         acknowledged, changed = 0, 0
         poison: list[PoisonEntry] = []
         for entry_id, fields in entries:
             plan = plan_fold([(entry_id, fields)])
             try:
-                changed += await self._fold(plan)
+                changed += await self._fold(plan, now_ms)
             except ResponseError as exc:
                 if is_redis_wide(exc):
                     raise
                 # Raises if Redis refuses even the dead letter: then it is not this entry.
                 plan = poison_plan(entry_id, fields, f"the fold script failed on it: {exc}")
-                await self._fold(plan)
+                await self._fold(plan, now_ms)
             acknowledged += len(plan.ack_ids)
             poison.extend(plan.poison)
         return Folded(acknowledged, tuple(poison), changed)
 
-    async def _fold(self, plan: FoldPlan) -> int:
+    async def _fold(self, plan: FoldPlan, now_ms: int | None) -> int:
         result = await self._store.fold(
-            plan, retention_ms=self._retention_ms, orphan_wait_ms=self._orphan_wait_ms
+            plan,
+            retention_ms=self._retention_ms,
+            orphan_wait_ms=self._orphan_wait_ms,
+            now_ms=now_ms,
         )
         return result.changed
