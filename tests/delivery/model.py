@@ -119,12 +119,10 @@ class Model:
     entries: list[Entry] = field(default_factory=list)
     epoch: dict[str, int] = field(default_factory=dict)
     """Bumped when an incident's state expires: entries folded before it no longer count."""
-    expired_dead: dict[str, bool] = field(default_factory=dict)
-    """Whether the incident's state was a dead letter when it last expired."""
+    expired: dict[str, tuple[Attributes, bool]] = field(default_factory=dict)
+    """The incident's state when it last expired, and whether it was a dead letter."""
     applied: dict[str, Attributes] = field(default_factory=dict)
     """What the simulated API holds per incident: the last body it applied."""
-    delivered_finish: dict[str, Any] = field(default_factory=dict)
-    """The last ``finished_at`` a 2xx carried per incident (what a finish record may recall)."""
     landings: dict[tuple[str, int, int], int] = field(default_factory=dict)
     """How often each (incident, epoch, version) was applied by the API."""
     doubts: dict[str, int] = field(default_factory=dict)
@@ -153,10 +151,23 @@ class Model:
         epoch = self.epoch.get(incident, 0)
         return [e for e in self.valid(incident) if e.folded_in == epoch]
 
-    def expired(self, incident: str, *, dead: bool) -> None:
+    def expire(self, incident: str, state: Attributes, *, dead: bool) -> None:
         """The incident's state (a dead letter or not) expired: the next entry starts anew."""
         self.epoch[incident] = self.epoch.get(incident, 0) + 1
-        self.expired_dead[incident] = dead
+        self.expired[incident] = (state, dead)
+
+    def earlier_finishes(self, incident: str) -> list[Any]:
+        """``finished_at`` values folded into states of ``incident`` that expired since: what
+        a finish record may give a state made again."""
+        epoch = self.epoch.get(incident, 0)
+        return [
+            e.attributes["finished_at"]
+            for e in self.valid(incident)
+            if e.attributes is not None
+            and "finished_at" in e.attributes
+            and e.folded_in is not None
+            and e.folded_in < epoch
+        ]
 
     # --- the simulated API ---------------------------------------------------------------
 
@@ -167,11 +178,6 @@ class Model:
         self.applied[request.incident] = request.body
         key = (request.incident, request.epoch, request.version)
         self.landings[key] = self.landings.get(key, 0) + 1
-
-    def answered_2xx(self, request: Request) -> None:
-        """The worker saw a 2xx for ``request``: Datadog holds its finish, if it has one."""
-        if "finished_at" in request.body:
-            self.delivered_finish[request.incident] = request.body["finished_at"]
 
     def count(self, table: dict[str, int], incident: str) -> None:
         """One more doubt or lapse for ``incident``."""
@@ -204,8 +210,8 @@ class Model:
     def duplicate_bound(self, incident: str) -> int:
         """How often one version of ``incident`` may land (I3).
 
-        Once, plus once per attempt in doubt (it may have landed and is sent again), plus
-        twice per lapsed lease (the worker that takes over sends it, and a late answer of
-        the first may make it owe one more send).
+        Once, plus twice per attempt in doubt and per lapsed lease: the request may land
+        besides the one that follows it, and since it may land after that one, the current
+        version is sent once more when it no longer can.
         """
-        return 1 + self.doubts.get(incident, 0) + 2 * self.lapses.get(incident, 0)
+        return 1 + 2 * (self.doubts.get(incident, 0) + self.lapses.get(incident, 0))

@@ -1,12 +1,13 @@
 """The model test's engine: the real pieces a pump runs, one step at a time, on a test clock.
 
 Each worker does what ``workers/delivery/pump.py`` does, in the same order and with the same
-functions (``Store`` and its Lua scripts on real Redis, ``plan_fold``, ``before_sending``,
-``DatadogSender``, ``from_answer``, ``log_outcome``, ``gate_update``), but split into steps
-the test interleaves: read, fold, claim, answer, settle. The scripts take the test's clock
-(``now_ms``). Redis expires keys on its own clock, so expiry is emulated: after every step
-the test reads each key's ``PEXPIRETIME`` and, when its clock passes that moment (counted
-from when the expiry was set), deletes the key as Redis would have.
+pieces (``Store`` and its Lua scripts on real Redis, ``Intake``, ``before_sending``,
+``DatadogSender``, ``from_answer``, ``log_outcome``, ``gate_update``, ``breaker_update``,
+``Window``), but split into steps the test interleaves: read, fold, claim, answer, settle.
+The scripts take the test's clock (``now_ms``). Redis expires keys on its own clock, so
+expiry is emulated: after every step the test reads each key's ``PEXPIRETIME`` and, when its
+clock passes that moment (counted from when the expiry was set), deletes the key as Redis
+would have.
 """
 
 from __future__ import annotations
@@ -23,21 +24,25 @@ from pydantic import SecretStr
 
 from forwarder.protocol import GateField, RedisKeys
 from workers.delivery.backoff import BackoffPolicy
-from workers.delivery.fold import plan_fold
+from workers.delivery.breaker import BreakerPolicy, breaker_update
 from workers.delivery.gate import gate_update
+from workers.delivery.intake import Intake
 from workers.delivery.outcome_log import log_outcome
 from workers.delivery.records import Attempt, Claim, Settlement
 from workers.delivery.sender import DatadogSender
 from workers.delivery.settlement import SettlementPolicy, before_sending, from_answer
-from workers.delivery.store import Store
+from workers.delivery.store import DEFAULT_FINISHED_RETENTION_MS, Store
+from workers.delivery.window import Window
 
 LEASE_MS = 30_000
 RETENTION_MS = 3_600_000
 ORPHAN_WAIT_MS = 600_000
 MAX_AGE_MS = 1_800_000
+FINISHED_RETENTION_MS = DEFAULT_FINISHED_RETENTION_MS
 PROBE_MS = 11_000
-MAX_IN_FLIGHT = 4
+MAX_IN_FLIGHT = 8
 INGEST_BATCH = 5
+BREAKER = BreakerPolicy(failures=4, probe_ms=1_000, probe_max_ms=30_000)
 POLICY = SettlementPolicy(
     backoff=BackoffPolicy(base_s=1.0, max_s=60.0),
     orphan_wait_ms=ORPHAN_WAIT_MS,
@@ -98,7 +103,10 @@ class Worker:
     """One simulated worker process: a consumer name, the token of its run, what it holds."""
 
     slot: int
+    intake: Intake
     generation: int = 0
+    window: Window = field(default_factory=lambda: Window.start(MAX_IN_FLIGHT))
+    """How many requests it may have in flight (the pump's slow start)."""
     buffer: list[Entry] = field(default_factory=list)
     """Entries read from the stream and not yet folded (pending in the group)."""
     in_flight: dict[int, Claim] = field(default_factory=dict)
@@ -116,9 +124,11 @@ class Worker:
         """The token its claims carry (one per pump run; one run per process here)."""
         return f"token-{self.slot}-{self.generation}"
 
-    def restart(self) -> None:
+    def restart(self, intake: Intake) -> None:
         """A new process in this slot: new name, new token, nothing held."""
         self.generation += 1
+        self.intake = intake
+        self.window = Window.start(MAX_IN_FLIGHT)
         self.buffer.clear()
         self.in_flight.clear()
         self.settlements.clear()
@@ -169,6 +179,14 @@ class Engine:
     def _handle(self, request: httpx.Request) -> httpx.Response:
         return self._answer(request)
 
+    def intake(self) -> Intake:
+        """What a new process folds through (it keeps its own place in the reclaim scan)."""
+        return Intake(self.store, retention_ms=RETENTION_MS, orphan_wait_ms=ORPHAN_WAIT_MS)
+
+    def worker(self, slot: int) -> Worker:
+        """A new worker process in ``slot``."""
+        return Worker(slot, self.intake())
+
     # --- ingest --------------------------------------------------------------------------
 
     async def read(self, worker: Worker) -> None:
@@ -182,18 +200,13 @@ class Engine:
         takes everything pending (as it would once ``reclaim_idle_ms`` passed), so a live
         but slow worker's entries may be folded twice, which folding must make harmless.
         """
-        worker.buffer.extend(await self.store.reclaim(worker.consumer, 0, INGEST_BATCH))
+        worker.buffer.extend(await worker.intake.reclaim(worker.consumer, 0, INGEST_BATCH))
 
     async def fold(self, worker: Worker, now_ms: int) -> None:
         """Fold what the worker holds, as the pump does after each read."""
         entries, worker.buffer = worker.buffer, []
         if entries:
-            await self.store.fold(
-                plan_fold(entries),
-                retention_ms=RETENTION_MS,
-                orphan_wait_ms=ORPHAN_WAIT_MS,
-                now_ms=now_ms,
-            )
+            await worker.intake.fold(entries, now_ms=now_ms)
 
     # --- delivery ------------------------------------------------------------------------
 
@@ -205,11 +218,11 @@ class Engine:
         a probe in progress, until the probe's end, where the pump would poll every 100 ms).
         """
         assert not worker.settlements, "the pump settles its batch before it claims"
-        free = MAX_IN_FLIGHT - len(worker.in_flight)
+        free = worker.window.size - len(worker.in_flight)
         if free <= 0:
             return [], [], 0
         result = await self.store.claim(
-            free, LEASE_MS, worker.token, probe_ms=PROBE_MS, now_ms=now_ms
+            free, LEASE_MS, worker.token, probe_ms=PROBE_MS, now_ms=now_ms, breaker=BREAKER
         )
         wait_ms = result.wait_ms
         if result.gate_reason == "probe":
@@ -251,13 +264,23 @@ class Engine:
         settlement = from_answer(claim, attempt, POLICY, uniform=lambda: jitter)
         worker.answers.append(attempt)
         worker.settlements.append(log_outcome(claim, settlement, attempt))
+        worker.window = worker.window.after([attempt])
         return attempt
 
     async def settle(self, worker: Worker, now_ms: int) -> list[str]:
         """Record the worker's batch and its gate update; return the incidents settled."""
         update = gate_update(worker.answers, auth_pause_s=POLICY.auth_pause_s)
         settled = [s.incident_id for s in worker.settlements]
-        await self.store.settle(worker.token, worker.settlements, update, now_ms=now_ms)
+        await self.store.settle(
+            worker.token,
+            worker.settlements,
+            update,
+            now_ms=now_ms,
+            retention_ms=RETENTION_MS,
+            finished_retention_ms=FINISHED_RETENTION_MS,
+            breaker_update=breaker_update(worker.answers),
+            breaker=BREAKER,
+        )
         worker.settlements.clear()
         worker.answers.clear()
         return settled

@@ -33,16 +33,7 @@ from tests.delivery.model_engine import (
     Outcome,
 )
 
-KNOWN_DEFECTS: dict[str, str] = {
-    "poison": "issue 11 defect 1 (branch poison): an entry with non-UTF-8 bytes or deep "
-    "nesting raises in plan_fold instead of becoming a dead letter",
-    "headers": "issue 11 defect 2 (branch redis-names): X-RateLimit-* of 1e17 are stored in a "
-    "form HINCRBY rejects, and every claim fails",
-    "late": "issue 11 defect 3 (branch doubt-breaker): a request that timed out may land after "
-    "a newer version was delivered",
-    "expiry": "issue 11 defects 4 and 5 (branch expiry): a state still due expires silently; "
-    "after expiry a late duplicate start regresses a finished incident",
-}
+KNOWN_DEFECTS: dict[str, str] = {}
 """Steps left out until the branch fixing what they find is merged (name -> the defect)."""
 _RUN_ANYWAY = set(os.environ.get("MODEL_KNOWN", "").split(","))
 
