@@ -28,15 +28,6 @@ LEASE_MS = 60_000
 BREAKER = BreakerPolicy(failures=3, probe_ms=1_000, probe_max_ms=4_000)
 
 
-@pytest.fixture
-async def store(client: aioredis.Redis, keys: RedisKeys) -> Store:
-    """A store whose gate knows there are no rate limits (no probing for them)."""
-    made = Store(client, keys)
-    await made.ensure_group()
-    await client.hset(keys.gate, GateField.UNLIMITED_MS, 10**15)
-    return made
-
-
 async def fold(store: Store, client: aioredis.Redis, keys: RedisKeys, *ids: str) -> None:
     for incident in ids:
         event = {"id": incident, "started_at": 1_700_000_000, "team": "ops"}
