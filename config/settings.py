@@ -103,6 +103,28 @@ class Settings(BaseSettings):
     ingest_tls_certfile: str | None = None
     ingest_tls_keyfile: str | None = None
 
+    @field_validator("dd_api_key")
+    @classmethod
+    def _api_key(cls, value: SecretStr | None) -> SecretStr | None:
+        # A key file's trailing newline (a Kubernetes secret made from a file) is not part
+        # of the key; left in, the HTTP client refuses the header and nothing is delivered.
+        if value is None:
+            return None
+        key = value.get_secret_value().strip()
+        _refuse_unsendable(key)
+        return SecretStr(key)
+
+    @field_validator("ingest_keys")
+    @classmethod
+    def _ingest_keys(cls, value: SecretStr | None) -> SecretStr | None:
+        # Whitespace around each key is ignored where the keys are parsed (``parse_keys``).
+        if value is None:
+            return None
+        text = value.get_secret_value().strip()
+        for key in text.split(","):
+            _refuse_unsendable(key.strip())
+        return SecretStr(text)
+
     @field_validator("dd_site")
     @classmethod
     def _bare_site(cls, value: str) -> str:
@@ -166,6 +188,20 @@ class Settings(BaseSettings):
 LEASE_SLACK_S = 2.0
 """A lease outlasts the HTTP timeout by this much: the sender cuts a request off 1 s after
 ``FORWARDER_HTTP_TIMEOUT_S`` (a hard bound), and a claim takes a moment to start its request."""
+
+
+def _refuse_unsendable(key: str) -> None:
+    """Raise if an HTTP header cannot carry ``key``; the message never shows the key."""
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in key):
+        raise ValueError(
+            "contains a control character (after removing surrounding whitespace); "
+            "an HTTP header cannot carry it: check how the secret was written"
+        )
+    if not key.isascii():
+        raise ValueError(
+            "contains a non-ASCII character; an HTTP header cannot carry it: "
+            "check how the secret was written"
+        )
 
 
 def _s(value: float) -> str:

@@ -100,3 +100,48 @@ def test_redis_password_masked() -> None:
     settings = load_settings(redis_url=url)
     assert "hunter2" not in repr(settings)
     assert "hunter2" not in settings.redis_url_for_logs
+
+
+def test_api_key_loses_surrounding_whitespace(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A key file's trailing newline (a Kubernetes secret made from a file) is not part of it."""
+    monkeypatch.setenv("DD_API_KEY", f" {KEY}\n")
+    settings = load_settings()
+    assert settings.dd_api_key is not None
+    assert settings.dd_api_key.get_secret_value() == KEY
+
+
+@pytest.mark.parametrize(
+    ("field", "variable", "value", "reason"),
+    [
+        ("dd_api_key", "DD_API_KEY", f"{KEY[:4]}\x00{KEY[4:]}", "control character"),
+        ("dd_api_key", "DD_API_KEY", f"{KEY}é", "non-ASCII character"),
+        ("dd_api_key", "DD_API_KEY", f"{KEY[:4]}\n{KEY[4:]}", "control character"),
+        (
+            "ingest_keys",
+            "FORWARDER_INGEST_KEYS",
+            f"k1, {KEY[:4]}\x7f{KEY[4:]}",
+            "control character",
+        ),
+        ("ingest_keys", "FORWARDER_INGEST_KEYS", f"{KEY}é,k2", "non-ASCII character"),
+    ],
+)
+def test_key_an_http_header_cannot_carry_is_refused_without_showing_it(
+    field: str, variable: str, value: str, reason: str
+) -> None:
+    """A control or non-ASCII character in a key: refused, naming the variable, never the key."""
+    # Passed as an override: an environment variable cannot hold a NUL.
+    with pytest.raises(SettingsError) as caught:
+        load_settings(**{field: value})
+    message = str(caught.value)
+    assert variable in message
+    assert reason in message
+    assert KEY[:4] not in message
+    assert KEY[4:] not in message
+
+
+def test_ingest_keys_may_be_separated_by_newlines(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whitespace around each ingest key (newlines too) stays allowed, as before."""
+    monkeypatch.setenv("FORWARDER_INGEST_KEYS", "key-one,\nkey-two\n")
+    settings = load_settings()
+    assert settings.ingest_keys is not None
+    assert settings.ingest_keys.get_secret_value().split(",")[0] == "key-one"

@@ -8,10 +8,8 @@ one pump against an API that is down and comes back; ``status`` and metrics show
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
-import fakeredis
 import httpx
 import pytest
 import redis
@@ -38,6 +36,8 @@ from workers.ops.metrics import FleetCollector
 
 T0 = 1_800_000_000_000
 """A pinned Redis clock (ms)."""
+ON_FAKEREDIS_TOO = True
+"""Each test using ``client`` runs on the real Redis and on fakeredis (see conftest)."""
 POLICY = BreakerPolicy(failures=3, probe_ms=1_000, probe_max_ms=4_000)
 LEASE_MS = 60_000
 
@@ -97,31 +97,6 @@ def test_window_shrinks_back_after_a_quiet_run() -> None:
 
 
 # --- the scripts ---------------------------------------------------------------------------
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture(params=["real", "fake"])
-async def client(request: pytest.FixtureRequest, redis_url: str) -> AsyncIterator[Any]:
-    if request.param == "real":
-        real = aioredis.Redis.from_url(redis_url)
-        yield real
-        await real.aclose()
-    else:
-        fake = fakeredis.FakeAsyncRedis()
-        yield fake
-        await fake.aclose()
-
-
-@pytest.fixture
-async def store(client: Any, keys: RedisKeys) -> Store:
-    store = Store(client, keys)
-    await store.ensure_group()
-    await client.hset(keys.gate, "unlimited_ms", 10**15)
-    return store
 
 
 async def due_incidents(store: Store, client: Any, keys: RedisKeys, count: int) -> list[str]:

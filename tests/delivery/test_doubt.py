@@ -10,14 +10,12 @@ the doubt and schedules the resend.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import aiohttp
-import fakeredis
 import httpx
 import pytest
-import redis.asyncio as aioredis
 from pydantic import SecretStr
 
 from forwarder import to_event
@@ -32,6 +30,8 @@ from workers.delivery.sender import DatadogSender, default_transport, may_have_l
 from workers.delivery.settlement import SettlementPolicy, before_sending, from_answer
 from workers.delivery.store import Store
 
+ON_FAKEREDIS_TOO = True
+"""Each test using ``client`` runs on the real Redis and on fakeredis (see conftest)."""
 ID = "incident-doubt-000001"
 START = {"id": ID, "started_at": 1_700_000_000, "services": ["checkout"], "env": "prod"}
 FINISH = {"id": ID, "finished_at": 1_700_000_600}
@@ -140,31 +140,6 @@ def test_settlements_say_when_sent_and_whether_in_doubt() -> None:
 
 
 # --- the store: the doubt is kept, and the resend scheduled ----------------------------------
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture(params=["real", "fake"])
-async def client(request: pytest.FixtureRequest, redis_url: str) -> AsyncIterator[Any]:
-    if request.param == "real":
-        real = aioredis.Redis.from_url(redis_url)
-        yield real
-        await real.aclose()
-    else:
-        fake = fakeredis.FakeAsyncRedis()
-        yield fake
-        await fake.aclose()
-
-
-@pytest.fixture
-async def store(client: Any, keys: RedisKeys) -> Store:
-    store = Store(client, keys)
-    await store.ensure_group()
-    await client.hset(keys.gate, "unlimited_ms", 10**15)
-    return store
 
 
 async def fold(store: Store, client: Any, keys: RedisKeys, *events: dict[str, Any]) -> None:

@@ -10,11 +10,9 @@ Expiry is real: retentions of a few hundred milliseconds, waited out on Redis' c
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-import redis.asyncio as aioredis
 
 from forwarder import to_event
 from forwarder.entry import encode_entry
@@ -32,27 +30,6 @@ START = {"id": ID, "started_at": 1_700_000_000, "services": ["checkout"], "env":
 FINISH = {"id": ID, "finished_at": 1_700_000_600}
 RETENTION_MS = 300
 """Short enough to wait out, long enough for a fold, a claim and a settle to run."""
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
-async def client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    real = aioredis.Redis.from_url(redis_url)
-    yield real
-    await real.aclose()
-
-
-@pytest.fixture
-async def store(client: aioredis.Redis, keys: RedisKeys) -> Store:
-    """A store whose gate knows the API announces no limits."""
-    store = Store(client, keys)
-    await store.ensure_group()
-    await client.hset(keys.gate, "unlimited_ms", 10**15)
-    return store
 
 
 async def fold(

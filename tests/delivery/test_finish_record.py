@@ -9,11 +9,9 @@ sent with the finish, never as a start-only state; a late copy of the finish cos
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-import redis.asyncio as aioredis
 
 from config import Settings
 from forwarder import to_event
@@ -35,27 +33,6 @@ FINISHED_NS = 1_700_000_600 * 10**9
 RETENTION_MS = 300
 FINISHED_RETENTION_MS = 3_600_000
 ORPHAN_WAIT_MS = 60_000
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
-async def client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    real = aioredis.Redis.from_url(redis_url)
-    yield real
-    await real.aclose()
-
-
-@pytest.fixture
-async def store(client: aioredis.Redis, keys: RedisKeys) -> Store:
-    """A store whose gate knows the API announces no limits."""
-    store = Store(client, keys)
-    await store.ensure_group()
-    await client.hset(keys.gate, "unlimited_ms", 10**15)
-    return store
 
 
 async def fold(store: Store, client: Any, *events: dict[str, Any], kind: str = "failure") -> None:

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
 from importlib import resources
 from typing import Any
 
-import fakeredis
 import httpx
 import pytest
 import redis
-import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from forwarder import Publisher, to_event
@@ -25,6 +22,8 @@ from workers.delivery.ratelimit import MAX_WAIT_S
 from workers.delivery.records import Attempt, Settlement, Verdict
 from workers.delivery.store import Store
 
+ON_FAKEREDIS_TOO = True
+"""Each test using ``client`` runs on the real Redis and on fakeredis (see conftest)."""
 HUGE = "1e17"
 HOSTILE = {
     "X-RateLimit-Limit": HUGE,
@@ -68,22 +67,6 @@ def test_a_sane_budget_is_untouched() -> None:
 # --- the scripts: whatever the gate hash holds, a claim neither fails nor strands ids ---
 
 ID = "incident-hostile-{:06d}"
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture(params=["real", "fake"])
-async def client(request: pytest.FixtureRequest, redis_url: str) -> AsyncIterator[Any]:
-    made: Any = (
-        aioredis.Redis.from_url(redis_url)
-        if request.param == "real"
-        else fakeredis.FakeAsyncRedis()
-    )
-    yield made
-    await made.aclose()
 
 
 async def due(client: Any, keys: RedisKeys, count: int) -> Store:

@@ -10,7 +10,6 @@ wrong type keeps the entries pending instead.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, cast
 
 import pytest
@@ -38,25 +37,6 @@ def good(number: int) -> dict[bytes, bytes]:
 
 BINARY = {b"v": b"1", b"kind": b"failure", b"event": b"\xff\x00{", b"\xfe": b"\x80"}
 HUGE = {b"v": b"1", b"kind": b"failure", b"event": b"[" + b"1," * 200_000}
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
-async def client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    real = aioredis.Redis.from_url(redis_url)
-    yield real
-    await real.aclose()
-
-
-@pytest.fixture
-async def store(client: aioredis.Redis, keys: RedisKeys) -> Store:
-    store = Store(client, keys)
-    await store.ensure_group()
-    return store
 
 
 def intake(store: Store) -> Intake:

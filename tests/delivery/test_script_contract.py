@@ -73,9 +73,10 @@ def names(match: re.Match[str]) -> tuple[str, ...]:
     return tuple(name.strip() for name in match["names"].split(","))
 
 
-def calls(text: str) -> Iterator[list[str]]:
-    """The arguments of every ``redis.call(...)``, as source text split at top-level commas."""
-    for start in (m.end() for m in re.finditer(r"redis\.call\(", text)):
+def calls(text: str, opener: str = r"redis\.call\(") -> Iterator[list[str]]:
+    """The arguments of every ``redis.call(...)`` (or other ``opener``), as source text split
+    at top-level commas."""
+    for start in (m.end() for m in re.finditer(opener, text)):
         args, depth, quote, current = [], 0, "", ""
         for char in text[start:]:
             if quote:
@@ -171,6 +172,9 @@ def test_hash_fields_in_lua_are_named_in_protocol(script: Script[Any]) -> None:
             assert {literal(f) for f in pairs} <= set(LetterField), args
             assert literal(pairs["'source'"]) in set(LetterSource), args
             checked += len(pairs)
+    for key, field, *_ in calls(source(script), r"\badd\("):  # the prelude's safe counter
+        assert field_is_named(key, field), f"add {key} {field}"
+        checked += 1
     gate_reads = re.findall(r"\bg\.(\w+)", source(script))  # claim.lua's copy of the gate
     assert set(gate_reads) <= set(GateField), gate_reads
     assert checked or gate_reads or script.file in NO_HASHES

@@ -48,6 +48,16 @@ def test_already_delivered_version_is_settled_unsent() -> None:
     assert settlement.verdict is Verdict.DELIVERED
 
 
+def test_unreadable_state_is_dead_without_a_request_naming_the_field() -> None:
+    """A claim whose stored state did not parse is a dead letter, even if its version was sent."""
+    problem = "field 'attempt' = '1.5' does not parse"
+    settled = before_sending(claim(version=1, problem=problem), POLICY)
+    assert settled is not None
+    assert settled.verdict is Verdict.DEAD
+    assert "'attempt'" in settled.reason
+    assert settled.sent_at_ms == 0
+
+
 def test_finish_alone_waits_the_rest_of_the_orphan_wait() -> None:
     """A finish without its start waits for it, counted from when it was first seen."""
     lonely = claim(attributes={"id": "incident-0000000001", "finished_at": 5})

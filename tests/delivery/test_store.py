@@ -7,12 +7,9 @@ the real one by the integration tests as well.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
-import fakeredis
 import pytest
-import redis.asyncio as aioredis
 
 from forwarder import to_event
 from forwarder.entry import encode_entry
@@ -24,32 +21,11 @@ from workers.delivery.records import Settlement, Verdict
 from workers.delivery.store import Store
 
 pytestmark = pytest.mark.anyio
+ON_FAKEREDIS_TOO = True
+"""Each test using ``client`` runs on the real Redis and on fakeredis (see conftest)."""
 
 RETENTION_MS = 3_600_000
 ORPHAN_WAIT_MS = 60_000
-UNLIMITED_FOREVER = 10**15
-
-
-@pytest.fixture(params=["real", "fake"])
-async def client(request: pytest.FixtureRequest, redis_url: str) -> AsyncIterator[Any]:
-    """The conftest's client, and fakeredis in its place: every test runs on both."""
-    if request.param == "real":
-        real = aioredis.Redis.from_url(redis_url)
-        yield real
-        await real.aclose()
-    else:
-        fake = fakeredis.FakeAsyncRedis()
-        yield fake
-        await fake.aclose()
-
-
-@pytest.fixture
-async def store(client: Any, keys: RedisKeys) -> Store:
-    """A store whose gate knows the API announces no limits (gate tests reset it)."""
-    store = Store(client, keys)
-    await store.ensure_group()
-    await client.hset(keys.gate, "unlimited_ms", UNLIMITED_FOREVER)
-    return store
 
 
 async def claim(store: Store, lease_ms: int = 60_000, holder: str = "t", **kw: Any) -> Any:

@@ -75,11 +75,6 @@ def test_a_stamp_given_by_the_sender_is_kept(
     assert headers[TICK_SENT_HEADER] == 1234
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 @pytest.mark.anyio
 async def test_only_ticks_older_than_the_expiry_are_dropped_and_counted(
     redis_url: str, keys: RedisKeys

@@ -95,8 +95,8 @@ class Intake:
         plan = plan_fold(entries)
         try:
             result = await self._fold(plan, now_ms)
-        # Folding again what a failed script half applied is harmless: a field is written
-        # only by a later stream position, so the same entries change nothing twice.
+        # fold.lua checks what could fail before its first write (key types, numbers), so a
+        # script that failed applied nothing: folding the entries again one by one is exact.
         except ResponseError as exc:
             if is_redis_wide(exc):
                 raise

@@ -62,6 +62,11 @@ class Claim:
     doubt_until_ms: int | None = None
     """An earlier request may still land at the API until then (Redis' clock); a send of
     the current version claimed at or after it is owed. None: no request is in doubt."""
+    problem: str | None = None
+    """Why the stored state cannot be used (a field that does not parse, named), or None.
+
+    Such a claim is dead-lettered without a request; its unreadable fields keep their
+    stored text in ``attributes`` (or their default in the numbers)."""
 
     @property
     def kind(self) -> str:

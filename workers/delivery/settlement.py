@@ -89,8 +89,18 @@ def before_sending(claim: Claim, policy: SettlementPolicy) -> Settlement | None:
     (``owes_resend``), or made again after it expired exactly as Datadog holds it (a late
     duplicate of a finished incident's start): settle as delivered. A finish without its
     start: wait for it, or give up after the orphan wait. A merged state that breaks a rule
-    (say, a finish earlier than its stored start): dead letter, without costing a request.
+    (say, a finish earlier than its stored start), or a stored state the worker cannot read
+    (``Claim.problem``): dead letter, without costing a request.
     """
+    if claim.problem is not None:
+        return dead_letter(
+            claim, f"stored state of {claim.incident_id} is unusable: {claim.problem}"
+        )
+    return _before_sending_readable(claim, policy)
+
+
+def _before_sending_readable(claim: Claim, policy: SettlementPolicy) -> Settlement | None:
+    """``before_sending`` for a claim whose stored state could be read."""
     if claim.version <= claim.sent_version and not owes_resend(claim):
         return delivered(claim, "sent")
     if claim.remembered_digest == state_digest(claim.attributes):

@@ -308,18 +308,30 @@ class Store:
 
 
 def _claim_from(row: Sequence[bytes], claimed_at_ms: int) -> Claim:
-    incident_id = row[0].decode()
+    """The claim a row of ``claim.lua``'s reply describes.
+
+    The batch is in flight already: a field that does not parse must not raise (that would
+    strand the whole batch, lease after lease), so it marks this claim alone as unusable.
+    """
+    incident_id = row[0].decode(errors="replace")
     attributes: dict[str, Any] = {}
     numbers: dict[str, int] = {}
     remembered: str | None = None
+    problems: list[str] = []
     for name, value in zip(row[1::2], row[2::2], strict=True):
-        key = name.decode()
-        if key.startswith(ATTRIBUTE_PREFIX):
-            attributes[key[len(ATTRIBUTE_PREFIX) :]] = json.loads(value)
-        elif key in _BOOKKEEPING:
-            numbers[key] = int(value)
-        elif key == StateField.REMEMBERED:
-            remembered = value.decode()
+        key = name.decode(errors="replace")
+        try:
+            if key.startswith(ATTRIBUTE_PREFIX):
+                attributes[key[len(ATTRIBUTE_PREFIX) :]] = json.loads(value)
+            elif key in _BOOKKEEPING:
+                numbers[key] = int(value)
+            elif key == StateField.REMEMBERED:
+                remembered = value.decode()
+        except ValueError as exc:  # JSON, int() and UTF-8 errors are all ValueErrors
+            problems.append(f"field {key!r} = {_shown(value)} does not parse ({exc})")
+            if key.startswith(ATTRIBUTE_PREFIX):
+                # Kept as stored, so that the dead letter loses nothing.
+                attributes[key[len(ATTRIBUTE_PREFIX) :]] = value.decode(errors="replace")
     return Claim(
         incident_id=incident_id,
         version=numbers.get(StateField.VERSION, 0),
@@ -332,7 +344,14 @@ def _claim_from(row: Sequence[bytes], claimed_at_ms: int) -> Claim:
         published_ms=numbers.get(StateField.PUBLISHED_MS),
         remembered_digest=remembered,
         doubt_until_ms=numbers.get(StateField.DOUBT_UNTIL_MS),
+        problem="; ".join(problems) or None,
     )
+
+
+def _shown(value: bytes, limit: int = 80) -> str:
+    """A stored value as a reason may quote it: repr'd, cut to ``limit`` characters."""
+    text = repr(value.decode(errors="replace"))
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def lift_auth_pause(client: redis.Redis, keys: RedisKeys) -> bool:

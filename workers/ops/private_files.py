@@ -11,6 +11,7 @@ import contextlib
 import os
 import secrets
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Final
 
@@ -46,17 +47,8 @@ def private_dir(path: Path, what: str) -> str | None:
 
 def write_private(path: Path, text: str) -> None:
     """Replace ``path`` by ``text`` atomically, mode 0600 from its creation."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.unlink(missing_ok=True)
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as stream:
-            stream.write(text)
-            stream.flush()
-            os.fsync(stream.fileno())
+    with _temporary_copy(path, text) as temporary:
         os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
 
 
 def secret_of(path: Path) -> str:
@@ -69,21 +61,31 @@ def secret_of(path: Path) -> str:
         return _read_secret(path)
     except FileNotFoundError:
         pass
+    made = secrets.token_urlsafe(SECRET_BYTES) + "\n"
+    # A hard link appears atomically, whole, and never replaces an existing secret: if
+    # another process made one in the meantime, both use that one.
+    with _temporary_copy(path, made) as temporary, contextlib.suppress(FileExistsError):
+        os.link(temporary, path)
+    return _read_secret(path)
+
+
+@contextlib.contextmanager
+def _temporary_copy(path: Path, text: str) -> Iterator[Path]:
+    """A file beside ``path`` holding ``text`` on disk (fsync'd), mode 0600 from its creation.
+
+    Yields its path, to be renamed or linked to ``path``; removed afterwards in any case.
+    """
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     temporary.unlink(missing_ok=True)
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as stream:
-            stream.write(secrets.token_urlsafe(SECRET_BYTES) + "\n")
+            stream.write(text)
             stream.flush()
             os.fsync(stream.fileno())
-        # A hard link appears atomically, whole, and never replaces an existing secret: if
-        # another process made one in the meantime, both use that one.
-        with contextlib.suppress(FileExistsError):
-            os.link(temporary, path)
+        yield temporary
     finally:
         temporary.unlink(missing_ok=True)
-    return _read_secret(path)
 
 
 def _read_secret(path: Path) -> str:

@@ -33,3 +33,28 @@ local function count(v)
   if n and n >= 0 and n <= MAX_BUDGET_REQUESTS then return math.floor(n) end
   return nil
 end
+
+-- Whether `key` is missing or of type `wanted`; and its type.
+local function of_type(key, wanted)
+  local kind = redis.call('TYPE', key)['ok']
+  return kind == 'none' or kind == wanted, kind
+end
+
+-- Refuse to run on shared keys of the wrong type, before any write: Redis does not undo the
+-- writes of a script that fails halfway. BADKEY: Redis-wide, every run would fail alike.
+local function check_types(pairs_of_key_and_type)
+  for _, pair in ipairs(pairs_of_key_and_type) do
+    local ok, kind = of_type(pair[1], pair[2])
+    if not ok then return redis.error_reply('BADKEY ' .. pair[1] .. ' holds a ' .. kind) end
+  end
+  return nil
+end
+
+-- Add `n` to a counter of a hash that holds numbers, whatever the field holds now (a word
+-- counts as 0): unlike HINCRBY it cannot fail, so it may run after claims have moved.
+local function add(key, field, n)
+  local value = (num(redis.call('HGET', key, field)) or 0) + n
+  redis.call('HSET', key, field, ms(value))
+  return value
+end
+

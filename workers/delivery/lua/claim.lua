@@ -28,6 +28,9 @@ local prefix, limit, lease_ms, token, probe_ms, ceiling_per_s, now_ms, breaker_p
 local now = clock_ms(now_ms)
 limit, lease_ms, probe_ms = tonumber(limit), tonumber(lease_ms), tonumber(probe_ms)
 local ceiling = tonumber(ceiling_per_s)
+local refused = check_types({{due_key, 'zset'}, {inflight_key, 'zset'}, {dead_key, 'stream'},
+  {stats_key, 'hash'}, {gate_key, 'hash'}})
+if refused then return refused end
 
 local lapsed = redis.call('ZRANGEBYSCORE', inflight_key, '-inf', ms(now), 'LIMIT', 0, limit)
 for _, id in ipairs(lapsed) do
@@ -35,7 +38,7 @@ for _, id in ipairs(lapsed) do
   redis.call('ZADD', due_key, ms(now), id)
   redis.call('HDEL', prefix .. id, 'claim')
 end
-if #lapsed > 0 then redis.call('HINCRBY', stats_key, 'leases_lapsed', #lapsed) end
+if #lapsed > 0 then add(stats_key, 'leases_lapsed', #lapsed) end
 
 local g = {}
 local raw = redis.call('HGETALL', gate_key)
@@ -105,12 +108,18 @@ local ids = redis.call('ZRANGEBYSCORE', due_key, '-inf', ms(now), 'LIMIT', 0, al
 for _, id in ipairs(ids) do
   redis.call('ZREM', due_key, id)
   local key = prefix .. id
-  local fields = redis.call('HGETALL', key)
+  local is_hash, kind = of_type(key, 'hash')
+  local fields = {}
+  if is_hash then fields = redis.call('HGETALL', key) end
   if #fields == 0 then
+    -- Gone, or not a state at all (a key someone wrote by hand): a dead letter, never a
+    -- failed script (ids of this batch may already be in flight).
+    local reason = MISSING
+    if not is_hash then reason = 'the state is not a hash but a ' .. kind .. ': nothing to send' end
     missing = missing + 1
-    redis.call('XADD', dead_key, '*', 'source', 'incident', 'incident_id', id, 'reason', MISSING,
+    redis.call('XADD', dead_key, '*', 'source', 'incident', 'incident_id', id, 'reason', reason,
       'detail', '{"status":null,"response":null,"attributes":null,"attempts":0}', 'at_ms', ms(now))
-    redis.call('HSET', stats_key, 'last_error', id .. ': ' .. MISSING, 'last_error_ms', ms(now))
+    redis.call('HSET', stats_key, 'last_error', id .. ': ' .. reason, 'last_error_ms', ms(now))
   else
     redis.call('PERSIST', key)  -- an expiry an older version set
     redis.call('ZADD', inflight_key, ms(now + lease_ms), id)
@@ -127,8 +136,8 @@ for _, id in ipairs(ids) do
 end
 
 if missing > 0 then
-  redis.call('HINCRBY', stats_key, 'dead_letters', missing)
-  redis.call('HINCRBY', stats_key, 'states_missing', missing)
+  add(stats_key, 'dead_letters', missing)
+  add(stats_key, 'states_missing', missing)
 end
 
 -- Ids are in flight now: nothing below may fail (Redis does not undo a script's earlier writes,
@@ -146,8 +155,7 @@ if sent > 0 then
       tonumber(breaker_probe_ms) * 2 ^ probes)
     redis.call('HSET', gate_key, 'breaker_probe', out[4][1], 'breaker_probes', probes,
       'breaker_probe_at_ms', ms(now + spacing))
-    local fleet_probes = num(redis.call('HGET', stats_key, 'breaker_probes')) or 0
-    redis.call('HSET', stats_key, 'breaker_probes', fleet_probes + 1)
+    add(stats_key, 'breaker_probes', 1)
   end
 end
 return out

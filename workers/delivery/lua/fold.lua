@@ -62,21 +62,21 @@ end
 
 -- A script is not rolled back when a command in it fails: check what could fail before
 -- writing anything, and write the dead letters (the one thing a retry would repeat) last.
-local function expect(key, wanted)
-  local kind = redis.call('TYPE', key)['ok']
-  return kind == 'none' or kind == wanted, kind
-end
-for _, pair in ipairs({{due_key, 'zset'}, {inflight_key, 'zset'}, {dead_key, 'stream'},
-                       {stats_key, 'hash'}}) do
-  local ok, kind = expect(pair[1], pair[2])
-  -- BADKEY: Redis-wide (every fold would fail), so the worker keeps the entries pending.
-  if not ok then return redis.error_reply('BADKEY ' .. pair[1] .. ' holds a ' .. kind) end
-end
+-- BADKEY: Redis-wide (every fold would fail), so the worker keeps the entries pending.
+local refused = check_types({{due_key, 'zset'}, {inflight_key, 'zset'}, {dead_key, 'stream'},
+  {stats_key, 'hash'}})
+if refused then return refused end
+-- WRONGTYPE: this one state cannot take the batch's update (a key of another type, or numbers
+-- that are not numbers); folded one by one, its entries become dead letters saying so.
 for u = 1, n_updates do
   local key = KEYS[5 + u]
-  local ok, kind = expect(key, 'hash')
+  local ok, kind = of_type(key, 'hash')
   if not ok then
     return redis.error_reply('WRONGTYPE ' .. key .. ' holds a ' .. kind .. ', not a hash')
+  end
+  local version, first_ms = redis.call('HGET', key, 'version'), redis.call('HGET', key, 'first_ms')
+  if (version and not num(version)) or (first_ms and not num(first_ms)) then
+    return redis.error_reply('WRONGTYPE ' .. key .. ': its version or first_ms is not a number')
   end
 end
 
@@ -158,8 +158,8 @@ for start = 1, #acks, 1000 do
   redis.call('XDEL', ingest_key, unpack(chunk))
 end
 if n_ack_ids > 0 then
-  redis.call('HINCRBY', stats_key, 'entries_folded', n_ack_ids - n_poison)
-  redis.call('HINCRBY', stats_key, 'updates_unchanged', unchanged)
+  add(stats_key, 'entries_folded', n_ack_ids - n_poison)
+  add(stats_key, 'updates_unchanged', unchanged)
 end
-if n_poison > 0 then redis.call('HINCRBY', stats_key, 'dead_letters', n_poison) end
+if n_poison > 0 then add(stats_key, 'dead_letters', n_poison) end
 return {changed, unchanged, n_poison}

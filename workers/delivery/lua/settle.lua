@@ -89,6 +89,10 @@ if not (remaining and reset_ms and period_ms and reset_ms >= 0 and period_ms > 0
   budget_limit = 0
 end
 
+local refused = check_types({{due_key, 'zset'}, {inflight_key, 'zset'}, {dead_key, 'stream'},
+  {stats_key, 'hash'}, {gate_key, 'hash'}})
+if refused then return refused end
+
 -- The breaker next: the settlements below depend on whether it is open.
 local breaker_open = redis.call('HEXISTS', gate_key, 'breaker_opened_ms') == 1
 local breaker_change = 0
@@ -105,8 +109,7 @@ elseif outages > 0 then
   if not breaker_open and failures >= breaker_failures then
     redis.call('HSET', gate_key, 'breaker_opened_ms', ms(now), 'breaker_probes', 0,
       'breaker_probe_at_ms', ms(now + breaker_probe_ms))
-    local opened = num(redis.call('HGET', stats_key, 'breaker_opened')) or 0
-    redis.call('HSET', stats_key, 'breaker_opened', opened + 1)
+    add(stats_key, 'breaker_opened', 1)
     breaker_open, breaker_change = true, 1
   end
 end
@@ -116,16 +119,18 @@ for _, outcome in ipairs(outcomes) do
   local incident_id, version, verdict, delay_ms, reason, detail, digest, sent_at_ms, doubt,
     outage = unpack(outcome)
   local key = prefix .. incident_id
-  if redis.call('EXISTS', key) == 1 then
+  -- A key of another type is no state: left alone here, its lease lapses and claim.lua
+  -- dead-letters it (a settlement must not fail halfway through its batch).
+  if redis.call('TYPE', key)['ok'] == 'hash' then
     local owned = redis.call('HGET', key, 'claim') == token
-    local current = tonumber(redis.call('HGET', key, 'version') or '0')
-    local doubt_until = tonumber(redis.call('HGET', key, 'doubt_until_ms') or '0')
+    local current = num(redis.call('HGET', key, 'version')) or 0
+    local doubt_until = num(redis.call('HGET', key, 'doubt_until_ms')) or 0
     if verdict == 'delivered' or verdict == 'retry' then
       -- A request went out: Datadog may no longer hold the state a finish record described.
       redis.call('HDEL', key, 'remembered')
     end
     if verdict == 'delivered' then
-      if version > tonumber(redis.call('HGET', key, 'sent') or '0') then
+      if version > (num(redis.call('HGET', key, 'sent')) or 0) then
         redis.call('HSET', key, 'sent', version)
       end
     end
@@ -149,13 +154,27 @@ for _, outcome in ipairs(outcomes) do
       end
       counts[verdict] = counts[verdict] + 1
       if verdict == 'retry' or verdict == 'dead' then last_error = incident_id .. ': ' .. reason end
+      if breaker_open and sent_at_ms == 0 and doubt ~= '1'
+          and redis.call('HGET', gate_key, 'breaker_probe') == incident_id then
+        -- The breaker's probe sent nothing (already sent, waiting for its start, invalid):
+        -- give the probe back, so that the next due incident probes now.
+        local probes = num(redis.call('HGET', gate_key, 'breaker_probes')) or 1
+        redis.call('HSET', gate_key, 'breaker_probe_at_ms', ms(now),
+          'breaker_probes', ms(math.max(0, probes - 1)))
+        redis.call('HDEL', gate_key, 'breaker_probe')
+        add(stats_key, 'breaker_probes', -1)
+      end
       if verdict == 'wait' then
         redis.call('ZADD', due_key, ms(now + delay_ms), incident_id)
       elseif verdict == 'retry' then
-        redis.call('HINCRBY', key, 'attempt', 1)
+        add(key, 'attempt', 1)
         redis.call('HSETNX', key, 'failing_since_ms', ms(now))
         redis.call('HSET', key, 'last_error', reason)
-        if outage == '1' and breaker_open then delay_ms = 0 end
+        if outage == '1' and breaker_open then
+          -- Held back by the breaker, not by a backoff of its own; but a resend owed after a
+          -- request in doubt cannot go out before that request can no longer land.
+          delay_ms = math.max(0, doubt_until - now)
+        end
         redis.call('ZADD', due_key, ms(now + delay_ms), incident_id)
       else
         redis.call('HDEL', key, 'attempt', 'failing_since_ms', 'last_error')
@@ -178,7 +197,9 @@ for _, outcome in ipairs(outcomes) do
           redis.call('PEXPIRE', key, retention_ms)
         end
         if verdict == 'delivered' then
-          remember_finish(key, incident_id, current == version and digest or '-')
+          -- Only the state just delivered: a newer one (current > version) is sent next, and
+          -- remembered when it is delivered.
+          if current == version then remember_finish(key, incident_id, digest) end
         end
       end
     end
@@ -220,10 +241,10 @@ end
 if answered == '1' and close_reason ~= 'auth' then redis.call('HDEL', gate_key, 'probe_until_ms') end
 
 if counts.delivered > 0 then
-  redis.call('HINCRBY', stats_key, 'delivered', counts.delivered)
+  add(stats_key, 'delivered', counts.delivered)
   redis.call('HSET', stats_key, 'last_success_ms', ms(now))
 end
 if last_error then redis.call('HSET', stats_key, 'last_error', last_error, 'last_error_ms', ms(now)) end
-if counts.retry > 0 then redis.call('HINCRBY', stats_key, 'retries', counts.retry) end
-if counts.dead > 0 then redis.call('HINCRBY', stats_key, 'dead_letters', counts.dead) end
+if counts.retry > 0 then add(stats_key, 'retries', counts.retry) end
+if counts.dead > 0 then add(stats_key, 'dead_letters', counts.dead) end
 return {counts.delivered, counts.retry, counts.dead, counts.stale, newly_closed, breaker_change}
