@@ -133,6 +133,8 @@ def _garbage() -> st.SearchStrategy[dict[bytes, bytes]]:
 
 
 _PICK = st.integers(0, 10**6)
+_OUTCOMES = st.sampled_from([*Outcome, Outcome.ACCEPTED, Outcome.ACCEPTED, Outcome.TIMEOUT])
+"""Any answer; 2xx and timeouts (whose requests may land later) more often than the rest."""
 _STARTS = st.builds(
     start_event,
     st.sampled_from(INCIDENTS),
@@ -152,11 +154,11 @@ _KINDS: dict[str, tuple[int, st.SearchStrategy[Step]]] = {
     "publish": (4, st.builds(Publish, st.one_of(_STARTS, _FINISHES))),
     "duplicate": (1, st.builds(Duplicate, _PICK)),
     "garbage": (1, st.builds(Garbage, _garbage())),
-    "turn": (4, st.builds(Act, st.just("turn"), _PICK)),
+    "turn": (6, st.builds(Act, st.just("turn"), _PICK)),
     "act": (3, st.builds(Act, st.sampled_from(WORKER_ACTIONS), _PICK)),
-    "answer": (5, st.builds(Answer, _PICK, st.sampled_from(Outcome), _HEADERS, st.floats(0, 1))),
-    "land": (1, st.builds(Land, _PICK)),
-    "wait": (3, st.builds(Wait, _WAITS, st.booleans())),
+    "answer": (7, st.builds(Answer, _PICK, _OUTCOMES, _HEADERS, st.floats(0, 1))),
+    "land": (2, st.builds(Land, _PICK)),
+    "wait": (2, st.builds(Wait, _WAITS, st.booleans())),
 }
 
 STEP: st.SearchStrategy[Step] = st.sampled_from(
