@@ -202,6 +202,9 @@ class GateField(StrEnum):
     """When an answer last came without rate-limit headers."""
     PROBE_UNTIL_MS = "probe_until_ms"
     """While nothing is known about limits, no second request goes out before this."""
+    PROBE = "probe"
+    """The incident that probe claimed: if it is settled without a request, the probe is
+    given back at once."""
     TOKENS = "tokens"
     """Tokens of the optional fleet-wide ceiling (a float)."""
     TOKENS_MS = "tokens_ms"

@@ -300,6 +300,22 @@ async def test_probe_without_answer_lets_another_probe_after_its_time(
     assert len(later.claims) == 1
 
 
+async def test_a_probe_that_sent_nothing_is_given_back(
+    store: Store, client: Any, keys: RedisKeys
+) -> None:
+    """A probe settled without a request (already sent, a finish waiting for its start)
+    leaves the next due incident free to probe at once, not after ``probe_ms``."""
+    t0 = await due_incidents(store, client, keys, 3)
+    probe = await store.claim(10, 60_000, "a", probe_ms=11_000, now_ms=t0)
+    [claim] = probe.claims
+    early = Settlement(claim.incident_id, claim.version, Verdict.WAIT, delay_ms=600_000)
+    await store.settle("a", [early], NO_GATE, now_ms=t0 + 5)
+    nxt = await store.claim(10, 60_000, "b", probe_ms=11_000, now_ms=t0 + 10)
+    assert len(nxt.claims) == 1, nxt.gate_reason
+    waiting = await store.claim(10, 60_000, "c", probe_ms=11_000, now_ms=t0 + 20)
+    assert (waiting.claims, waiting.gate_reason) == ([], "probe")  # the new probe holds
+
+
 async def test_refused_key_closes_then_probes(store: Store, client: Any, keys: RedisKeys) -> None:
     """After an auth pause, one request tests the key before the fleet sends again."""
     t0 = await due_incidents(store, client, keys, 3)

@@ -7,7 +7,8 @@
 --   window_end_ms,      window ends, the next one starts with `limit` requests
 --   period_ms
 --   unlimited_ms        when an answer last came without rate-limit headers
---   probe_until_ms      while nothing is known about limits, one request at a time
+--   probe_until_ms,     while nothing is known about limits, one request at a time; `probe`
+--   probe               is the incident it claimed (settle.lua gives back one that sent nothing)
 --   tokens, tokens_ms   the optional fleet-wide ceiling (requests per second)
 --   breaker_*           the circuit breaker (settle.lua opens and closes it): while open,
 --                       one probe at a time, none before breaker_probe_at_ms
@@ -147,7 +148,9 @@ local sent = #out - 3
 if sent > 0 then
   if budgeted then redis.call('HSET', gate_key, 'remaining', ms(remaining - sent)) end
   if ceiling > 0 then redis.call('HSET', gate_key, 'tokens', tostring(tokens - sent)) end
-  if probing then redis.call('HSET', gate_key, 'probe_until_ms', ms(now + probe_ms)) end
+  if probing then
+    redis.call('HSET', gate_key, 'probe_until_ms', ms(now + probe_ms), 'probe', out[4][1])
+  end
   if breaker_probe then
     local probes = (num(g.breaker_probes) or 0) + 1
     -- As BreakerPolicy.probe_spacing_ms: doubling, capped.

@@ -164,6 +164,12 @@ for _, outcome in ipairs(outcomes) do
         redis.call('HDEL', gate_key, 'breaker_probe')
         add(stats_key, 'breaker_probes', -1)
       end
+      if sent_at_ms == 0 and doubt ~= '1' and redis.call('HGET', gate_key, 'probe') == incident_id
+      then
+        -- The limits probe sent nothing either: give it back, or the fleet would wait
+        -- probe_ms for an answer that never comes.
+        redis.call('HDEL', gate_key, 'probe_until_ms', 'probe')
+      end
       if verdict == 'wait' then
         redis.call('ZADD', due_key, ms(now + delay_ms), incident_id)
       elseif verdict == 'retry' then
@@ -217,7 +223,7 @@ if close_ms > 0 then
   end
   if close_reason == 'auth' then
     redis.call('HDEL', gate_key, 'limit', 'remaining', 'window_end_ms', 'period_ms',
-      'budget_ms', 'unlimited_ms', 'probe_until_ms')
+      'budget_ms', 'unlimited_ms', 'probe_until_ms', 'probe')
   end
 end
 if budget_limit > 0 and close_reason ~= 'auth' then
@@ -238,7 +244,9 @@ end
 if unlimited == '1' and close_reason ~= 'auth' then
   redis.call('HSET', gate_key, 'unlimited_ms', ms(now))
 end
-if answered == '1' and close_reason ~= 'auth' then redis.call('HDEL', gate_key, 'probe_until_ms') end
+if answered == '1' and close_reason ~= 'auth' then
+  redis.call('HDEL', gate_key, 'probe_until_ms', 'probe')
+end
 
 if counts.delivered > 0 then
   add(stats_key, 'delivered', counts.delivered)
