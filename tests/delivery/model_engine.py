@@ -136,6 +136,17 @@ class Worker:
 
 
 @dataclass(frozen=True, slots=True)
+class Claimed:
+    """What a claim got: every claim, those to send (the others are settled before sending,
+    in the batch), and how long the gate says to wait (ms; 0: it let claims through) and why."""
+
+    claims: list[Claim]
+    to_send: list[Claim]
+    wait_ms: int
+    gate_reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class Snapshot:
     """The engine's state as Redis holds it, for the invariants."""
 
@@ -210,17 +221,16 @@ class Engine:
 
     # --- delivery ------------------------------------------------------------------------
 
-    async def claim(self, worker: Worker, now_ms: int) -> tuple[list[Claim], list[Claim], int]:
+    async def claim(self, worker: Worker, now_ms: int) -> Claimed:
         """Claim what the free slots and the gate allow (the pump settles its batch first).
 
-        Returns every claim, those to send (the others are settled before sending, in the
-        batch), and how long the gate says to wait (ms, 0 when it let claims through; for
-        a probe in progress, until the probe's end, where the pump would poll every 100 ms).
+        A probe in progress makes the wait last until the probe's end, where the pump would
+        poll every 100 ms.
         """
         assert not worker.settlements, "the pump settles its batch before it claims"
         free = worker.window.size - len(worker.in_flight)
         if free <= 0:
-            return [], [], 0
+            return Claimed([], [], 0, "")
         result = await self.store.claim(
             free, LEASE_MS, worker.token, probe_ms=PROBE_MS, now_ms=now_ms, breaker=BREAKER
         )
@@ -235,7 +245,7 @@ class Engine:
                 worker.settlements.append(log_outcome(claim, early))
             else:
                 to_send.append(claim)
-        return result.claims, to_send, wait_ms
+        return Claimed(result.claims, to_send, wait_ms, result.gate_reason)
 
     async def answer(
         self,

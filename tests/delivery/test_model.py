@@ -60,7 +60,9 @@ from tests.delivery.model import INCIDENTS, Entry, Lease, Model, Request, merge,
 from tests.delivery.model_engine import (
     HEADERS,
     LEASE_MS,
+    PROBE_MS,
     RETENTION_MS,
+    Claimed,
     Engine,
     Outcome,
     Snapshot,
@@ -231,16 +233,16 @@ class DeliveryModel(RuleBasedStateMachine):
         paused, and on resuming collects their answers before it claims, as the pump does."""
         return all(self.request(rid).lease_end_ms > self.now_ms for rid in worker.in_flight)
 
-    def claim(self, worker: Worker) -> tuple[int, int]:
-        """Claim as the pump does; returns (claims, the gate's wait in ms)."""
+    def claim(self, worker: Worker) -> Claimed:
+        """Claim as the pump does."""
         if worker.settlements:
             self.settle(worker)
-        claims, to_send, wait_ms = self.run(self.engine.claim(worker, self.now_ms))
-        for claim in claims:
+        claimed = self.run(self.engine.claim(worker, self.now_ms))
+        for claim in claimed.claims:
             live = self.model.live_leases(claim.incident_id, self.now_ms)
             assert not live, f"I3: {claim.incident_id} claimed while a claim on it is live: {live}"
             self.model.leases.append(Lease(claim.incident_id, worker.token, self.now_ms + LEASE_MS))
-        for claim in to_send:
+        for claim in claimed.to_send:
             request = Request(
                 rid=len(self.model.requests) + 1,
                 token=worker.token,
@@ -252,7 +254,7 @@ class DeliveryModel(RuleBasedStateMachine):
             )
             self.model.requests.append(request)
             worker.in_flight[request.rid] = claim
-        return len(claims), wait_ms
+        return claimed
 
     def request(self, rid: int) -> Request:
         return self.model.requests[rid - 1]
@@ -364,13 +366,21 @@ class DeliveryModel(RuleBasedStateMachine):
                     break
                 self.run(self.engine.fold(worker, self.now_ms))
             self.note_folded()
-            claimed, wait_ms = self.claim(worker)
+            claimed = self.claim(worker)
             for rid in list(worker.in_flight):
                 self.answer(worker, rid, Outcome.ACCEPTED, "none", 0.5)
             if worker.settlements:
                 self.settle(worker)
-            if claimed:
+            if claimed.claims:
                 continue
+            if claimed.gate_reason == "probe":
+                # I8: a probe holds the fleet back only while its claim may still be settled:
+                # here, every live worker has settled, so it must be a dead one's.
+                assert any(
+                    not lease.settled and lease.end_ms - LEASE_MS + PROBE_MS > self.now_ms
+                    for lease in self.model.leases
+                ), "I8: the fleet waits for a probe whose claim was settled without a request"
+            wait_ms = claimed.wait_ms
             times = [self.now_ms + wait_ms] if wait_ms else self.due_times()
             if not times:
                 assert self.run(self.engine.stream_length()) == 0, "entries left unfolded"
