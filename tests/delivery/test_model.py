@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 import os
 import uuid
 from collections.abc import Callable, Coroutine
@@ -56,7 +55,8 @@ from forwarder.entry import encode_entry
 from forwarder.protocol import RedisKeys
 from harness.stack import delete_keys
 from tests.conftest import REDIS_URL
-from tests.delivery.model import INCIDENTS, Entry, Lease, Model, Request, merge, normalised
+from tests.delivery import model_checks as checks
+from tests.delivery.model import INCIDENTS, Entry, Lease, Model, Request, normalised
 from tests.delivery.model_engine import (
     HEADERS,
     LEASE_MS,
@@ -65,7 +65,6 @@ from tests.delivery.model_engine import (
     Claimed,
     Engine,
     Outcome,
-    Snapshot,
     Worker,
 )
 from tests.delivery.model_steps import (
@@ -324,25 +323,10 @@ class DeliveryModel(RuleBasedStateMachine):
         incident = name.removeprefix(self.keys.incident_prefix)
         if incident in INCIDENTS:
             snap = self.run(self.engine.snapshot((incident,)))
-            version = snap.number(incident, "version")
-            dead = self.dead(snap, incident, version)
-            quiet = (
-                incident not in snap.due
-                and incident not in snap.inflight
-                and (snap.number(incident, "sent") >= version or dead)
-            )
-            assert quiet, f"I1: the state of {incident} expired while not delivered: {snap}"
+            is_dead = checks.quiet_when_expiring(snap, incident)
             event("a quiet state expired")
-            self.model.expire(incident, snap.attributes(incident), dead=dead)
+            self.model.expire(incident, snap.attributes(incident), dead=is_dead)
         self.run(self.engine.expire(name))
-
-    @staticmethod
-    def dead(snap: Snapshot, incident: str, version: int) -> bool:
-        """Whether ``version`` of ``incident`` is dead-lettered with a reason."""
-        return snap.number(incident, "dead_version") >= version and any(
-            letter.get("incident_id") == incident and letter.get("reason")
-            for letter in snap.letters
-        )
 
     # --- quiet, and I2 -------------------------------------------------------------------
 
@@ -396,36 +380,9 @@ class DeliveryModel(RuleBasedStateMachine):
         return times if next_due is None else [*times, next_due]
 
     def check_newest_landed(self) -> None:
-        """I2: the API holds each incident's newest merged state.
-
-        Or, for an incident something of which was dead-lettered: the newest state the engine
-        holds (I1 holds it to what was folded), unless that is a dead letter too. The two
-        differ only when a state expired after a dead letter: what was dead-lettered then is
-        not remembered (a delivered finish is), and later entries make a state without it.
-        """
-        snap = self.run(self.engine.snapshot(INCIDENTS))
-        for incident in INCIDENTS:
-            if not self.model.valid(incident):
-                continue
-            newest, applied = self.model.newest(incident), self.model.applied.get(incident)
-            if applied == newest:
-                event("I2: the newest state landed")
-                continue
-            failure = f"I2: once quiet, the API holds {applied} for {incident}, not {newest}"
-            letters = [
-                json.loads(letter["detail"]).get("attributes")
-                for letter in snap.letters
-                if letter.get("incident_id") == incident and letter.get("reason")
-            ]
-            assert letters, failure
-            stored = snap.attributes(incident)
-            if stored:
-                version = snap.number(incident, "version")
-                dead = snap.number(incident, "dead_version") >= version and stored in letters
-            else:  # expired, and quiet then (checked): delivered, or a dead letter
-                stored, dead = self.model.expired[incident]
-            assert dead or applied == stored, f"{failure}, nor the engine's state {stored}"
-            event("I2: the newest state is a dead letter" if dead else "I2: after a dead letter")
+        """I2 (see ``model_checks.newest_landed``)."""
+        for case in checks.newest_landed(self.model, self.run(self.engine.snapshot(INCIDENTS))):
+            event(case)
 
     # --- invariants after every step -----------------------------------------------------
 
@@ -443,44 +400,13 @@ class DeliveryModel(RuleBasedStateMachine):
         self.since_quiet += 1
         self.run(self.engine.track_expiry(self.now_ms, self.watched))
         self.note_folded()
-        snap = self.run(self.engine.snapshot(INCIDENTS))
-        for entry in self.model.entries:
-            if entry.incident is None and entry.folded_in is not None:
-                assert any(
-                    letter.get("entry_id") == entry.entry_id and letter.get("reason")
-                    for letter in snap.letters
-                ), f"I1: garbage entry {entry.entry_id} left the stream without a dead letter"
-        for incident in INCIDENTS:
-            folded = self.model.folded(incident)
-            if not folded:
-                continue
-            assert snap.states.get(incident), f"I1: the state of {incident} vanished"
-            stored, expected = snap.attributes(incident), merge(folded)
-            if "finished_at" not in expected and "finished_at" in stored:
-                # A finish record gave the state made again the finish Datadog held.
-                recalled = stored.pop("finished_at")
-                assert recalled in self.model.earlier_finishes(incident), (
-                    f"I1: {incident} stores a finish {recalled} that was never folded"
-                )
-            assert stored == expected, f"I1: {incident} stores {stored}, folded {expected}"
-            version = snap.number(incident, "version")
-            tracked = (
-                incident in snap.due
-                or incident in snap.inflight
-                or snap.number(incident, "sent") >= version
-                or self.dead(snap, incident, version)
-            )
-            assert tracked, f"I1: {incident} is neither due, in flight, delivered nor dead: {snap}"
+        checks.nothing_is_lost(self.model, self.run(self.engine.snapshot(INCIDENTS)))
 
     @invariant()
     @guarded
     def duplicates_are_bounded(self) -> None:
-        """I3: no version lands more often than doubts and lapsed leases explain."""
-        for (incident, epoch, version), count in self.model.landings.items():
-            bound = self.model.duplicate_bound(incident)
-            assert count <= bound, (
-                f"I3: {incident} v{version} (epoch {epoch}) landed {count} times (bound {bound})"
-            )
+        """I3 (see ``model_checks.duplicates_are_bounded``)."""
+        checks.duplicates_are_bounded(self.model)
 
 
 # A failing run shrinks its example for up to five minutes (hypothesis stops there).
