@@ -84,7 +84,9 @@ def newest_landed(model: Model, snap: Snapshot) -> list[str]:
     Or, for an incident something of which was dead-lettered: the newest state the engine
     holds (I1 holds it to what was folded), unless that is a dead letter too. The two differ
     only when a state expired after a dead letter: what was dead-lettered then is not
-    remembered (a delivered finish is), and later entries make a state without it.
+    remembered (a delivered finish is), and later entries make a state without it. A state
+    made again that Datadog holds already (a late copy of a delivered finish) is not sent:
+    the API then holds all of it, and more.
     """
     cases = []
     for incident in INCIDENTS:
@@ -107,7 +109,8 @@ def newest_landed(model: Model, snap: Snapshot) -> list[str]:
             is_dead = snap.number(incident, "dead_version") >= version and stored in letters
         else:  # expired, and quiet then (checked): delivered, or a dead letter
             stored, is_dead = model.expired[incident]
-        assert is_dead or applied == stored, f"{failure}, nor the engine's state {stored}"
+        held = applied is not None and all(applied.get(k) == v for k, v in stored.items())
+        assert is_dead or held, f"{failure}, nor the engine's state {stored}"
         cases.append(
             "I2: the newest state is a dead letter" if is_dead else "I2: after a dead letter"
         )
