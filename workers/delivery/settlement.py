@@ -139,20 +139,11 @@ def from_answer(
     )
     if decision.verdict is Verdict.DEAD:
         return dead_letter(claim, decision.reason, attempt)
-    sent_at_ms, doubt = claim.claimed_at_ms, attempt.in_doubt
     if decision.verdict is Verdict.DELIVERED:
-        return delivered(claim, sent_at_ms=sent_at_ms)
+        return delivered(claim, sent_at_ms=claim.claimed_at_ms)
     if attempt.status in AUTH_STATUSES:
         # Never expires: the events wait for a working key, however long that takes.
-        return Settlement(
-            claim.incident_id,
-            claim.version,
-            Verdict.RETRY,
-            delay_ms=int(policy.auth_pause_s * 1000),
-            reason=decision.reason,
-            sent_at_ms=sent_at_ms,
-            doubt=doubt,
-        )
+        return _retry(claim, attempt, int(policy.auth_pause_s * 1000), decision.reason)
     age_ms = 0 if claim.failing_since_ms is None else claim.claimed_at_ms - claim.failing_since_ms
     if age_ms >= policy.max_age_ms:
         return dead_letter(
@@ -161,13 +152,22 @@ def from_answer(
             f"(FORWARDER_MAX_AGE_S); last error: {decision.reason}",
             attempt,
         )
+    return _retry(claim, attempt, int(decision.delay_s * 1000), decision.reason)
+
+
+def _retry(claim: Claim, attempt: Attempt, delay_ms: int, reason: str) -> Settlement:
+    """Try ``claim`` again in ``delay_ms``; its request went out at the claim's time.
+
+    ``outage`` is False for 401/403 (the API answered), so a refused key keeps its pause
+    even while the breaker is open.
+    """
     return Settlement(
         claim.incident_id,
         claim.version,
         Verdict.RETRY,
-        delay_ms=int(decision.delay_s * 1000),
-        reason=decision.reason,
-        sent_at_ms=sent_at_ms,
-        doubt=doubt,
+        delay_ms=delay_ms,
+        reason=reason,
+        sent_at_ms=claim.claimed_at_ms,
+        doubt=attempt.in_doubt,
         outage=is_outage(attempt),
     )
