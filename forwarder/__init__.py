@@ -9,20 +9,36 @@ from typing import TYPE_CHECKING, Any
 
 from forwarder._errors import FieldError, ForwarderError, InvalidEventError, PublishError
 from forwarder._identity import derive_deployment_id, derive_incident_id
-from forwarder._models import DeploymentEvent, Event, GitInfo, IncidentEvent
-from forwarder.entry import to_event
+from forwarder._models import DeploymentEvent, GitInfo, IncidentEvent
+from forwarder._operations import (
+    DeploymentDeletion,
+    DeploymentPatch,
+    DeploymentPatchByVersion,
+    IncidentDeletion,
+    Operation,
+    Remediation,
+    RemediationType,
+)
+from forwarder.entry import Event, to_event
 
 __all__ = [
+    "DeploymentDeletion",
     "DeploymentEvent",
+    "DeploymentPatch",
+    "DeploymentPatchByVersion",
     "Event",
     "FieldError",
     "ForwarderError",
     "GitInfo",
+    "IncidentDeletion",
     "IncidentEvent",
     "InvalidEventError",
     "InvalidEventsError",
+    "Operation",
     "PublishError",
     "Publisher",
+    "Remediation",
+    "RemediationType",
     "derive_deployment_id",
     "derive_incident_id",
     "to_event",

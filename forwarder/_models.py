@@ -214,7 +214,3 @@ class DeploymentEvent(BaseModel):
         data = self.model_dump(exclude_none=True)
         data["id"] = self.event_id
         return data
-
-
-Event = IncidentEvent | DeploymentEvent
-"""Any event a producer can publish."""

@@ -11,8 +11,8 @@ from typing import Any, Self
 import redis
 
 from forwarder._errors import InvalidEventError, PublishError
-from forwarder._models import Event, GitInfo
-from forwarder.entry import encode_entry, to_event
+from forwarder._models import GitInfo
+from forwarder.entry import Event, encode_entry, to_event
 from forwarder.protocol import DEFAULT_KEY_PREFIX, KIND_DEPLOYMENT, RedisKeys
 
 EventLike = Event | Mapping[str, Any]

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Final, TypeAlias, overload
+from typing import TYPE_CHECKING, Any, Final, TypeAlias, cast, overload
 
 from pydantic import ValidationError
 
 from forwarder import jsontext
 from forwarder._errors import FieldError, InvalidEventError, field_errors
-from forwarder._models import DeploymentEvent, Event, IncidentEvent
+from forwarder._models import DeploymentEvent, IncidentEvent
+from forwarder._operations import OPERATION_MODELS, Operation
 from forwarder.jsontext import printable
 from forwarder.protocol import (
     ENTRY_VERSION,
@@ -21,9 +22,13 @@ from forwarder.protocol import (
     KINDS,
 )
 
-_MODELS: dict[str, type[IncidentEvent] | type[DeploymentEvent]] = {
+Event: TypeAlias = IncidentEvent | DeploymentEvent | Operation
+"""Anything a producer can publish: an incident, a deployment, or an operation on one."""
+
+_MODELS: dict[str, type[Event]] = {
     KIND_FAILURE: IncidentEvent,
     KIND_DEPLOYMENT: DeploymentEvent,
+    **OPERATION_MODELS,
 }
 
 
@@ -42,12 +47,13 @@ def to_event(data: Event | Mapping[str, Any], kind: str = KIND_FAILURE) -> Event
 def to_event(data: Event | Mapping[str, Any], kind: str = KIND_FAILURE) -> Event:
     """Validate ``data`` (bare attributes or Datadog's whole body) into an event of ``kind``.
 
-    ``kind`` is ``failure`` (an ``IncidentEvent``, the default) or ``deployment`` (a
-    ``DeploymentEvent``); an event object is returned as it is. Raises
-    ``InvalidEventError`` naming each bad field and why.
+    ``kind`` is ``failure`` (an ``IncidentEvent``, the default), ``deployment`` (a
+    ``DeploymentEvent``) or an operation's kind (``forwarder.protocol.OPERATION_KINDS``); an
+    event object is returned as it is. Raises ``InvalidEventError`` naming each bad field
+    and why.
     """
-    if isinstance(data, IncidentEvent | DeploymentEvent):
-        return data
+    if isinstance(data, tuple(_MODELS.values())):
+        return cast(Event, data)
     model = _MODELS.get(kind)
     if model is None:
         raise ValueError(f"unknown event kind {kind!r}: expected one of {', '.join(KINDS)}")
@@ -65,12 +71,18 @@ def _whole(reason: str) -> FieldError:
 
 
 def unwrap_body(data: Mapping[str, Any]) -> Mapping[str, Any]:
-    """The attributes of ``{"data": {"attributes": {...}}}``, or ``data`` itself when bare."""
+    """The attributes of ``{"data": {"attributes": {...}}}``, or ``data`` itself when bare.
+
+    A ``data.id`` (Datadog's PATCH body names its deployment there) joins the attributes as
+    ``id``; ``data.type`` is not checked (the kind says what the body is).
+    """
     inner = data.get("data")
     if set(data) == {"data"} and isinstance(inner, Mapping) and "attributes" in inner:
         attributes = inner["attributes"]
         if not isinstance(attributes, Mapping):
             raise InvalidEventError([_whole("data.attributes must be a JSON object")])
+        if "id" in inner and "id" not in attributes:
+            return {**attributes, "id": inner["id"]}
         return attributes
     return data
 
@@ -87,7 +99,7 @@ def encode_entry(event: Event) -> EntryFields:
     # pydantic's serializer is about four times cheaper than json.dumps of a dumped dict,
     # and publish latency is what producers pay.
     body = event.model_dump_json(exclude_none=True)
-    if event.id is None:
+    if isinstance(event, IncidentEvent | DeploymentEvent) and event.id is None:
         # A derived id goes first; ids are [A-Za-z0-9._:-] only, so nothing needs escaping.
         body = '{"id":"' + event.event_id + '",' + body[1:]
     return {FIELD_VERSION: ENTRY_VERSION, FIELD_KIND: event.KIND, FIELD_EVENT: body}

@@ -4,6 +4,12 @@ Everything a producer in any language needs to enqueue an event is here (and in 
 
     XADD {dora}:ingest * v 1 kind failure event '<JSON attributes>'
     XADD {dora}:ingest * v 1 kind deployment event '<JSON attributes>'
+    XADD {dora}:ingest * v 1 kind deployment_patch event '{"id": ..., "change_failure": true}'
+    XADD {dora}:ingest * v 1 kind deployment_delete event '{"id": ...}'
+
+The operations beside the two POSTs (``OPERATION_KINDS``) travel the same stream and are
+folded into the state of the event they act on, so that each id keeps one order: a PATCH
+goes out after its deployment's POST, nothing of an id goes out after its DELETE.
 
 ``event`` holds Datadog's request attributes (``started_at``, ``services`` ...), either bare or
 wrapped as ``{"data": {"attributes": {...}}}``; timestamps may be s, ms or ns integers or
@@ -30,7 +36,51 @@ KIND_FAILURE: Final = "failure"
 KIND_DEPLOYMENT: Final = "deployment"
 """Value of the ``kind`` field for a deployment (Datadog's ``/api/v2/dora/deployment``)."""
 
-KINDS: Final = (KIND_FAILURE, KIND_DEPLOYMENT)
+KIND_DEPLOYMENT_PATCH: Final = "deployment_patch"
+"""Mark a deployment as a change failure (or stable), with an optional remediation: Datadog's
+``PATCH /api/v2/dora/deployments/{id}``. Folded into the deployment's state."""
+
+KIND_DEPLOYMENT_PATCH_BY_VERSION: Final = "deployment_patch_by_version"
+"""The same, naming the deployment by service + env + version: Datadog's preview
+``PATCH /api/v2/dora/deployments``. Sent only where ``FORWARDER_PATCH_BY_VERSION=true``."""
+
+KIND_DEPLOYMENT_DELETE: Final = "deployment_delete"
+"""Delete a deployment: ``DELETE /api/v2/dora/deployment/{id}``. Folded into its state."""
+
+KIND_FAILURE_DELETE: Final = "failure_delete"
+"""Delete an incident: ``DELETE /api/v2/dora/failure/{id}``. Folded into its state."""
+
+POST_KINDS: Final = (KIND_FAILURE, KIND_DEPLOYMENT)
+OPERATION_KINDS: Final = (
+    KIND_DEPLOYMENT_PATCH,
+    KIND_DEPLOYMENT_PATCH_BY_VERSION,
+    KIND_DEPLOYMENT_DELETE,
+    KIND_FAILURE_DELETE,
+)
+KINDS: Final = POST_KINDS + OPERATION_KINDS
+
+STATE_DEPLOYMENT_VERSION: Final = "deployment_version"
+"""The kind of state a patch by version is kept in (its id derived from service, env and
+version): it names no deployment id, so it has a state of its own."""
+
+STATE_KINDS: Final = {
+    KIND_FAILURE: KIND_FAILURE,
+    KIND_DEPLOYMENT: KIND_DEPLOYMENT,
+    KIND_DEPLOYMENT_PATCH: KIND_DEPLOYMENT,
+    KIND_DEPLOYMENT_DELETE: KIND_DEPLOYMENT,
+    KIND_FAILURE_DELETE: KIND_FAILURE,
+    KIND_DEPLOYMENT_PATCH_BY_VERSION: STATE_DEPLOYMENT_VERSION,
+}
+"""The state each kind of entry is folded into: an operation joins the event it acts on."""
+
+PATCH_FIELD_PREFIX: Final = "patch."
+"""State fields ``patch.<attribute>`` hold the PATCH's attributes (``patch.change_failure``,
+``patch.remediation``; a patch by version also ``patch.service``, ``patch.env``,
+``patch.version``), merged field by field like the POST's."""
+
+DELETE_FIELD: Final = "delete"
+"""State field of a DELETE: the stream position (JSON string) of the entry that asked for it.
+Fold drops every attribute older than it, and ignores any entry older than it."""
 
 _KIND_SEPARATOR: Final = "/"
 """Not allowed in ids, so a deployment's state id can never equal an incident's."""
@@ -52,8 +102,10 @@ def state_id(kind: str, event_id: str) -> str:
     """The name under which workers keep an event's merged state (and schedule it).
 
     An incident's is its id (as before deployments existed); a deployment's is prefixed.
+    An operation's is that of the event it acts on (``STATE_KINDS``).
     """
-    return event_id if kind == KIND_FAILURE else f"{kind}{_KIND_SEPARATOR}{event_id}"
+    state_kind = STATE_KINDS.get(kind, kind)
+    return event_id if state_kind == KIND_FAILURE else f"{state_kind}{_KIND_SEPARATOR}{event_id}"
 
 
 def parse_state_id(name: str) -> tuple[str, str]:
@@ -175,6 +227,13 @@ class StateField(StrEnum):
     REMEMBERED = "remembered"
     """Digest of the state Datadog holds, from the finish record, in a state made again after
     it expired (absent once a request for it went out): equal attributes need no request."""
+    DONE_POST = "done:post"
+    """Digest of the POST attributes Datadog accepted last (absent: none since the state was
+    made, or since a DELETE or a replay)."""
+    DONE_PATCH = "done:patch"
+    """Digest of the PATCH attributes Datadog accepted last."""
+    DONE_DELETE = "done:delete"
+    """The ``delete`` field's value (a stream position) of the DELETE Datadog accepted last."""
     DOUBT_UNTIL_MS = "doubt_until_ms"
     """A request whose fate is in doubt may still land at the API until then (ms, Redis
     clock): the current version is sent once more, claimed at or after it (absent: none)."""

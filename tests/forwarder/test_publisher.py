@@ -115,7 +115,14 @@ def test_exported_names_do_not_drift() -> None:
     """The producer API is exactly what the README documents, sorted."""
     assert forwarder.__all__ == sorted(forwarder.__all__)
     assert set(forwarder.__all__) == {
+        "DeploymentDeletion",
         "DeploymentEvent",
+        "DeploymentPatch",
+        "DeploymentPatchByVersion",
+        "IncidentDeletion",
+        "Operation",
+        "Remediation",
+        "RemediationType",
         "Event",
         "FieldError",
         "ForwarderError",
