@@ -43,6 +43,10 @@ class Settings(BaseSettings):
     dd_api_key: SecretStr | None = Field(
         default=None, validation_alias=AliasChoices("DD_API_KEY", "dd_api_key")
     )
+    dd_app_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("DD_APP_KEY", "dd_app_key")
+    )
+    """Datadog's application key: PATCH and DELETE need it besides the API key."""
     dd_site: str = Field(
         default="datadoghq.com", validation_alias=AliasChoices("DD_SITE", "dd_site")
     )
@@ -63,6 +67,10 @@ class Settings(BaseSettings):
     backoff_max_s: float = Field(default=300.0, gt=0)
     max_age_s: float = Field(default=3 * 86_400.0, gt=0)
     auth_pause_s: float = Field(default=60.0, gt=0, le=3_600)
+    patch_wait_s: float = Field(default=3_600.0, gt=0)
+    """How long a PATCH Datadog answers 404 (deployment not known yet) is retried."""
+    patch_by_version: bool = False
+    """Send Datadog's preview PATCH by service + env + version (refused at publish otherwise)."""
     finished_retention_s: float = Field(default=400 * 86_400.0, gt=0)
     """How long the finish of a delivered incident is remembered after its state expired, so
     that a late duplicate of its start never reopens it at Datadog."""
@@ -103,7 +111,7 @@ class Settings(BaseSettings):
     ingest_tls_certfile: str | None = None
     ingest_tls_keyfile: str | None = None
 
-    @field_validator("dd_api_key")
+    @field_validator("dd_api_key", "dd_app_key")
     @classmethod
     def _api_key(cls, value: SecretStr | None) -> SecretStr | None:
         # A key file's trailing newline (a Kubernetes secret made from a file) is not part

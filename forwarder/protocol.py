@@ -160,6 +160,18 @@ class RedisKeys:
         return f"{self._tag}:stats"
 
     @property
+    def app_key_waits(self) -> str:
+        """Sorted set: state id -> since when its PATCH or DELETE waits for a usable
+        application key (ms, Redis clock); ``status`` and metrics count them."""
+        return f"{self._tag}:app_key_waits"
+
+    @property
+    def same_second(self) -> str:
+        """Hash: ``<service> <env> <second>`` -> the deployment id that holds that second
+        (Datadog keeps one deployment per service and second)."""
+        return f"{self._tag}:same_second"
+
+    @property
     def workers(self) -> str:
         """Sorted set: worker process (consumer name) -> when it last reported (ms, Redis clock)."""
         return f"{self._tag}:workers"
@@ -277,6 +289,11 @@ class GateField(StrEnum):
     """While open, no probe goes out before this."""
     BREAKER_PROBE = "breaker_probe"
     """The incident the last probe claimed: no second probe while its claim is in flight."""
+    APP_KEY_CLOSED_UNTIL_MS = "app_key_closed_until_ms"
+    """No PATCH or DELETE is sent before this: Datadog refused the application key (POSTs,
+    which need only the API key, keep flowing)."""
+    APP_KEY_DETAIL = "app_key_detail"
+    """Why, for people."""
 
 
 class StatsField(StrEnum):
@@ -299,6 +316,9 @@ class StatsField(StrEnum):
     LAST_ERROR = "last_error"
     """``<incident id>: <reason>`` of the last failed or dead-lettered attempt."""
     LAST_ERROR_MS = "last_error_ms"
+    SAME_SECOND = "same_second"
+    """Deployments dead-lettered because another deployment of their service and env holds
+    the same second at Datadog."""
     TICKS_DROPPED = "ticks_dropped"
     """Beat ticks dropped unrun because they waited too long (by Redis' clock)."""
 

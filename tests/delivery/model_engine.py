@@ -27,6 +27,7 @@ from workers.delivery.backoff import BackoffPolicy
 from workers.delivery.breaker import BreakerPolicy, breaker_update
 from workers.delivery.gate import gate_update
 from workers.delivery.intake import Intake
+from workers.delivery.operations import ApiRequest
 from workers.delivery.outcome_log import log_outcome
 from workers.delivery.records import Attempt, Claim, Settlement
 from workers.delivery.sender import DatadogSender
@@ -241,7 +242,7 @@ class Engine:
         to_send = []
         for claim in result.claims:
             early = before_sending(claim, POLICY)
-            if early is not None:
+            if isinstance(early, Settlement):
                 worker.settlements.append(log_outcome(claim, early))
             else:
                 to_send.append(claim)
@@ -270,8 +271,10 @@ class Engine:
             return httpx.Response(outcome.value, headers=dict(headers), json=body)
 
         self._answer = answer
-        attempt = await self.sender.send(claim.attributes, claim.kind)
-        settlement = from_answer(claim, attempt, POLICY, uniform=lambda: jitter)
+        request = before_sending(claim, POLICY)  # pure: the request the claim was sent with
+        assert isinstance(request, ApiRequest)
+        attempt = await self.sender.send(request)
+        settlement = from_answer(claim, request, attempt, POLICY, uniform=lambda: jitter)
         worker.answers.append(attempt)
         worker.settlements.append(log_outcome(claim, settlement, attempt))
         worker.window = worker.window.after([attempt])

@@ -25,6 +25,7 @@ from harness.stack import free_port
 from harness.standin import StandinServer
 from workers.delivery.fold import plan_fold
 from workers.delivery.gate import GateUpdate
+from workers.delivery.operations import ApiRequest, Step, owed_requests
 from workers.delivery.records import Attempt, Claim, Settlement, Verdict
 from workers.delivery.sender import DatadogSender, default_transport, may_have_landed
 from workers.delivery.settlement import SettlementPolicy, before_sending, from_answer
@@ -33,6 +34,7 @@ from workers.delivery.store import Store
 ON_FAKEREDIS_TOO = True
 """Each test using ``client`` runs on the real Redis and on fakeredis (see conftest)."""
 ID = "incident-doubt-000001"
+POST = ApiRequest(Step.POST, "POST", "/api/v2/dora/failure", None, "digest")
 START = {"id": ID, "started_at": 1_700_000_000, "services": ["checkout"], "env": "prod"}
 FINISH = {"id": ID, "finished_at": 1_700_000_600}
 NO_GATE = GateUpdate()
@@ -85,7 +87,8 @@ async def send_once(url: str, timeout_s: float = 5.0) -> Attempt:
         transport=default_transport(4),
     )
     try:
-        return await sender.send(to_event(START).model_dump(mode="json", exclude_none=True))
+        attributes = to_event(START).model_dump(mode="json", exclude_none=True)
+        return await sender.send(owed_requests(ID, attributes, {})[0])
     finally:
         await sender.aclose()
 
@@ -123,19 +126,19 @@ def claim(**changes: Any) -> Claim:
 def test_delivered_version_is_sent_again_once_the_doubt_is_over() -> None:
     """A delivered version goes out again if claimed at or after doubt_until_ms, not before."""
     policy = SettlementPolicy()
-    assert before_sending(claim(), policy) is not None  # no doubt: nothing to send
+    assert isinstance(before_sending(claim(), policy), Settlement)  # no doubt: nothing to send
     early = before_sending(claim(doubt_until_ms=T0 + 1), policy)
-    assert early is not None
+    assert isinstance(early, Settlement)
     assert (early.verdict, early.sent_at_ms) == (Verdict.DELIVERED, 0)
-    assert before_sending(claim(doubt_until_ms=T0), policy) is None
+    assert isinstance(before_sending(claim(doubt_until_ms=T0), policy), ApiRequest)
 
 
 def test_settlements_say_when_sent_and_whether_in_doubt() -> None:
     """Answers carry the claim's time; only an attempt in doubt is marked so."""
     timeout = Attempt(None, {}, "", "ReadTimeout: x", in_doubt=True)
-    retry = from_answer(claim(version=3), timeout, SettlementPolicy())
+    retry = from_answer(claim(version=3), POST, timeout, SettlementPolicy())
     assert (retry.verdict, retry.sent_at_ms, retry.doubt) == (Verdict.RETRY, T0, True)
-    ok = from_answer(claim(version=3), Attempt(202, {}, ""), SettlementPolicy())
+    ok = from_answer(claim(version=3), POST, Attempt(202, {}, ""), SettlementPolicy())
     assert (ok.verdict, ok.sent_at_ms, ok.doubt) == (Verdict.DELIVERED, T0, False)
 
 
@@ -180,14 +183,14 @@ async def test_timeout_then_newer_delivery_is_followed_by_a_resend_at_lease_end(
     )
     (finish,) = await take(store, T0 + 2_000)
     assert finish.version == start.version + 1
-    assert before_sending(finish, SettlementPolicy()) is None
+    assert isinstance(before_sending(finish, SettlementPolicy()), ApiRequest)
     await settle(store, "t", T0 + 2_100, delivered(finish))
     # Not done: due again when the timed-out start can no longer land.
     assert await client.zscore(keys.due, ID) == lease_end
     assert await take(store, lease_end - 1) == []
     (again,) = await take(store, lease_end)
     assert (again.version, again.sent_version) == (finish.version, finish.version)
-    assert before_sending(again, SettlementPolicy()) is None  # sent, not skipped
+    assert isinstance(before_sending(again, SettlementPolicy()), ApiRequest)  # sent, not skipped
     await settle(store, "t", lease_end + 50, delivered(again))
     assert await client.hget(keys.incident(ID), StateField.DOUBT_UNTIL_MS) is None
     assert await client.zscore(keys.due, ID) is None
@@ -210,7 +213,7 @@ async def test_late_2xx_after_a_lapsed_lease_makes_the_incident_due_again(
     assert result.stale == 1
     assert await client.zscore(keys.due, ID) == late_at
     (again,) = await take(store, late_at)
-    assert before_sending(again, SettlementPolicy()) is None
+    assert isinstance(before_sending(again, SettlementPolicy()), ApiRequest)
     await settle(store, "t", late_at + 50, delivered(again))
     assert await client.zscore(keys.due, ID) is None
 
@@ -230,7 +233,7 @@ async def test_late_2xx_while_another_holds_the_claim_defers_to_its_settlement(
     await settle(store, "fast", late_at + 50, delivered(finish))
     assert await client.zscore(keys.due, ID) == late_at
     (again,) = await take(store, late_at + 100)
-    assert before_sending(again, SettlementPolicy()) is None
+    assert isinstance(before_sending(again, SettlementPolicy()), ApiRequest)
 
 
 @pytest.mark.anyio

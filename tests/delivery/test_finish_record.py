@@ -20,7 +20,8 @@ from forwarder.protocol import RedisKeys, state_id
 from tests.delivery.expiry_helpers import wait_for
 from workers.delivery.fold import plan_fold
 from workers.delivery.gate import GateUpdate
-from workers.delivery.records import Claim, Verdict
+from workers.delivery.operations import ApiRequest
+from workers.delivery.records import Claim, Settlement, Verdict
 from workers.delivery.settlement import SettlementPolicy, before_sending, delivered, state_digest
 from workers.delivery.store import DEFAULT_FINISHED_RETENTION_MS, DEFAULT_RETENTION_MS, Store
 
@@ -75,7 +76,7 @@ async def test_late_duplicate_start_after_expiry_costs_no_request(
     (late,) = await claim(store)
     assert late.attributes["finished_at"] == FINISHED_NS
     settlement = before_sending(late, SettlementPolicy())
-    assert settlement is not None, "a request would be sent"
+    assert isinstance(settlement, Settlement), "a request would be sent"
     assert settlement.verdict is Verdict.DELIVERED
     await store.settle("t", [settlement], GateUpdate(), retention_ms=RETENTION_MS)
     assert (await client.zcard(keys.due), await client.zcard(keys.inflight)) == (0, 0)
@@ -91,7 +92,7 @@ async def test_late_start_with_a_change_is_sent_with_the_finish(
     (late,) = await claim(store)
     assert late.attributes["finished_at"] == FINISHED_NS
     assert late.attributes["env"] == "staging"
-    assert before_sending(late, SettlementPolicy()) is None  # sent
+    assert isinstance(before_sending(late, SettlementPolicy()), ApiRequest)  # sent
 
 
 async def test_late_duplicate_finish_after_expiry_costs_nothing(
@@ -113,7 +114,7 @@ async def test_later_finish_after_expiry_wins_over_the_remembered_one(
     await fold(store, client, {**FINISH, "finished_at": 1_700_000_900}, START)
     (late,) = await claim(store)
     assert late.attributes["finished_at"] == 1_700_000_900 * 10**9
-    assert before_sending(late, SettlementPolicy()) is None  # sent
+    assert isinstance(before_sending(late, SettlementPolicy()), ApiRequest)  # sent
 
 
 async def test_delivered_finish_is_recorded_for_its_own_horizon(
@@ -170,7 +171,7 @@ def test_remembered_state_needs_no_request_and_another_does() -> None:
     state = {"id": ID, "started_at": 1, "services": ["a"], "finished_at": 2}
     remembered = Claim(ID, 1, 0, 0, 0, None, state, remembered_digest=state_digest(state))
     settled = before_sending(remembered, SettlementPolicy())
-    assert settled is not None
+    assert isinstance(settled, Settlement)
     assert (settled.verdict, settled.digest) == (Verdict.DELIVERED, state_digest(state))
     changed = Claim(ID, 1, 0, 0, 0, None, {**state, "env": "prod"}, remembered_digest="0" * 16)
-    assert before_sending(changed, SettlementPolicy()) is None
+    assert isinstance(before_sending(changed, SettlementPolicy()), ApiRequest)

@@ -12,9 +12,11 @@ from typing import Any
 
 import pytest
 
-from forwarder import DeploymentEvent, IncidentEvent
+from forwarder import DeploymentEvent, DeploymentPatchByVersion, IncidentEvent
 from forwarder.protocol import (
     ATTRIBUTE_PREFIX,
+    DELETE_FIELD,
+    PATCH_FIELD_PREFIX,
     POSITION_PREFIX,
     GateField,
     LetterField,
@@ -24,6 +26,7 @@ from forwarder.protocol import (
     StatsField,
 )
 from workers.delivery.fold import FieldUpdate, IncidentUpdate
+from workers.delivery.operations import Step
 from workers.delivery.poison import PoisonEntry
 from workers.delivery.records import Settlement, Verdict
 from workers.delivery.scripts import SCRIPTS, FoldArgs, Script, argv, layout
@@ -58,7 +61,9 @@ ATTRIBUTES = frozenset(
     for field_name, info in model.model_fields.items()
     for name in (field_name, info.alias)
     if name
-)
+) | {DELETE_FIELD, *(PATCH_FIELD_PREFIX + name for name in DeploymentPatchByVersion.model_fields)}
+"""The POSTs' attributes, the DELETE mark and ``patch.<attribute>`` (a PATCH by version
+names every attribute a PATCH has)."""
 
 
 def source(script: Script[Any]) -> str:
@@ -152,6 +157,8 @@ def field_is_named(key: str, arg: str) -> bool:
             for prefix in (ATTRIBUTE_PREFIX, POSITION_PREFIX)
         )
     built = re.fullmatch(r"'([^']*)'\s*\.\.\s*\w+", arg)  # 's:' .. field
+    if built is not None and built[1] == "done:":  # 'done:' .. step
+        return all(f"done:{step}" in set(StateField) for step in Step)
     return built is not None and built[1] in (ATTRIBUTE_PREFIX, POSITION_PREFIX)
 
 

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 from pydantic import SecretStr
 
+from workers.delivery.operations import owed_requests
 from workers.delivery.sender import DatadogSender, default_transport
 
 pytestmark = pytest.mark.anyio
@@ -62,7 +63,9 @@ async def test_an_answer_that_is_not_http_is_an_attempt_in_doubt(
         base_url=url, api_key=SecretStr("k"), timeout_s=2.0, transport=default_transport(4)
     )
     try:
-        attempt = await sender.send({"id": "incident-0000000001"})
+        attempt = await sender.send(
+            owed_requests("incident-0000000001", {"id": "incident-0000000001"}, {})[0]
+        )
     finally:
         await sender.aclose()
     assert attempt.status is None

@@ -8,8 +8,19 @@ from typing import Any
 import httpx
 
 from workers.delivery.backoff import BackoffPolicy
-from workers.delivery.records import Attempt, Claim, Verdict
+from workers.delivery.operations import ApiRequest, Step
+from workers.delivery.records import Attempt, Claim, Settlement, Verdict
 from workers.delivery.settlement import SettlementPolicy, before_sending, from_answer
+
+POST = ApiRequest(Step.POST, "POST", "/api/v2/dora/failure", None, "digest")
+
+
+def settled_early(claim: Claim, policy: SettlementPolicy) -> Settlement:
+    """The settlement ``before_sending`` makes without a request (fails if it sends one)."""
+    decision = before_sending(claim, policy)
+    assert isinstance(decision, Settlement), f"a request would be sent: {decision}"
+    return decision
+
 
 NOW = 1_795_000_000_000
 POLICY = SettlementPolicy(
@@ -38,12 +49,12 @@ def answer(status: int | None) -> Attempt:
 
 def test_complete_new_version_is_sent() -> None:
     """A complete state newer than the delivered one goes out."""
-    assert before_sending(claim(), POLICY) is None
+    assert isinstance(before_sending(claim(), POLICY), ApiRequest)
 
 
 def test_already_delivered_version_is_settled_unsent() -> None:
     """A claim that came back after its version was delivered costs no request."""
-    settlement = before_sending(claim(version=1), POLICY)
+    settlement = settled_early(claim(version=1), POLICY)
     assert settlement is not None
     assert settlement.verdict is Verdict.DELIVERED
 
@@ -51,7 +62,7 @@ def test_already_delivered_version_is_settled_unsent() -> None:
 def test_unreadable_state_is_dead_without_a_request_naming_the_field() -> None:
     """A claim whose stored state did not parse is a dead letter, even if its version was sent."""
     problem = "field 'attempt' = '1.5' does not parse"
-    settled = before_sending(claim(version=1, problem=problem), POLICY)
+    settled = settled_early(claim(version=1, problem=problem), POLICY)
     assert settled is not None
     assert settled.verdict is Verdict.DEAD
     assert "'attempt'" in settled.reason
@@ -61,7 +72,7 @@ def test_unreadable_state_is_dead_without_a_request_naming_the_field() -> None:
 def test_finish_alone_waits_the_rest_of_the_orphan_wait() -> None:
     """A finish without its start waits for it, counted from when it was first seen."""
     lonely = claim(attributes={"id": "incident-0000000001", "finished_at": 5})
-    settlement = before_sending(lonely, POLICY)
+    settlement = settled_early(lonely, POLICY)
     assert settlement is not None
     assert (settlement.verdict, settlement.delay_ms) == (Verdict.WAIT, 59_000)
 
@@ -71,7 +82,7 @@ def test_finish_alone_past_the_wait_is_dead() -> None:
     lonely = claim(
         attributes={"id": "incident-0000000001", "finished_at": 5}, first_seen_ms=NOW - 60_000
     )
-    settlement = before_sending(lonely, POLICY)
+    settlement = settled_early(lonely, POLICY)
     assert settlement is not None
     assert settlement.verdict is Verdict.DEAD
     assert "never arrived" in settlement.reason
@@ -80,7 +91,7 @@ def test_finish_alone_past_the_wait_is_dead() -> None:
 def test_merged_state_breaking_a_rule_is_dead_unsent() -> None:
     """A finish earlier than the stored start never reaches Datadog."""
     broken = claim(attributes={**COMPLETE, "finished_at": 1})
-    settlement = before_sending(broken, POLICY)
+    settlement = settled_early(broken, POLICY)
     assert settlement is not None
     assert settlement.verdict is Verdict.DEAD
     assert "finished_at: is before started_at" in settlement.reason
@@ -88,8 +99,8 @@ def test_merged_state_breaking_a_rule_is_dead_unsent() -> None:
 
 def test_answers_settle_by_status() -> None:
     """2xx delivers, 400 dead-letters with the body, 503 retries with backoff."""
-    assert from_answer(claim(), answer(202), POLICY).verdict is Verdict.DELIVERED
-    dead = from_answer(claim(), answer(400), POLICY)
+    assert from_answer(claim(), POST, answer(202), POLICY).verdict is Verdict.DELIVERED
+    dead = from_answer(claim(), POST, answer(400), POLICY)
     assert dead.verdict is Verdict.DEAD
     assert json.loads(dead.detail) == {
         "status": 400,
@@ -97,23 +108,23 @@ def test_answers_settle_by_status() -> None:
         "attributes": COMPLETE,
         "attempts": 1,
     }
-    retry = from_answer(claim(attempt=2), answer(503), POLICY, uniform=lambda: 1.0)
+    retry = from_answer(claim(attempt=2), POST, answer(503), POLICY, uniform=lambda: 1.0)
     assert (retry.verdict, retry.delay_ms) == (Verdict.RETRY, 4_000)
 
 
 def test_refused_key_waits_for_the_auth_pause_and_never_expires() -> None:
     """A 403 retries after the auth pause, however old the failure."""
     ancient = claim(failing_since_ms=NOW - 10 * 3_600_000, attempt=500)
-    settlement = from_answer(ancient, answer(403), POLICY)
+    settlement = from_answer(ancient, POST, answer(403), POLICY)
     assert (settlement.verdict, settlement.delay_ms) == (Verdict.RETRY, 30_000)
 
 
 def test_failing_past_max_age_expires() -> None:
     """An incident failing longer than FORWARDER_MAX_AGE_S is dead, with its attempts."""
     old = claim(failing_since_ms=NOW - 3_600_000, attempt=41)
-    settlement = from_answer(old, answer(None), POLICY)
+    settlement = from_answer(old, POST, answer(None), POLICY)
     assert settlement.verdict is Verdict.DEAD
     assert settlement.reason.startswith("expired after 42 attempts over 1.0 h")
     assert "last error: network error: ConnectError: x" in settlement.reason
     young = claim(failing_since_ms=NOW - 3_599_999, attempt=41)
-    assert from_answer(young, answer(None), POLICY).verdict is Verdict.RETRY
+    assert from_answer(young, POST, answer(None), POLICY).verdict is Verdict.RETRY

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from forwarder.entry import InvalidEntryError, RawFields, decode_entry, entry_bytes
-from forwarder.protocol import FIELD_REPLAY, state_id
+from forwarder.protocol import DELETE_FIELD, FIELD_REPLAY, PATCH_FIELD_PREFIX, state_id
 from workers.delivery.poison import PoisonEntry, poison_entry
 
 _REPLAY: Final = FIELD_REPLAY.encode()
@@ -91,7 +91,10 @@ def plan_fold(entries: Sequence[tuple[bytes | str, RawFields]]) -> FoldPlan:
         if entry_bytes(fields).get(_REPLAY) == b"1":
             forced.add(state)
         for name, value in attributes.items():
-            fields_of[name] = FieldUpdate(name, position, value)
+            # Each DELETE is its own mark (its position), so that a second one (after the
+            # id was published again) is a change, while a re-read of the same entry is not.
+            stored = json.dumps(position) if name == DELETE_FIELD else value
+            fields_of[name] = FieldUpdate(name, position, stored)
     updates = tuple(
         IncidentUpdate(incident_id, tuple(by_field.values()), incident_id in forced)
         for incident_id, by_field in latest.items()
@@ -120,21 +123,42 @@ def merge(
 
     Last writer wins per field by stream position; a field an update does not name is kept
     (so a start never clears ``finished_at``); an update that changes no value is a duplicate.
+    A DELETE (field ``delete``) drops every field older than it, and any write older than it
+    is ignored, whatever order entries are folded in.
     """
     merged = dict(stored)
     changed = update.force
+    deleted_at = merged[DELETE_FIELD].position if DELETE_FIELD in merged else None
     for item in update.fields:
         seen = merged.get(item.field)
-        if seen is None or item.position > seen.position:
-            changed = changed or seen is None or seen.value != item.value
-            merged[item.field] = StoredField(item.position, item.value)
+        if seen is not None and item.position <= seen.position:
+            continue
+        if item.field != DELETE_FIELD and deleted_at is not None and item.position < deleted_at:
+            continue
+        changed = changed or seen is None or seen.value != item.value
+        merged[item.field] = StoredField(item.position, item.value)
+        if item.field == DELETE_FIELD:
+            deleted_at = item.position
+            for name in [n for n, f in merged.items() if n != DELETE_FIELD]:
+                if merged[name].position < deleted_at:
+                    del merged[name]
     return merged, changed
 
 
 def is_complete(attributes: Mapping[str, object]) -> bool:
-    """Whether a merged state can be sent: Datadog needs started_at, and services or team
-    for an incident (a deployment's ``service`` is required by its model, so it always has it).
-    """
+    """Whether a merged state's POST can be sent: Datadog needs started_at, and services or
+    team for an incident (a deployment's ``service`` is required by its model, so it always
+    has it)."""
     return "started_at" in attributes and (
         "services" in attributes or "team" in attributes or "service" in attributes
+    )
+
+
+def owes_something_now(attributes: Mapping[str, object]) -> bool:
+    """Whether a folded state has a request to make at once: a complete POST, a PATCH or a
+    DELETE (fold.lua's ``ready``); otherwise it is a finish waiting for its start."""
+    return (
+        is_complete(attributes)
+        or DELETE_FIELD in attributes
+        or any(name.startswith(PATCH_FIELD_PREFIX) for name in attributes)
     )

@@ -54,6 +54,9 @@ class GateUpdate:
     unlimited: bool = False
     answered: bool = False
     """Some attempt finished (answer or error): a probe in progress is over."""
+    app_key_close_ms: int = 0
+    """Pause PATCH and DELETE fleet-wide this long: Datadog refused the application key."""
+    app_key_detail: str = ""
 
 
 def _count_header(attempt: Attempt, name: str) -> int | None:
@@ -85,13 +88,16 @@ def budget_of(attempt: Attempt) -> Budget | None:
 def gate_update(attempts: Iterable[Attempt], *, auth_pause_s: float) -> GateUpdate:
     """Fold a batch of answers into one update of the fleet's gate.
 
-    - 401/403: close for ``auth_pause_s`` (reason ``auth``); then one probe goes out.
+    - 401/403: close for ``auth_pause_s`` (reason ``auth``); then one probe goes out. To a
+      request that carried the application key (PATCH, DELETE), it refuses that key: only
+      those operations pause, as long (POSTs, which need only the API key, go on).
     - 429: close until X-RateLimit-Reset (or -Period, or 10 s), capped (``rate_limit``).
     - X-RateLimit-* on any answer: the budget left in the window (the smallest seen).
     - a 2xx without those headers: the API does not announce limits (send freely).
     - any finished attempt, even a failed one, ends a probe.
     """
     close_ms, reason, detail = 0, "", ""
+    app_key_close_ms, app_key_detail = 0, ""
     budget: Budget | None = None
     unlimited = answered = False
     for attempt in attempts:
@@ -102,7 +108,12 @@ def gate_update(attempts: Iterable[Attempt], *, auth_pause_s: float) -> GateUpda
         seen = budget_of(attempt)
         if seen is not None and (budget is None or seen.remaining < budget.remaining):
             budget = seen
-        if status in AUTH_STATUSES:
+        if status in AUTH_STATUSES and attempt.app_key:
+            app_key_close_ms = int(auth_pause_s * 1000)
+            app_key_detail = (
+                f"HTTP {status}: Datadog refused the application key for a PATCH or DELETE"
+            )
+        elif status in AUTH_STATUSES:
             wait_ms = int(auth_pause_s * 1000)
             if reason != REASON_AUTH or wait_ms > close_ms:
                 close_ms, reason = wait_ms, REASON_AUTH
@@ -114,4 +125,6 @@ def gate_update(attempts: Iterable[Attempt], *, auth_pause_s: float) -> GateUpda
                 detail = "HTTP 429: Datadog's rate limit"
         elif 200 <= status < 300 and seen is None:
             unlimited = True
-    return GateUpdate(close_ms, reason, detail, budget, unlimited, answered)
+    return GateUpdate(
+        close_ms, reason, detail, budget, unlimited, answered, app_key_close_ms, app_key_detail
+    )

@@ -22,6 +22,7 @@ from workers.delivery.breaker import BreakerPolicy, breaker_update
 from workers.delivery.gate import REASON_AUTH, gate_update
 from workers.delivery.intake import Entry, Intake
 from workers.delivery.observer import NoObserver, PumpObserver
+from workers.delivery.operations import ApiRequest
 from workers.delivery.outcome_log import log_breaker, log_outcome
 from workers.delivery.records import Attempt, Claim, Settlement, Verdict
 from workers.delivery.sender import Sender
@@ -84,7 +85,7 @@ class _Flight:
     """One run's claims: the token they carry, the requests in flight, the batch to settle."""
 
     token: str
-    in_flight: dict[asyncio.Task[Attempt], Claim] = field(default_factory=dict)
+    in_flight: dict[asyncio.Task[Attempt], tuple[Claim, ApiRequest]] = field(default_factory=dict)
     batch: _Batch = field(default_factory=_Batch)
 
 
@@ -109,6 +110,18 @@ class Pump:
         self._stop: asyncio.Event | None = None
         self._window = Window.start(config.max_in_flight)
         self._peak_in_flight = 0
+        self._told_no_app_key = False
+
+    def _note_app_key_wait(self, settlement: Settlement) -> None:
+        """Say once per process that PATCH and DELETE wait because DD_APP_KEY is not set."""
+        no_key = settlement.app_key_wait and not self._config.policy.has_app_key
+        if no_key and not self._told_no_app_key:
+            log.error(
+                "a PATCH or DELETE waits: DD_APP_KEY is not set. They are kept (see "
+                "`dora-forwarder status`) and sent once a worker runs with the key; "
+                "POSTs go on."
+            )
+            self._told_no_app_key = True
 
     def _now(self) -> float:
         # Only a run's deadline uses this clock; due times and ages use Redis' clock.
@@ -242,13 +255,14 @@ class Pump:
             breaker=self._config.breaker,
         )
         for claim in result.claims:
-            early = before_sending(claim, self._config.policy)
-            if early is not None:
-                flight.batch.settlements.append(log_outcome(claim, early))
-                self._observer.settled(claim, early, None)
+            decision = before_sending(claim, self._config.policy)
+            if isinstance(decision, Settlement):
+                flight.batch.settlements.append(log_outcome(claim, decision))
+                self._observer.settled(claim, decision, None)
+                self._note_app_key_wait(decision)
             else:
-                sending = self._sender.send(claim.attributes, claim.kind)
-                flight.in_flight[asyncio.create_task(sending)] = claim
+                sending = self._sender.send(decision)
+                flight.in_flight[asyncio.create_task(sending)] = (claim, decision)
                 report.sent += 1
         self._peak_in_flight = max(self._peak_in_flight, len(flight.in_flight))
         return (result.wait_ms / 1000 if result.wait_ms else None), len(result.claims)
@@ -258,11 +272,12 @@ class Pump:
         done, _ = await asyncio.wait([*flight.in_flight, stop], return_when=asyncio.FIRST_COMPLETED)
         answers = []
         for task in done:
-            claim = flight.in_flight.pop(cast("asyncio.Task[Attempt]", task), None)
-            if claim is not None:
+            sent = flight.in_flight.pop(cast("asyncio.Task[Attempt]", task), None)
+            if sent is not None:
+                claim, request = sent
                 answer = cast(Attempt, task.result())
                 answers.append(answer)
-                settlement = from_answer(claim, answer, self._config.policy)
+                settlement = from_answer(claim, request, answer, self._config.policy)
                 flight.batch.settlements.append(log_outcome(claim, settlement, answer))
                 self._observer.settled(claim, settlement, answer)
         flight.batch.answers.extend(answers)
@@ -277,7 +292,7 @@ class Pump:
         Their requests may have been written already: in doubt, so one more send follows
         once they can no longer land.
         """
-        for task, claim in flight.in_flight.items():
+        for task, (claim, _) in flight.in_flight.items():
             task.cancel()
             flight.batch.settlements.append(
                 Settlement(
@@ -316,6 +331,14 @@ class Pump:
             breaker=self._config.breaker,
         )
         log_breaker(result, self._config.breaker)
+        if result.app_key_newly_paused:
+            log.error(
+                "%s: PATCH and DELETE paused for the whole fleet for %.0f s, then tried again; "
+                "they are kept, and POSTs go on. Check DD_APP_KEY: an application key of the "
+                "org with the dora_metrics_write permission.",
+                update.app_key_detail,
+                update.app_key_close_ms / 1000,
+            )
         if result.gate_newly_closed:
             until = datetime.now(UTC).timestamp() + update.close_ms / 1000
             when = datetime.fromtimestamp(until, UTC).isoformat(timespec="seconds")

@@ -8,7 +8,7 @@ the store's scripts report back.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Final
 
@@ -40,6 +40,9 @@ class Attempt:
     in_doubt: bool = False
     """No answer, but the request may have reached the API (a timeout, a connection lost
     after it was written): it may still be applied later."""
+    app_key: bool = False
+    """The request carried the application key (a PATCH or a DELETE): a 401/403 refuses
+    that key, and pauses only those operations."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +65,11 @@ class Claim:
     doubt_until_ms: int | None = None
     """An earlier request may still land at the API until then (Redis' clock); a send of
     the current version claimed at or after it is owed. None: no request is in doubt."""
+    done: Mapping[str, str] = field(default_factory=dict)
+    """What Datadog accepted last of each request (``done:*`` fields, see
+    ``workers.delivery.operations``): only what differs is sent."""
+    app_key_paused_until_ms: int = 0
+    """The fleet's pause of PATCH and DELETE (a refused application key) ends then."""
     problem: str | None = None
     """Why the stored state cannot be used (a field that does not parse, named), or None.
 
@@ -93,6 +101,17 @@ class Settlement:
     outage: bool = False
     """The attempt failed as when the API is down (see ``breaker.is_outage``): while the
     circuit breaker is open, the incident stays due instead of backing off alone."""
+    step: str = ""
+    """The request this settles (``operations.Step``: post, patch, delete); '' for none."""
+    step_done: str = ""
+    """What ``done:<step>`` records once the step is delivered or dead-lettered."""
+    more: bool = False
+    """Other requests are owed after this step: due again at once, not yet ``sent``."""
+    forget: bool = False
+    """Forget what Datadog accepted (``done:*``, ``sent``, the doubt): requests in doubt may
+    have landed out of order, so every request of the state goes again, in order."""
+    app_key_wait: bool = False
+    """Waits for a usable application key (missing, or refused): counted in ``status``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +137,8 @@ class SettleResult:
     """This batch opened the circuit breaker."""
     breaker_closed: bool = False
     """This batch closed it: the API answered again."""
+    app_key_newly_paused: bool = False
+    """This batch paused PATCH and DELETE fleet-wide: Datadog refused the application key."""
 
 
 @dataclass(frozen=True, slots=True)

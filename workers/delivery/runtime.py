@@ -60,6 +60,10 @@ def pump_config(settings: Settings) -> PumpConfig:
             orphan_wait_ms=int(settings.orphan_wait_s * 1000),
             max_age_ms=int(settings.max_age_s * 1000),
             auth_pause_s=settings.auth_pause_s,
+            # A dry run prints PATCH and DELETE too: it needs no key.
+            has_app_key=settings.dd_app_key is not None or settings.dry_run,
+            patch_wait_ms=int(settings.patch_wait_s * 1000),
+            patch_by_version=settings.patch_by_version,
         ),
         # While nothing is known about limits, one request probes: it holds the gate no
         # longer than it can take.
@@ -82,6 +86,7 @@ def datadog_sender(settings: Settings) -> Sender:
     return DatadogSender(
         base_url=settings.api_base_url,
         api_key=settings.dd_api_key,
+        app_key=settings.dd_app_key,
         timeout_s=settings.http_timeout_s,
         transport=default_transport(settings.max_in_flight),
     )

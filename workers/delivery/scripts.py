@@ -89,6 +89,10 @@ class SettleArgs:
     """Outage answers in a row, fleet-wide, that open the breaker."""
     breaker_probe_ms: int
     """From opening to the first probe."""
+    app_key_close_ms: int
+    """Pause PATCH and DELETE fleet-wide this long (Datadog refused the application key)."""
+    app_key_detail: str
+    """Why, for people (``status``)."""
     settlements: tuple[Settlement, ...]
 
 
@@ -173,7 +177,9 @@ class Script(Generic[A]):
 
 
 CLAIM: Final = Script("claim.lua", ("due", "inflight", "dead", "stats", "gate"), ClaimArgs)
-SETTLE: Final = Script("settle.lua", ("due", "inflight", "dead", "stats", "gate"), SettleArgs)
+SETTLE: Final = Script(
+    "settle.lua", ("due", "inflight", "dead", "stats", "gate", "app_key_waits"), SettleArgs
+)
 FOLD: Final = Script(
     "fold.lua", ("ingest", "due", "inflight", "dead", "stats"), FoldArgs, incident_keys=True
 )

@@ -1,4 +1,4 @@
-"""The HTTP side: one pooled client per process, POSTing merged incident states to Datadog."""
+"""The HTTP side: one pooled client per process, sending each claim's request to Datadog."""
 
 from __future__ import annotations
 
@@ -14,12 +14,12 @@ import httpx
 from httpx_aiohttp import AiohttpTransport
 from pydantic import SecretStr
 
-from forwarder.protocol import KIND_DEPLOYMENT, KIND_FAILURE
+from workers.delivery.operations import ApiRequest
 from workers.delivery.records import MAX_BODY_KEPT, Attempt
 
-PATHS: Final = {KIND_FAILURE: "/api/v2/dora/failure", KIND_DEPLOYMENT: "/api/v2/dora/deployment"}
-"""Where each kind of event is POSTed."""
 USER_AGENT: Final = "dora-forwarder/0.1"
+MAX_CACHED_URLS: Final = 64
+"""Parsed URLs a sender keeps (the two POST paths first; PATCH and DELETE paths name ids)."""
 
 NOT_SENT_ERRORS: Final = (
     httpx.ConnectError,
@@ -49,15 +49,15 @@ def may_have_landed(exc: BaseException) -> bool:
 
 
 class Sender(Protocol):
-    """Something that delivers one incident's attributes and says what happened."""
+    """Something that sends one request to Datadog and says what happened."""
 
-    async def send(self, attributes: Mapping[str, Any], kind: str = KIND_FAILURE) -> Attempt: ...
+    async def send(self, request: ApiRequest) -> Attempt: ...
 
     async def aclose(self) -> None: ...
 
 
 def request_body(attributes: Mapping[str, Any]) -> bytes:
-    """The JSON body Datadog expects for one incident's attributes."""
+    """The JSON body Datadog expects for one event's POST attributes."""
     return json.dumps({"data": {"attributes": attributes}}, separators=(",", ":")).encode()
 
 
@@ -67,7 +67,8 @@ def default_transport(max_connections: int) -> httpx.AsyncBaseTransport:
 
 
 class DatadogSender:
-    """POSTs to ``<base_url>/api/v2/dora/<kind>`` with the API key; never raises for HTTP.
+    """Sends each request to ``<base_url><path>`` with the API key (and the application key
+    for PATCH and DELETE); never raises for HTTP.
 
     ``transport`` is the seam for tests (``httpx.MockTransport``) and other clients. The
     transport is called directly, without ``httpx.AsyncClient``: a forwarder that posts to
@@ -82,17 +83,24 @@ class DatadogSender:
         api_key: SecretStr,
         timeout_s: float,
         transport: httpx.AsyncBaseTransport,
+        app_key: SecretStr | None = None,
     ) -> None:
         self._timeout_s = timeout_s
         self._transport = transport
-        self._urls = {kind: httpx.URL(base_url.rstrip("/") + path) for kind, path in PATHS.items()}
+        self._base_url = base_url.rstrip("/")
+        self._urls: dict[str, httpx.URL] = {}
         self._headers = [
-            (b"Host", self._urls[KIND_FAILURE].netloc),
+            (b"Host", httpx.URL(self._base_url).netloc),
             (b"DD-API-KEY", api_key.get_secret_value().encode()),
             (b"Content-Type", b"application/json"),
             (b"Accept", b"application/json"),
             (b"User-Agent", USER_AGENT.encode()),
         ]
+        # A request without the application key gets Datadog's 403, which pauses PATCH and
+        # DELETE as a refused key would; the workers do not send them without one.
+        self._app_headers = self._headers + (
+            [(b"DD-APPLICATION-KEY", app_key.get_secret_value().encode())] if app_key else []
+        )
         self._timeouts = {
             "connect": timeout_s,
             "read": timeout_s,
@@ -101,17 +109,26 @@ class DatadogSender:
         }
 
     def __repr__(self) -> str:
-        return f"DatadogSender(url={str(self._urls[KIND_FAILURE])!r})"
+        return f"DatadogSender(base_url={self._base_url!r})"
 
-    async def send(self, attributes: Mapping[str, Any], kind: str = KIND_FAILURE) -> Attempt:
-        """POST one event; transport failures and timeouts come back as ``Attempt.error``,
+    def _url(self, path: str) -> httpx.URL:
+        # POST paths are two, PATCH and DELETE paths one per id: parsed once, kept bounded.
+        url = self._urls.get(path)
+        if url is None:
+            url = httpx.URL(self._base_url + path)
+            if len(self._urls) < MAX_CACHED_URLS:
+                self._urls[path] = url
+        return url
+
+    async def send(self, api_request: ApiRequest) -> Attempt:
+        """Send one request; transport failures and timeouts come back as ``Attempt.error``,
         with ``in_doubt`` set when the request may still land."""
-        body = request_body(attributes)
+        app_key = api_request.needs_app_key
         request = httpx.Request(
-            "POST",
-            self._urls[kind],
-            headers=self._headers,
-            content=body,
+            api_request.method,
+            self._url(api_request.path),
+            headers=self._app_headers if app_key else self._headers,
+            content=api_request.content,
             extensions={"timeout": self._timeouts},
         )
         started = time.perf_counter()
@@ -129,15 +146,19 @@ class DatadogSender:
             # an answer came after the request was written, so may_have_landed says so.
             error = f"{type(exc).__name__}: {exc}"[:MAX_BODY_KEPT]
             elapsed_s = time.perf_counter() - started
-            return Attempt(None, {}, "", error, elapsed_s, in_doubt=may_have_landed(exc))
+            return Attempt(
+                None, {}, "", error, elapsed_s, in_doubt=may_have_landed(exc), app_key=app_key
+            )
         except TimeoutError:
             error = f"no answer within {self._timeout_s + 1.0:g} s"
-            return Attempt(None, {}, "", error, time.perf_counter() - started, in_doubt=True)
+            elapsed_s = time.perf_counter() - started
+            return Attempt(None, {}, "", error, elapsed_s, in_doubt=True, app_key=app_key)
         return Attempt(
             response.status_code,
             response.headers,
             response.text[:MAX_BODY_KEPT],
             elapsed_s=time.perf_counter() - started,
+            app_key=app_key,
         )
 
     async def aclose(self) -> None:
@@ -155,20 +176,17 @@ class PrintingSender:
     def __init__(self, *, base_url: str, fd: int = 1) -> None:
         self._base_url = base_url.rstrip("/")
         self._fd = fd
-        self._prefixes = {
-            kind: b'{"method":"POST","url":'
-            + json.dumps(self._base_url + path).encode()
-            + b',"body":'
-            for kind, path in PATHS.items()
-        }
 
     def __repr__(self) -> str:
         return f"PrintingSender(base_url={self._base_url!r})"
 
-    async def send(self, attributes: Mapping[str, Any], kind: str = KIND_FAILURE) -> Attempt:
-        """Print the request for ``attributes``; it counts as accepted."""
-        os.write(self._fd, self._prefixes[kind] + request_body(attributes) + b"}\n")
-        return Attempt(202, {}, "")
+    async def send(self, request: ApiRequest) -> Attempt:
+        """Print ``request``; it counts as accepted."""
+        head = b'{"method":' + json.dumps(request.method).encode()
+        head += b',"url":' + json.dumps(self._base_url + request.path).encode()
+        body = request.content or b"null"
+        os.write(self._fd, head + b',"body":' + body + b"}\n")
+        return Attempt(202, {}, "", app_key=request.needs_app_key)
 
     async def aclose(self) -> None:
         """Nothing to close."""

@@ -216,11 +216,12 @@ class Store:
             ),
         )
         reply = await self._claim(keys=keys, args=args)
+        now, app_key_until = int(reply[0]), int(reply[3])
         return ClaimResult(
-            now_ms=int(reply[0]),
+            now_ms=now,
             wait_ms=int(reply[1]),
             gate_reason=reply[2].decode() if isinstance(reply[2], bytes) else str(reply[2]),
-            claims=[_claim_from(row, int(reply[0])) for row in reply[3:]],
+            claims=[_claim_from(row, now, app_key_until) for row in reply[4:]],
         )
 
     async def settle(
@@ -263,11 +264,15 @@ class Store:
                 healthy=breaker_update.healthy,
                 breaker_failures=breaker.failures,
                 breaker_probe_ms=breaker.probe_ms,
+                app_key_close_ms=gate.app_key_close_ms,
+                app_key_detail=gate.app_key_detail,
                 settlements=tuple(settlements),
             ),
         )
         reply = await self._settle(keys=keys, args=args)
-        delivered, retried, dead, stale, newly_closed, breaker_change = (int(x) for x in reply)
+        delivered, retried, dead, stale, newly_closed, breaker_change, app_key_paused = (
+            int(x) for x in reply
+        )
         return SettleResult(
             delivered,
             retried,
@@ -276,6 +281,7 @@ class Store:
             bool(newly_closed),
             breaker_opened=breaker_change > 0,
             breaker_closed=breaker_change < 0,
+            app_key_newly_paused=bool(app_key_paused),
         )
 
     async def heartbeat(self, consumer: str, forget_after_ms: int) -> None:
@@ -307,7 +313,10 @@ class Store:
         return max(0, int(first[0][1]) - (int(seconds) * 1000 + int(micros) // 1000))
 
 
-def _claim_from(row: Sequence[bytes], claimed_at_ms: int) -> Claim:
+_DONE: Final = frozenset({StateField.DONE_POST, StateField.DONE_PATCH, StateField.DONE_DELETE})
+
+
+def _claim_from(row: Sequence[bytes], claimed_at_ms: int, app_key_until_ms: int = 0) -> Claim:
     """The claim a row of ``claim.lua``'s reply describes.
 
     The batch is in flight already: a field that does not parse must not raise (that would
@@ -317,6 +326,7 @@ def _claim_from(row: Sequence[bytes], claimed_at_ms: int) -> Claim:
     attributes: dict[str, Any] = {}
     numbers: dict[str, int] = {}
     remembered: str | None = None
+    done: dict[str, str] = {}
     problems: list[str] = []
     for name, value in zip(row[1::2], row[2::2], strict=True):
         key = name.decode(errors="replace")
@@ -327,6 +337,8 @@ def _claim_from(row: Sequence[bytes], claimed_at_ms: int) -> Claim:
                 numbers[key] = int(value)
             elif key == StateField.REMEMBERED:
                 remembered = value.decode()
+            elif key in _DONE:
+                done[key] = value.decode()
         except ValueError as exc:  # JSON, int() and UTF-8 errors are all ValueErrors
             problems.append(f"field {key!r} = {_shown(value)} does not parse ({exc})")
             if key.startswith(ATTRIBUTE_PREFIX):
@@ -344,6 +356,8 @@ def _claim_from(row: Sequence[bytes], claimed_at_ms: int) -> Claim:
         published_ms=numbers.get(StateField.PUBLISHED_MS),
         remembered_digest=remembered,
         doubt_until_ms=numbers.get(StateField.DOUBT_UNTIL_MS),
+        done=done,
+        app_key_paused_until_ms=app_key_until_ms,
         problem="; ".join(problems) or None,
     )
 

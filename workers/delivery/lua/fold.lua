@@ -91,18 +91,40 @@ for u = 1, n_updates do
   if is_incident(incident_id) and redis.call('EXISTS', key) == 0 then
     recalled = recall_finish(key, incident_id)
   end
+  -- A DELETE drops every field older than it, and no write older than it lands afterwards
+  -- (as workers/delivery/fold.py merge): reordered entries cannot bring a deleted id back.
+  local deleted_at = redis.call('HGET', key, 's:delete')
   for _ = 1, tonumber(n_fields) do
     local field, position, value = unpack(ARGV, i, i + 2)
     i = i + 3
     if position > newest then newest = position end
     local seen = redis.call('HGET', key, 's:' .. field)
-    if (not seen) or position > seen then
+    local after_delete = field == 'delete' or (not deleted_at) or position > deleted_at
+    if ((not seen) or position > seen) and after_delete then
       redis.call('HSET', key, 's:' .. field, position)
       if redis.call('HGET', key, 'a:' .. field) ~= value then
         redis.call('HSET', key, 'a:' .. field, value)
         dirty = true
       end
+      if field == 'delete' then
+        deleted_at = position
+        for _, name in ipairs(redis.call('HKEYS', key)) do
+          if string.sub(name, 1, 2) == 'a:' and name ~= 'a:delete' then
+            local attribute = string.sub(name, 3)
+            local written = redis.call('HGET', key, 's:' .. attribute)
+            if (not written) or written < position then
+              redis.call('HDEL', key, 'a:' .. attribute, 's:' .. attribute)
+            end
+          end
+        end
+        -- What a finish record said Datadog holds is about to be deleted.
+        redis.call('HDEL', key, 'remembered')
+      end
     end
+  end
+  if dirty and force == '1' then
+    -- A replay: every request of the state goes again, whatever Datadog accepted before.
+    redis.call('HDEL', key, 'done:post', 'done:patch', 'done:delete')
   end
   if dirty then
     local version = redis.call('HINCRBY', key, 'version', 1)
@@ -123,11 +145,14 @@ for u = 1, n_updates do
     end
     -- An incident in flight is made due again by its settlement, which sees the new version.
     if not quiet and not redis.call('ZSCORE', inflight_key, incident_id) then
-      -- As workers/delivery/fold.py is_complete: an incident needs services or team, a deployment
-      -- always has its service.
-      local complete = redis.call('HEXISTS', key, 'a:started_at') == 1 and
+      -- As workers/delivery/fold.py owes_something_now: an incident's POST needs services or
+      -- team (a deployment always has its service); a PATCH (it always has change_failure)
+      -- or a DELETE can go at once.
+      local complete = (redis.call('HEXISTS', key, 'a:started_at') == 1 and
         (redis.call('HEXISTS', key, 'a:services') == 1 or redis.call('HEXISTS', key, 'a:team') == 1
-         or redis.call('HEXISTS', key, 'a:service') == 1)
+         or redis.call('HEXISTS', key, 'a:service') == 1))
+        or redis.call('HEXISTS', key, 'a:delete') == 1
+        or redis.call('HEXISTS', key, 'a:patch.change_failure') == 1
       local due_at = now
       if not complete then
         -- A finish without its start waits for it; if it is still alone then, it is dead-lettered.

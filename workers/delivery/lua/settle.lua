@@ -33,22 +33,35 @@
 -- closes it. While it is open, an outage retry stays due (held back by the breaker, not by
 -- its own backoff), so that everything goes out as soon as it closes.
 --
--- KEYS: due, inflight, dead, stats, gate
+-- Steps (workers/delivery/operations.py): a state may owe a DELETE, a POST and a PATCH, one
+-- request per claim. A step delivered is recorded in `done:<step>`; with `more` the state is
+-- due again at once (and not `sent` yet). A dead-lettered step ends its version, as before. A delivered DELETE forgets
+-- what Datadog held (`done:post`, `done:patch`, an incident's finish record). `forget`
+-- clears all of it: after requests in doubt every step goes again, in order.
+--
+-- Application key: a PATCH or DELETE waiting for one (`app_key_wait`) is listed in
+-- app_key_waits; `app_key_close_ms` pauses them fleet-wide (a refused key), and a delivered
+-- PATCH or DELETE lifts that pause.
+--
+-- KEYS: due, inflight, dead, stats, gate, app_key_waits
 -- ARGV (SettleArgs in workers/delivery/scripts.py): incident key prefix, token,
 --       now_ms ('' for Redis' clock), retention_ms, finished_prefix, finished_retention_ms,
 --       close_ms, close_reason, close_detail,
 --       budget_limit (0: no budget seen), remaining, reset_ms, period_ms,
 --       unlimited (1: a 2xx came without rate-limit headers), answered (1: any answer),
 --       outages, healthy (0/1), breaker_failures, breaker_probe_ms (see above),
+--       app_key_close_ms, app_key_detail (see above),
 --       n_settlements, then per outcome (Settlement): incident_id, version, verdict, delay_ms,
 --       reason, detail (JSON, dead letters), digest (of the delivered attributes, or ''),
---       sent_at_ms (0: not sent), doubt (1: may land), outage (1: an outage answer)
+--       sent_at_ms (0: not sent), doubt (1: may land), outage (1: an outage answer),
+--       step, step_done, more, forget, app_key_wait (see above)
 -- Returns: {delivered, retry, dead, stale, gate newly closed (0/1),
---           breaker (1: opened, -1: closed, 0: neither)}
-local due_key, inflight_key, dead_key, stats_key, gate_key = unpack(KEYS, 1, 5)
+--           breaker (1: opened, -1: closed, 0: neither), application key newly paused (0/1)}
+local due_key, inflight_key, dead_key, stats_key, gate_key, app_key_waits_key = unpack(KEYS, 1, 6)
 local prefix, token, now_ms, retention_ms, finished_prefix, finished_retention_ms, close_ms,
   close_reason, close_detail, budget_limit, remaining, reset_ms, period_ms, unlimited, answered,
-  outages, healthy, breaker_failures, breaker_probe_ms, n_settlements = unpack(ARGV, 1, 20)
+  outages, healthy, breaker_failures, breaker_probe_ms, app_key_close_ms, app_key_detail,
+  n_settlements = unpack(ARGV, 1, 22)
 local now = clock_ms(now_ms)
 
 -- Remember the finish of a delivered incident: its value, and the digest of the whole state
@@ -67,17 +80,22 @@ local counts = {delivered = 0, retry = 0, wait = 0, dead = 0, stale = 0}
 -- Every argument is checked before the first write: Redis does not undo the writes of a script
 -- that fails halfway, and claims settled by half a batch would be left in flight.
 local outcomes = {}
-for i = 21, 20 + 10 * tonumber(n_settlements), 10 do
+for i = 23, 22 + 15 * tonumber(n_settlements), 15 do
   local incident_id, version, verdict, delay_ms, reason, detail, digest, sent_at_ms, doubt,
-    outage = unpack(ARGV, i, i + 9)
+    outage, step, step_done, more, forget, app_key_wait = unpack(ARGV, i, i + 14)
   version, delay_ms, sent_at_ms = num(version), num(delay_ms), num(sent_at_ms)
   if not (version and delay_ms and sent_at_ms and counts[verdict]) or verdict == 'stale' then
     return redis.error_reply('settle: the settlement of ' .. tostring(incident_id)
       .. ' has a bad version, delay_ms, sent_at_ms or verdict')
   end
+  if not (step == '' or step == 'post' or step == 'patch' or step == 'delete') then
+    return redis.error_reply('settle: the settlement of ' .. tostring(incident_id)
+      .. ' has a bad step')
+  end
   outcomes[#outcomes + 1] = {incident_id, version, verdict, delay_ms, reason, detail, digest,
-    sent_at_ms, doubt, outage}
+    sent_at_ms, doubt, outage, step, step_done, more, forget, app_key_wait}
 end
+app_key_close_ms = num(app_key_close_ms) or 0
 outages, breaker_failures = num(outages) or 0, num(breaker_failures) or 1
 breaker_probe_ms = num(breaker_probe_ms) or 1000
 -- Figures about the gate that are missing or absurd tell nothing (workers/delivery/gate.py
@@ -90,7 +108,7 @@ if not (remaining and reset_ms and period_ms and reset_ms >= 0 and period_ms > 0
 end
 
 local refused = check_types({{due_key, 'zset'}, {inflight_key, 'zset'}, {dead_key, 'stream'},
-  {stats_key, 'hash'}, {gate_key, 'hash'}})
+  {stats_key, 'hash'}, {gate_key, 'hash'}, {app_key_waits_key, 'zset'}})
 if refused then return refused end
 
 -- The breaker next: the settlements below depend on whether it is open.
@@ -117,7 +135,7 @@ end
 local last_error = nil
 for _, outcome in ipairs(outcomes) do
   local incident_id, version, verdict, delay_ms, reason, detail, digest, sent_at_ms, doubt,
-    outage = unpack(outcome)
+    outage, step, step_done, more, forget, app_key_wait = unpack(outcome)
   local key = prefix .. incident_id
   -- A key of another type is no state: left alone here, its lease lapses and claim.lua
   -- dead-letters it (a settlement must not fail halfway through its batch).
@@ -129,10 +147,14 @@ for _, outcome in ipairs(outcomes) do
       -- A request went out: Datadog may no longer hold the state a finish record described.
       redis.call('HDEL', key, 'remembered')
     end
-    if verdict == 'delivered' then
+    if verdict == 'delivered' and more ~= '1' then
       if version > (num(redis.call('HGET', key, 'sent')) or 0) then
         redis.call('HSET', key, 'sent', version)
       end
+    end
+    if verdict == 'delivered' and (step == 'patch' or step == 'delete') then
+      -- The application key works: whatever paused PATCH and DELETE is over.
+      redis.call('HDEL', gate_key, 'app_key_closed_until_ms', 'app_key_detail')
     end
     if not owned then
       counts.stale = counts.stale + 1
@@ -154,6 +176,27 @@ for _, outcome in ipairs(outcomes) do
       end
       counts[verdict] = counts[verdict] + 1
       if verdict == 'retry' or verdict == 'dead' then last_error = incident_id .. ': ' .. reason end
+      if app_key_wait == '1' then
+        redis.call('ZADD', app_key_waits_key, 'NX', ms(now), incident_id)
+      else
+        redis.call('ZREM', app_key_waits_key, incident_id)
+      end
+      if step ~= '' and verdict == 'delivered' then
+        -- Datadog holds it: the same content costs no request again. (A dead-lettered step
+        -- ends its version: the steps behind it are in the letter, and go with a new one.)
+        redis.call('HSET', key, 'done:' .. step, step_done)
+        if step == 'delete' then
+          redis.call('HDEL', key, 'done:post', 'done:patch')
+          if is_incident(incident_id) then redis.call('DEL', finished_prefix .. incident_id) end
+        end
+      end
+      if forget == '1' then
+        redis.call('HDEL', key, 'done:post', 'done:patch', 'done:delete', 'doubt_until_ms')
+        if (num(redis.call('HGET', key, 'sent')) or 0) >= version then
+          redis.call('HSET', key, 'sent', version - 1)
+        end
+        doubt_until = 0
+      end
       if breaker_open and sent_at_ms == 0 and doubt ~= '1'
           and redis.call('HGET', gate_key, 'breaker_probe') == incident_id then
         -- The breaker's probe sent nothing (already sent, waiting for its start, invalid):
@@ -189,7 +232,7 @@ for _, outcome in ipairs(outcomes) do
           redis.call('XADD', dead_key, '*', 'source', 'incident', 'incident_id', incident_id,
             'reason', reason, 'detail', detail, 'at_ms', ms(now))
         end
-        if current > version then
+        if current > version or (more == '1' and verdict == 'delivered') then
           redis.call('ZADD', due_key, ms(now), incident_id)
         elseif verdict == 'delivered' and doubt_until > 0 and sent_at_ms < doubt_until then
           -- An earlier request may still land after this one: send the current version once
@@ -205,7 +248,7 @@ for _, outcome in ipairs(outcomes) do
         if verdict == 'delivered' then
           -- Only the state just delivered: a newer one (current > version) is sent next, and
           -- remembered when it is delivered.
-          if current == version then remember_finish(key, incident_id, digest) end
+          if current == version and more ~= '1' then remember_finish(key, incident_id, digest) end
         end
       end
     end
@@ -241,6 +284,15 @@ if budget_limit > 0 and close_reason ~= 'auth' then
   redis.call('HSET', gate_key, 'limit', ms(budget_limit), 'period_ms', ms(period_ms),
     'budget_ms', ms(now))
 end
+local app_key_newly_paused = 0
+if app_key_close_ms > 0 then
+  local paused_until = num(redis.call('HGET', gate_key, 'app_key_closed_until_ms')) or 0
+  if paused_until <= now then app_key_newly_paused = 1 end
+  if now + app_key_close_ms > paused_until then
+    redis.call('HSET', gate_key, 'app_key_closed_until_ms', ms(now + app_key_close_ms),
+      'app_key_detail', app_key_detail)
+  end
+end
 if unlimited == '1' and close_reason ~= 'auth' then
   redis.call('HSET', gate_key, 'unlimited_ms', ms(now))
 end
@@ -255,4 +307,5 @@ end
 if last_error then redis.call('HSET', stats_key, 'last_error', last_error, 'last_error_ms', ms(now)) end
 if counts.retry > 0 then add(stats_key, 'retries', counts.retry) end
 if counts.dead > 0 then add(stats_key, 'dead_letters', counts.dead) end
-return {counts.delivered, counts.retry, counts.dead, counts.stale, newly_closed, breaker_change}
+return {counts.delivered, counts.retry, counts.dead, counts.stale, newly_closed, breaker_change,
+  app_key_newly_paused}
