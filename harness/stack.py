@@ -308,7 +308,7 @@ def judge(standin: DoraStandin, expected: dict[str, dict[str, Any]]) -> Received
     lost = [i for i, state in expected.items() if latest.get(i) != state]
     bodies: Counter[str] = Counter()
     for request in standin.requests():
-        if request.status == 202 and request.attributes is not None:
+        if request.method == "POST" and request.status == 202 and request.attributes is not None:
             bodies[repr(sorted(request.attributes.items()))] += 1
     duplicates = sum(count - 1 for count in bodies.values())
     return Received(

@@ -1,12 +1,14 @@
 """A local stand-in for Datadog's DORA Metrics API, for integration tests and benchmarks.
 
-It validates and records `POST /api/v2/dora/{failure,incident,deployment}` as Datadog does
-(/work/shared/reference/DORA-API.md) and lets tests inject latency, forced statuses, dropped
-connections, calendar-aligned rate limits and requests applied late (after the client gave
-up). Run in-process with `StandinServer`, or as
-`python -m harness.standin --port 0 --api-key KEY [--latency-ms 50] [--rate-limit 100/10]`.
-Both modes serve `GET /_standin/state`, `GET /_standin/requests`, `POST /_standin/behaviour` and
-`POST /_standin/reset`.
+It validates, records and applies Datadog's DORA write operations as Datadog does
+(/work/shared/reference/DORA-API.md): `POST /api/v2/dora/{failure,incident,deployment}`
+(API key), `PATCH /api/v2/dora/deployments/{id}`, the preview `PATCH /api/v2/dora/deployments`
+(by version) and `DELETE /api/v2/dora/{deployment,failure}/{id}` (API and application keys).
+Tests can inject latency, forced statuses, dropped connections, calendar-aligned rate limits
+and requests applied late (after the client gave up), on any of them. Run in-process with
+`StandinServer`, or as `python -m harness.standin --port 0 --api-key KEY [--app-key KEY]
+[--latency-ms 50] [--rate-limit 100/10]`. Both modes serve `GET /_standin/state`,
+`GET /_standin/requests`, `POST /_standin/behaviour` and `POST /_standin/reset`.
 """
 
 from __future__ import annotations
@@ -15,59 +17,108 @@ import argparse
 import asyncio
 import json
 import math
-import os
-import re
 import signal
 import threading
 import time
-import uuid
 from collections import Counter, deque
-from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from http.client import responses as reason_phrases
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Self, TypeVar
+from typing import Any, Final, Self, TypeVar
 
-import yaml
 from aiohttp import web
-from jsonschema.exceptions import best_match
 from multidict import CIMultiDict
-from openapi_schema_validator import OAS30Validator, oas30_format_checker
-from referencing import Registry
-from referencing.jsonschema import DRAFT4
 
-if TYPE_CHECKING:
-    from referencing._core import Resolver  # not re-exported by referencing
+from harness.standin_bodies import (
+    Bodies,
+    Invalid,
+    Selector,
+    attributes_of,
+    bad_request,
+    nanoseconds,
+    parse,
+)
 
-# A copy of Datadog's published spec (DORA paths only), so that a fresh clone is complete.
-DEFAULT_OPENAPI_PATH = Path(__file__).resolve().parent / "data" / "dora-openapi.yaml"
 DEFAULT_API_KEY = "standin-api-key"
+DEFAULT_APP_KEY = "standin-app-key"
 KIND_OF_PATH = {
     "/api/v2/dora/failure": "dora_failure",
     "/api/v2/dora/incident": "dora_failure",  # legacy path, same schema and response type
     "/api/v2/dora/deployment": "dora_deployment",
 }
+"""The POST paths and the kind of event each creates."""
+KINDS: Final = ("dora_failure", "dora_deployment")
 JSONAPI_TYPE = "application/vnd.api+json"
-SCHEMA_OF_KIND = {"dora_failure": "DORAFailureRequest", "dora_deployment": "DORADeploymentRequest"}
 Headers = Mapping[str, str] | None
-# The schema states the id rule only in prose, but Datadog enforces it.
-_EVENT_ID = re.compile(r"[A-Za-z0-9._:-]{16,128}")
 _RATE_HEADERS = [f"X-RateLimit-{h}" for h in ("Limit", "Period", "Remaining", "Reset", "Name")]
-_SPEC_URI = "urn:dora-openapi"
-_NOT_JSON = object()
+_ACCEPTED = (200, 202)
 _T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
+class Route:
+    """One DORA write operation the stand-in serves."""
+
+    method: str
+    path: str  # an aiohttp pattern; `{event_id}` is the id the operation acts on
+    operation: str  # "post", "patch", "patch_by_version" or "delete"
+    kind: str  # the events it writes: "dora_failure" or "dora_deployment"
+    limit_name: str  # its rate limit's X-RateLimit-Name (Datadog's own names are unknown)
+
+    @property
+    def needs_app_key(self) -> bool:
+        """Datadog's PATCH and DELETE need DD-APPLICATION-KEY too; the POSTs only DD-API-KEY."""
+        return self.operation != "post"
+
+
+ROUTES: Final = (
+    *(Route("POST", path, "post", kind, kind) for path, kind in KIND_OF_PATH.items()),
+    Route(
+        "PATCH",
+        "/api/v2/dora/deployments/{event_id}",
+        "patch",
+        "dora_deployment",
+        "dora_deployment_patch",
+    ),
+    Route(
+        "PATCH",
+        "/api/v2/dora/deployments",
+        "patch_by_version",
+        "dora_deployment",
+        "dora_deployment_patch",
+    ),
+    Route(
+        "DELETE",
+        "/api/v2/dora/deployment/{event_id}",
+        "delete",
+        "dora_deployment",
+        "dora_deployment_delete",
+    ),
+    Route(
+        "DELETE", "/api/v2/dora/failure/{event_id}", "delete", "dora_failure", "dora_failure_delete"
+    ),
+)
+RATE_LIMIT_NAMES: Final = tuple(dict.fromkeys(route.limit_name for route in ROUTES))
+
+
+@dataclass(frozen=True, slots=True)
 class RecordedRequest:
-    """One POST to a DORA endpoint; `status` is 0 when its connection was dropped."""
+    """One request to a DORA write endpoint; `status` is 0 when its connection was dropped."""
 
     path: str
     status: int
-    attributes: dict[str, Any] | None
+    attributes: dict[str, Any] | None  # the body's data.attributes; None for a DELETE
     headers: dict[str, str]
     received_at: float  # time.monotonic() on arrival, before any injected latency
     received_wall: float = 0.0  # wall_clock() on arrival: places it in a rate-limit window
+    method: str = "POST"
+    # The id of the event it acts on: a POST's id (the one the stand-in gave it when it had
+    # none), the id in a PATCH's or DELETE's path, the deployment a PATCH by version updated.
+    # None when unknown: a POST without a string id it did not accept, a PATCH by version it
+    # did not apply.
+    event_id: str | None = None
+    kind: str = "dora_failure"  # the kind of event it acts on, or "dora_deployment"
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +130,7 @@ class _Canned:
     def response(self) -> web.Response:
         body, phrase = self.body, reason_phrases.get(self.status, "Error")
         if body is None:
-            body = _bad_request(phrase, "") if self.status == 400 else {"errors": [phrase]}
+            body = bad_request(phrase, "") if self.status == 400 else {"errors": [phrase]}
         if isinstance(body, str):  # e.g. an HTML 429 page, as datadogpy once received
             payload, content_type = body.encode(), "text/plain; charset=utf-8"
         else:
@@ -90,6 +141,15 @@ class _Canned:
 
 
 _DROP = _Canned(0)
+
+
+@dataclass(frozen=True, slots=True)
+class _Write:
+    """A valid write, to apply (under the lock) once the stand-in decides to accept it."""
+
+    event_id: str | None  # None: a PATCH by version, whose deployment is found when applied
+    attributes: dict[str, Any]  # a POST's event; the fields a PATCH sets; {} for a DELETE
+    selector: Selector | None = None
 
 
 @dataclass(slots=True)
@@ -117,81 +177,62 @@ class _RateLimit:
         return admitted, headers
 
 
-class _Invalid(Exception):
-    """args: (detail, JSON pointer to the offending value)."""
-
-
-def _bad_request(detail: str, pointer: str) -> dict[str, Any]:
-    error = {"status": "400", "title": "Bad Request", "detail": detail}
-    return {"errors": [{**error, "source": {"pointer": pointer}}]}
-
-
 def _json(status: int, body: Any, content_type: str = "application/json") -> web.Response:
     return web.Response(status=status, body=json.dumps(body).encode(), content_type=content_type)
 
 
-def _nanoseconds(timestamp: int) -> int:
-    """Datadog infers the unit from the magnitude: seconds, milliseconds or nanoseconds."""
-    if timestamp < 10**11:
-        return timestamp * 10**9
-    return timestamp * 10**6 if timestamp < 10**14 else timestamp
+def _accepted(status: int, body: Any) -> web.Response:
+    return _json(status, body, JSONAPI_TYPE)
 
 
-def _attributes(body: Any) -> dict[str, Any] | None:
-    data = body.get("data") if isinstance(body, dict) else None
-    attributes = data.get("attributes") if isinstance(data, dict) else None
-    return attributes if isinstance(attributes, dict) else None
+def _not_found() -> web.Response:
+    return _json(404, {"errors": ["Not Found"]})
 
 
-def _inline_refs(node: Any, resolver: Resolver[Any]) -> Any:
-    """Replace every `$ref` by its target (the DORA schemas are not recursive)."""
-    if isinstance(node, list):
-        return [_inline_refs(item, resolver) for item in node]
-    if not isinstance(node, dict):
-        return node
-    if "$ref" in node:
-        resolved = resolver.lookup(node["$ref"])
-        return _inline_refs(resolved.contents, resolved.resolver)
-    return {key: _inline_refs(value, resolver) for key, value in node.items()}
+def _keyed(request: RecordedRequest) -> tuple[str, str] | None:
+    """(kind, id) of an accepted request that names its event, else None."""
+    if request.status not in _ACCEPTED or request.event_id is None:
+        return None
+    return request.kind, request.event_id
 
 
-def load_validators(openapi_path: str | Path | None = None) -> dict[str, OAS30Validator]:
-    """One validator per kind, its `#/components/...` refs resolved within the document.
-
-    They are resolved once here: per-request $ref lookups made validation 2.2x slower.
-    """
-    path = Path(openapi_path or os.environ.get("DORA_OPENAPI_PATH") or DEFAULT_OPENAPI_PATH)
-    document = yaml.safe_load(path.read_text(encoding="utf-8"))
-    registry: Registry[Any] = Registry().with_resource(_SPEC_URI, DRAFT4.create_resource(document))
-    resolver = registry.resolver(_SPEC_URI)
-    return {
-        kind: OAS30Validator(
-            _inline_refs({"$ref": f"#/components/schemas/{schema}"}, resolver),
-            format_checker=oas30_format_checker,
-        )
-        for kind, schema in SCHEMA_OF_KIND.items()
-    }
+def _resurrections(requests: Iterable[RecordedRequest]) -> list[str]:
+    deleted: set[tuple[str, str]] = set()
+    resurrected: list[str] = []
+    for request in requests:
+        if (key := _keyed(request)) is None:
+            continue
+        if request.method == "DELETE":
+            deleted.add(key)
+        elif request.method == "POST" and key in deleted:
+            deleted.discard(key)
+            resurrected.append(key[1])
+    return resurrected
 
 
 class DoraStandin:
     """The stand-in's behaviours and records; `make_app()` serves them. Thread-safe.
 
+    `app_key` is the DD-APPLICATION-KEY that PATCH and DELETE need (with an accepted API key).
     `latency_s` delays every answer from a DORA endpoint (the control endpoints never wait).
     `wall_clock` places rate-limit windows; tests pin it to make windows deterministic.
-    `request_log_size` bounds `requests()` (each record costs ~2.5 kB) for long benchmarks.
+    `request_log_size` bounds `requests()` (each record costs ~2.5 kB) for long benchmarks;
+    `regressions()` and `resurrections()` see only the requests still in the log.
     """
 
     def __init__(
         self,
         api_key: str = DEFAULT_API_KEY,
         *,
+        app_key: str = DEFAULT_APP_KEY,
         extra_api_keys: Iterable[str] = (),
         openapi_path: str | Path | None = None,
         wall_clock: Callable[[], float] = time.time,
         request_log_size: int | None = None,
     ) -> None:
         self.api_key, self.api_keys = api_key, frozenset([api_key, *extra_api_keys])
-        self._validators = load_validators(openapi_path)
+        self.app_key = app_key
+        self._bodies = Bodies(openapi_path)
         self._wall_clock = wall_clock
         self._request_log_size = request_log_size
         self._lock = threading.Lock()
@@ -206,24 +247,27 @@ class DoraStandin:
         self._always: _Canned | None = None
         self._limits: dict[str, _RateLimit] = {}
         self._requests: deque[RecordedRequest] = deque(maxlen=self._request_log_size)
-        self._latest: dict[str, dict[str, dict[str, Any]]] = {k: {} for k in SCHEMA_OF_KIND}
+        self._latest: dict[str, dict[str, dict[str, Any]]] = {k: {} for k in KINDS}
+        self._deleted: dict[str, set[str]] = {k: set() for k in KINDS}
         self._counts: Counter[int] = Counter()
-        self._throttled: dict[str, Counter[int]] = {k: Counter() for k in SCHEMA_OF_KIND}
+        self._methods: Counter[str] = Counter()
+        self._throttled: dict[str, Counter[int]] = {k: Counter() for k in RATE_LIMIT_NAMES}
 
     def respond_next(
         self, status: int, count: int = 1, headers: Headers = None, body: Any = None
     ) -> None:
-        """Answer the next `count` DORA POSTs with `status`, whatever they contain.
+        """Answer the next `count` DORA write requests (any route) with `status`, whatever
+        they contain.
 
-        They skip auth and rate limiting and are never recorded as accepted. `body` (JSON-able,
-        or a str sent as text/plain) defaults to Datadog's error body for that status. Calls
-        queue up, in order, behind earlier `respond_next` and `drop_next` ones.
+        They skip auth and rate limiting and are never applied. `body` (JSON-able, or a str
+        sent as text/plain) defaults to Datadog's error body for that status. Calls queue up,
+        in order, behind earlier `respond_next` and `drop_next` ones.
         """
         with self._lock:
             self._forced.extend([_Canned(status, headers, body)] * count)
 
     def respond_always(self, status: int | None, headers: Headers = None, body: Any = None) -> None:
-        """Answer every POST (an outage) like `respond_next`, until called with None.
+        """Answer every write request (an outage) like `respond_next`, until called with None.
 
         Queued `respond_next` and `drop_next` answers still come first.
         """
@@ -231,7 +275,7 @@ class DoraStandin:
             self._always = None if status is None else _Canned(status, headers, body)
 
     def drop_next(self, count: int = 1) -> None:
-        """Close the connections of the next `count` DORA POSTs without answering them.
+        """Close the connections of the next `count` write requests without answering them.
 
         Drops and `respond_next` answers queue up together, in the order they were asked for.
         """
@@ -239,7 +283,7 @@ class DoraStandin:
             self._forced.extend([_DROP] * count)
 
     def apply_late(self, count: int = 1, hold_s: float = 2.0) -> None:
-        """Hold the next `count` DORA POSTs `hold_s` seconds, then answer and apply them.
+        """Hold the next `count` write requests `hold_s` seconds, then answer and apply them.
 
         Applied as usual (validated, recorded, `latest` updated) even when the client gave
         up meanwhile: Datadog can apply a request whose sender saw only a timeout. The
@@ -262,26 +306,44 @@ class DoraStandin:
     ) -> None:
         """Admit `limit` requests per calendar-aligned window of `period_s`, then answer 429.
 
-        `name` is both the X-RateLimit-Name and the kind of endpoint limited: "dora_failure"
-        (/failure and /incident) or "dora_deployment". Every response from those endpoints
-        carries X-RateLimit-* headers; `duplicate_reset_header` sends Reset twice, as Datadog
-        sometimes does. `limit=None` lifts the limit.
+        `name` is both the X-RateLimit-Name and the endpoints limited: "dora_failure" (POST
+        /failure and /incident), "dora_deployment" (POST /deployment), "dora_deployment_patch"
+        (both PATCHes), "dora_deployment_delete" or "dora_failure_delete". Every response
+        from those endpoints carries X-RateLimit-* headers; `duplicate_reset_header` sends
+        Reset twice, as Datadog sometimes does. `limit=None` lifts the limit.
         """
-        if name not in SCHEMA_OF_KIND:
-            raise ValueError(f"name must be one of {sorted(SCHEMA_OF_KIND)}, got {name!r}")
+        if name not in RATE_LIMIT_NAMES:
+            raise ValueError(f"name must be one of {sorted(RATE_LIMIT_NAMES)}, got {name!r}")
         with self._lock:
             self._limits.pop(name, None)
             if limit is not None:
                 self._limits[name] = _RateLimit(limit, period_s, name, duplicate_reset_header)
 
+    def preload(self, kind: str, event_id: str, attributes: Mapping[str, Any]) -> None:
+        """Hold an event that Datadog has from elsewhere (another sender, its UI): PATCH and
+        DELETE find it, though no request of it is recorded."""
+        if kind not in KINDS:
+            raise ValueError(f"kind must be one of {list(KINDS)}, got {kind!r}")
+        with self._lock:
+            self._latest[kind][event_id] = dict(attributes)
+
     def configure(self, settings: Mapping[str, Any]) -> None:
-        """Apply behaviours sent as JSON: `latency_s`, or a behaviour method's name mapped to
-        its argument or to an object of its keyword arguments."""
-        methods = {"respond_next", "respond_always", "drop_next", "rate_limit", "apply_late"}
-        if unknown := set(settings) - methods - {"latency_s"}:
+        """Apply behaviours sent as JSON: `latency_s`, `app_key`, or a behaviour method's name
+        (or `preload`) mapped to its argument or to an object of its keyword arguments."""
+        methods = {
+            "respond_next",
+            "respond_always",
+            "drop_next",
+            "rate_limit",
+            "apply_late",
+            "preload",
+        }
+        if unknown := set(settings) - methods - {"latency_s", "app_key"}:
             raise ValueError(f"unknown behaviour settings: {sorted(unknown)}")
         if "latency_s" in settings:
             self.latency_s = float(settings["latency_s"])
+        if "app_key" in settings:
+            self.app_key = str(settings["app_key"])
         for name in methods & set(settings):
             value = settings[name]
             if isinstance(value, dict):
@@ -290,54 +352,95 @@ class DoraStandin:
                 getattr(self, name)(value)
 
     def reset(self) -> None:
-        """Forget all records and behaviours."""
+        """Forget all records and behaviours (the keys stay)."""
         with self._lock:
             self._clear()
 
     def requests(self) -> list[RecordedRequest]:
-        """The DORA POSTs so far (the last `request_log_size` of them), in arrival order."""
+        """The DORA write requests so far (the last `request_log_size` of them), in the order
+        they were answered, which is the order they were applied: a request held by
+        `apply_late` comes after those answered during its hold (`received_at` tells when
+        each arrived)."""
         with self._lock:
             return list(self._requests)
 
+    def requests_for(self, event_id: str, kind: str | None = None) -> list[RecordedRequest]:
+        """`requests()` that act on `event_id` (of `kind`, when given), in the same order."""
+        return [
+            request
+            for request in self.requests()
+            if request.event_id == event_id and kind in (None, request.kind)
+        ]
+
     def latest(self, kind: str = "dora_failure") -> dict[str, dict[str, Any]]:
-        """id -> attributes of the last accepted event with that id (Datadog upserts by id)."""
+        """id -> attributes of the event as the stand-in holds it now.
+
+        A POST replaces the whole event (Datadog upserts by id), a PATCH sets its
+        `change_failure` and `remediation` attributes, a DELETE removes it. Whether Datadog
+        keeps a patch across a later POST of the same deployment is not documented; this
+        is the strict choice (the POST wipes it), so tests see a POST that overtook a PATCH.
+        """
         with self._lock:
             return dict(self._latest[kind])
 
+    def deleted(self, kind: str = "dora_failure") -> set[str]:
+        """Ids whose DELETE the stand-in applied, even those POSTed again since."""
+        with self._lock:
+            return set(self._deleted[kind])
+
     def status_counts(self) -> dict[int, int]:
-        """How many DORA POSTs got each status (0 = dropped)."""
+        """How many DORA write requests got each status (0 = dropped)."""
         with self._lock:
             return dict(self._counts)
 
-    def throttled_per_window(self, kind: str = "dora_failure") -> dict[int, int]:
-        """Rate-limit 429s by window index, floor(wall_clock() / period_s)."""
+    def throttled_per_window(self, name: str = "dora_failure") -> dict[int, int]:
+        """Rate-limit 429s of limit `name` by window index, floor(wall_clock() / period_s)."""
         with self._lock:
-            return dict(self._throttled[kind])
+            return dict(self._throttled[name])
 
     def regressions(self) -> list[str]:
-        """Ids of accepted requests that sent a start-only state after a finish for that id.
+        """Ids of accepted POSTs that sent a start-only state after a finish for that id.
 
-        A forwarder must never send one: Datadog would be left without the finish.
+        A forwarder must never send one: Datadog would be left without the finish. PATCHes
+        are no states; an accepted DELETE starts the id afresh.
         """
-        finished: set[str] = set()
+        finished: set[tuple[str, str]] = set()
         regressed: list[str] = []
         for request in self.requests():
-            if request.status not in (200, 202) or request.attributes is None:
+            if (key := _keyed(request)) is None:
                 continue
-            incident = request.attributes.get("id")
-            if "finished_at" in request.attributes:
-                finished.add(str(incident))
-            elif incident in finished:
-                regressed.append(str(incident))
+            if request.method == "DELETE":
+                finished.discard(key)
+            elif request.method == "POST" and request.attributes is not None:
+                if "finished_at" in request.attributes:
+                    finished.add(key)
+                elif key in finished:
+                    regressed.append(key[1])
         return regressed
+
+    def resurrections(self) -> list[str]:
+        """Ids of events POSTed again after their DELETE: once per accepted DELETE followed
+        by an accepted POST of its id, in the order of `requests()`.
+
+        The forwarder sends nothing of an id after its DELETE unless the id is published
+        again, so outside such tests this should stay empty. It counts a POST held by
+        `apply_late` that lands after the DELETE (Datadog would hold the event again),
+        not a PATCH (it finds nothing to patch: 404). A PATCH or DELETE of an id whose
+        POST this stand-in never saw is no finding: Datadog may have it from elsewhere.
+        """
+        return _resurrections(self.requests())
 
     def state(self, include_latest: bool = True) -> dict[str, Any]:
         """Records and behaviours as JSON; what `GET /_standin/state` answers."""
+        resurrected = self.resurrections()
         with self._lock:
             return {
                 "requests": self._counts.total(),
                 "status_counts": {str(s): n for s, n in sorted(self._counts.items())},
+                "requests_by_method": dict(sorted(self._methods.items())),
                 "latest": {k: dict(v) for k, v in self._latest.items()} if include_latest else None,
+                "deleted": {k: sorted(v) for k, v in self._deleted.items()},
+                "resurrections": resurrected,
                 "throttled_per_window": {k: dict(v) for k, v in self._throttled.items()},
                 "latency_s": self.latency_s,
                 "pending_forced": len(self._forced),
@@ -352,23 +455,26 @@ class DoraStandin:
     def make_app(self) -> web.Application:
         """The aiohttp application serving the DORA and control endpoints."""
         app = web.Application()
-        for path in KIND_OF_PATH:
-            app.router.add_post(path, self._handle_event)
+        for route in ROUTES:
+            app.router.add_route(route.method, route.path, self._handler(route))
         app.router.add_get("/_standin/state", self._handle_state)
         app.router.add_get("/_standin/requests", self._handle_requests)
         app.router.add_post("/_standin/behaviour", self._handle_behaviour)
         app.router.add_post("/_standin/reset", self._handle_reset)
         return app
 
-    async def _handle_event(self, request: web.Request) -> web.Response:
-        received_at, kind = time.monotonic(), KIND_OF_PATH[request.path]
-        received_wall = self._wall_clock()
+    def _handler(self, route: Route) -> Callable[[web.Request], Awaitable[web.Response]]:
+        async def handle(request: web.Request) -> web.Response:
+            return await self._handle_write(route, request)
+
+        return handle
+
+    async def _handle_write(self, route: Route, request: web.Request) -> web.Response:
+        received_at, received_wall = time.monotonic(), self._wall_clock()
+        path_id = request.match_info.get("event_id")
         # Read first: a client that gives up during the latency or a hold closes the
         # connection, and what the server already has must still count.
-        try:
-            body = json.loads(await request.read())
-        except ValueError:  # also bodies that are not UTF-8
-            body = _NOT_JSON
+        body = parse(await request.read())
         with self._lock:
             hold_s = self._late.popleft() if self._late else None
             self._held += hold_s is not None
@@ -376,75 +482,111 @@ class DoraStandin:
             await asyncio.sleep(self.latency_s)
         if hold_s is not None:
             await asyncio.sleep(hold_s)
-        authorised = request.headers.get("DD-API-KEY") in self.api_keys
+        authorised = self._authorised(route, request)
         with self._lock:
             canned = self._forced.popleft() if self._forced else self._always
             admitted, limit_headers = True, None
-            if limit := self._limits.get(kind):
+            if limit := self._limits.get(route.limit_name):
                 consume = canned is None and authorised
                 admitted, limit_headers = limit.admit(self._wall_clock(), consume)
                 if not admitted:
-                    self._throttled[kind][limit.window] += 1
+                    self._throttled[route.limit_name][limit.window] += 1
 
         if canned is _DROP and request.transport is not None:
             request.transport.close()  # aiohttp then skips writing the response
-        response, event_id = self._answer(kind, body, canned, authorised, admitted)
-        if limit_headers is not None:
-            response.headers.extend(limit_headers)
+        answer = self._answer(route, body, path_id, canned, authorised, admitted)
 
-        status, attributes = (0 if canned is _DROP else response.status), _attributes(body)
-        headers = dict(request.headers)
-        record = RecordedRequest(
-            request.path, status, attributes, headers, received_at, received_wall
-        )
+        attributes = None if route.operation == "delete" else attributes_of(body)
+        event_id = path_id
+        if route.operation == "post" and isinstance(given := (attributes or {}).get("id"), str):
+            event_id = given
         with self._lock:
-            self._requests.append(record)
+            # Applied and recorded together: `requests()` is the order of application.
+            if isinstance(answer, _Write):
+                response, event_id = self._apply(route, answer)
+            else:
+                response = answer
+            status = 0 if canned is _DROP else response.status
+            self._requests.append(
+                RecordedRequest(
+                    request.path,
+                    status,
+                    attributes,
+                    dict(request.headers),
+                    received_at,
+                    received_wall,
+                    route.method,
+                    event_id,
+                    route.kind,
+                )
+            )
             self._counts[status] += 1
-            if status == 202 and attributes is not None:
-                self._latest[kind][event_id] = attributes
+            self._methods[route.method] += 1
             if hold_s is not None:
                 self._held -= 1
                 self._applied_late += 1
+        if limit_headers is not None:
+            response.headers.extend(limit_headers)
         return response
 
-    def _answer(
-        self, kind: str, body: Any, canned: _Canned | None, authorised: bool, admitted: bool
-    ) -> tuple[web.Response, str]:
-        """The response and, when accepted, the event's id."""
-        if canned is _DROP:
-            return web.Response(), ""
-        if canned is not None:
-            return canned.response(), ""
-        if not authorised:
-            return _json(403, {"errors": ["Forbidden"]}), ""
-        if not admitted:
-            return _json(429, {"errors": ["Too many requests"]}), ""
-        try:
-            event_id = self._validate(kind, body)
-        except _Invalid as invalid:
-            return _json(400, _bad_request(*invalid.args)), ""
-        return _json(202, {"data": {"id": event_id, "type": kind}}, JSONAPI_TYPE), event_id
+    def _authorised(self, route: Route, request: web.Request) -> bool:
+        if request.headers.get("DD-API-KEY") not in self.api_keys:
+            return False
+        return not route.needs_app_key or request.headers.get("DD-APPLICATION-KEY") == self.app_key
 
-    def _validate(self, kind: str, body: Any) -> str:
-        """Return the event's id (a new uuid4 when it has none), or raise `_Invalid`."""
-        if body is _NOT_JSON:
-            raise _Invalid("Request body is not valid JSON", "")
-        if error := best_match(self._validators[kind].iter_errors(body)):
-            path = [str(p) for p in error.absolute_path]
-            if error.validator == "required":  # point at the missing field, not its parent
-                path += [f for f in error.validator_value if f not in error.instance][:1]
-            pointer = "".join("/" + p.replace("~", "~0").replace("/", "~1") for p in path)
-            raise _Invalid(error.message, pointer)
-        attributes = body["data"]["attributes"]
-        event_id = attributes.get("id")
-        if event_id is not None and not _EVENT_ID.fullmatch(event_id):
-            raise _Invalid("id must be 16-128 characters of [A-Za-z0-9._:-]", "/data/attributes/id")
-        if kind == "dora_failure" and not (attributes.get("services") or attributes.get("team")):
-            raise _Invalid("services or team is required", "/data/attributes/services")
-        finished_at, started_at = attributes.get("finished_at"), attributes["started_at"]
-        if finished_at is not None and _nanoseconds(finished_at) < _nanoseconds(started_at):
-            raise _Invalid("finished_at is before started_at", "/data/attributes/finished_at")
-        return event_id or str(uuid.uuid4())
+    def _answer(
+        self,
+        route: Route,
+        body: Any,
+        path_id: str | None,
+        canned: _Canned | None,
+        authorised: bool,
+        admitted: bool,
+    ) -> web.Response | _Write:
+        """The response, or the valid write to apply (answered 202 or, not found, 404)."""
+        if canned is _DROP:
+            return web.Response()
+        if canned is not None:
+            return canned.response()
+        if not authorised:
+            return _json(403, {"errors": ["Forbidden"]})
+        if not admitted:
+            return _json(429, {"errors": ["Too many requests"]})
+        try:
+            return self._check(route, body, path_id)
+        except Invalid as invalid:
+            return _json(400, bad_request(*invalid.args))
+
+    def _check(self, route: Route, body: Any, path_id: str | None) -> _Write:
+        """The write a valid body asks for; raises `Invalid`."""
+        if route.operation == "post":
+            return _Write(self._bodies.event(route.kind, body), body["data"]["attributes"])
+        if route.operation == "patch_by_version":
+            selector, patched = self._bodies.patch_by_version(body)
+            return _Write(None, patched, selector)
+        assert path_id is not None  # the other routes have an {event_id}
+        if route.operation == "patch":
+            return _Write(path_id, self._bodies.patch(body, path_id))
+        return _Write(path_id, {})  # a DELETE: Datadog ignores any body
+
+    def _apply(self, route: Route, write: _Write) -> tuple[web.Response, str | None]:
+        """Apply an accepted write (the lock held); return the answer and the event's id."""
+        events = self._latest[route.kind]
+        event_id = write.event_id
+        if route.operation == "post":
+            assert event_id is not None
+            events[event_id] = write.attributes
+            return _accepted(202, {"data": {"id": event_id, "type": route.kind}}), event_id
+        if write.selector is not None:
+            event_id = _most_recently_finished(events, write.selector)
+        if event_id is None or event_id not in events:
+            return _not_found(), event_id
+        if route.operation == "delete":
+            del events[event_id]
+            self._deleted[route.kind].add(event_id)
+        else:  # a copy: the recorded POST keeps the attributes it sent
+            events[event_id] = {**events[event_id], **write.attributes}
+        return _accepted(202, {"data": None}), event_id
 
     async def _handle_state(self, request: web.Request) -> web.Response:
         return _json(200, self.state(include_latest=request.query.get("latest") != "0"))
@@ -454,7 +596,9 @@ class DoraStandin:
         # process of this machine, so a publisher can measure publish-to-receipt latency.
         rows = [
             {
-                "id": (r.attributes or {}).get("id"),
+                "id": r.event_id,
+                "method": r.method,
+                "path": r.path,
                 "status": r.status,
                 "received_at": r.received_at,
                 "received_wall": r.received_wall,
@@ -473,6 +617,22 @@ class DoraStandin:
     async def _handle_reset(self, _request: web.Request) -> web.Response:
         self.reset()
         return _json(200, self.state(include_latest=False))
+
+
+def _most_recently_finished(
+    deployments: Mapping[str, Mapping[str, Any]], selector: Selector
+) -> str | None:
+    """The deployment a PATCH by version updates: of those `selector` names, the one with
+    the largest finished_at (Datadog: "the most recently finished one"); of equals, the last
+    in `deployments`' order, the order they were first POSTed."""
+    chosen, chosen_ns = None, -1
+    for event_id, attributes in deployments.items():
+        finished_at = attributes.get("finished_at")
+        if not selector.matches(attributes) or not isinstance(finished_at, int):
+            continue
+        if (finished_ns := nanoseconds(finished_at)) >= chosen_ns:
+            chosen, chosen_ns = event_id, finished_ns
+    return chosen
 
 
 async def serve(standin: DoraStandin, port: int = 0) -> tuple[web.AppRunner, str]:
@@ -556,6 +716,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m harness.standin", description=__doc__)
     parser.add_argument("--port", type=int, default=8080, help="0 picks a free port")
     parser.add_argument("--api-key", action="append", help="an accepted DD-API-KEY (repeatable)")
+    parser.add_argument(
+        "--app-key", default=DEFAULT_APP_KEY, help="the DD-APPLICATION-KEY of PATCH and DELETE"
+    )
     parser.add_argument("--latency-ms", type=float, default=0.0)
     parser.add_argument("--rate-limit", type=_rate, metavar="LIMIT/PERIOD_S", help="on failures")
     parser.add_argument("--duplicate-reset-header", action="store_true")
@@ -565,6 +728,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     keys = args.api_key or [DEFAULT_API_KEY]
     standin = DoraStandin(
         keys[0],
+        app_key=args.app_key,
         extra_api_keys=keys[1:],
         openapi_path=args.openapi,
         request_log_size=args.request_log_size,
