@@ -43,6 +43,11 @@ class Settings(BaseSettings):
     dd_api_key: SecretStr | None = Field(
         default=None, validation_alias=AliasChoices("DD_API_KEY", "dd_api_key")
     )
+    dd_app_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("DD_APP_KEY", "dd_app_key")
+    )
+    """Datadog's application key: its PATCH and DELETE endpoints need it beside the API key
+    (the POSTs do not). Never shown; empty means unset."""
     dd_site: str = Field(
         default="datadoghq.com", validation_alias=AliasChoices("DD_SITE", "dd_site")
     )
@@ -58,6 +63,12 @@ class Settings(BaseSettings):
     publish_timeout_s: float = Field(default=1.0, gt=0, le=60)
     reclaim_idle_s: float = Field(default=60.0, gt=0)
     orphan_wait_s: float = Field(default=6 * 3600.0, ge=0)
+    patch_wait_s: float = Field(default=3600.0, gt=0)
+    """How long a PATCH of a deployment waits for that deployment's POST to be accepted
+    (when the forwarder has not delivered it) before the workers stop waiting for it."""
+    patch_by_version: bool = False
+    """Send Datadog's preview PATCH by version (``PATCH /api/v2/dora/deployments``): off, the
+    producers refuse it (``Publisher``, ``publish``, ``serve``)."""
     retention_s: float = Field(default=30 * 86_400.0, gt=0)
     backoff_base_s: float = Field(default=1.0, gt=0)
     backoff_max_s: float = Field(default=300.0, gt=0)
@@ -106,13 +117,14 @@ class Settings(BaseSettings):
     @field_validator("dd_api_key")
     @classmethod
     def _api_key(cls, value: SecretStr | None) -> SecretStr | None:
-        # A key file's trailing newline (a Kubernetes secret made from a file) is not part
-        # of the key; left in, the HTTP client refuses the header and nothing is delivered.
-        if value is None:
-            return None
-        key = value.get_secret_value().strip()
-        _refuse_unsendable(key)
-        return SecretStr(key)
+        return _datadog_key(value)
+
+    @field_validator("dd_app_key")
+    @classmethod
+    def _app_key(cls, value: SecretStr | None) -> SecretStr | None:
+        # Empty is unset: `DD_APP_KEY=` in an env file (compose's) says "no application key".
+        key = _datadog_key(value)
+        return key if key is not None and key.get_secret_value() else None
 
     @field_validator("ingest_keys")
     @classmethod
@@ -188,6 +200,19 @@ class Settings(BaseSettings):
 LEASE_SLACK_S = 2.0
 """A lease outlasts the HTTP timeout by this much: the sender cuts a request off 1 s after
 ``FORWARDER_HTTP_TIMEOUT_S`` (a hard bound), and a claim takes a moment to start its request."""
+
+
+def _datadog_key(value: SecretStr | None) -> SecretStr | None:
+    """A Datadog key as given, without surrounding whitespace; refused if no header can carry it.
+
+    A key file's trailing newline (a Kubernetes secret made from a file) is not part of the
+    key; left in, the HTTP client refuses the header and nothing is delivered.
+    """
+    if value is None:
+        return None
+    key = value.get_secret_value().strip()
+    _refuse_unsendable(key)
+    return SecretStr(key)
 
 
 def _refuse_unsendable(key: str) -> None:
