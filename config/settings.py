@@ -46,7 +46,8 @@ class Settings(BaseSettings):
     dd_app_key: SecretStr | None = Field(
         default=None, validation_alias=AliasChoices("DD_APP_KEY", "dd_app_key")
     )
-    """Datadog's application key: PATCH and DELETE need it besides the API key."""
+    """Datadog's application key: its PATCH and DELETE endpoints need it beside the API key
+    (the POSTs do not). Never shown; empty means unset."""
     dd_site: str = Field(
         default="datadoghq.com", validation_alias=AliasChoices("DD_SITE", "dd_site")
     )
@@ -62,15 +63,17 @@ class Settings(BaseSettings):
     publish_timeout_s: float = Field(default=1.0, gt=0, le=60)
     reclaim_idle_s: float = Field(default=60.0, gt=0)
     orphan_wait_s: float = Field(default=6 * 3600.0, ge=0)
+    patch_wait_s: float = Field(default=3600.0, gt=0)
+    """How long a PATCH that Datadog answers 404 (it does not know the deployment yet:
+    ingestion lag, or a POST from elsewhere still to come) is retried before its dead letter."""
+    patch_by_version: bool = False
+    """Send Datadog's preview PATCH by version (``PATCH /api/v2/dora/deployments``): off, the
+    producers refuse it (``Publisher``, ``publish``, ``serve``)."""
     retention_s: float = Field(default=30 * 86_400.0, gt=0)
     backoff_base_s: float = Field(default=1.0, gt=0)
     backoff_max_s: float = Field(default=300.0, gt=0)
     max_age_s: float = Field(default=3 * 86_400.0, gt=0)
     auth_pause_s: float = Field(default=60.0, gt=0, le=3_600)
-    patch_wait_s: float = Field(default=3_600.0, gt=0)
-    """How long a PATCH Datadog answers 404 (deployment not known yet) is retried."""
-    patch_by_version: bool = False
-    """Send Datadog's preview PATCH by service + env + version (refused at publish otherwise)."""
     finished_retention_s: float = Field(default=400 * 86_400.0, gt=0)
     """How long the finish of a delivered incident is remembered after its state expired, so
     that a late duplicate of its start never reopens it at Datadog."""
@@ -111,16 +114,17 @@ class Settings(BaseSettings):
     ingest_tls_certfile: str | None = None
     ingest_tls_keyfile: str | None = None
 
-    @field_validator("dd_api_key", "dd_app_key")
+    @field_validator("dd_api_key")
     @classmethod
     def _api_key(cls, value: SecretStr | None) -> SecretStr | None:
-        # A key file's trailing newline (a Kubernetes secret made from a file) is not part
-        # of the key; left in, the HTTP client refuses the header and nothing is delivered.
-        if value is None:
-            return None
-        key = value.get_secret_value().strip()
-        _refuse_unsendable(key)
-        return SecretStr(key)
+        return _datadog_key(value)
+
+    @field_validator("dd_app_key")
+    @classmethod
+    def _app_key(cls, value: SecretStr | None) -> SecretStr | None:
+        # Empty is unset: `DD_APP_KEY=` in an env file (compose's) says "no application key".
+        key = _datadog_key(value)
+        return key if key is not None and key.get_secret_value() else None
 
     @field_validator("ingest_keys")
     @classmethod
@@ -196,6 +200,19 @@ class Settings(BaseSettings):
 LEASE_SLACK_S = 2.0
 """A lease outlasts the HTTP timeout by this much: the sender cuts a request off 1 s after
 ``FORWARDER_HTTP_TIMEOUT_S`` (a hard bound), and a claim takes a moment to start its request."""
+
+
+def _datadog_key(value: SecretStr | None) -> SecretStr | None:
+    """A Datadog key as given, without surrounding whitespace; refused if no header can carry it.
+
+    A key file's trailing newline (a Kubernetes secret made from a file) is not part of the
+    key; left in, the HTTP client refuses the header and nothing is delivered.
+    """
+    if value is None:
+        return None
+    key = value.get_secret_value().strip()
+    _refuse_unsendable(key)
+    return SecretStr(key)
 
 
 def _refuse_unsendable(key: str) -> None:

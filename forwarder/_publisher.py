@@ -2,25 +2,72 @@
 
 from __future__ import annotations
 
+import hashlib
+import logging
+import os
+import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Final, Self
 
 import redis
+from pydantic import TypeAdapter, ValidationError
 
-from forwarder._errors import InvalidEventError, PublishError
-from forwarder._models import GitInfo
+from forwarder._errors import FieldError, InvalidEventError, PublishError
+from forwarder._models import DeploymentEvent, GitInfo, IncidentEvent
+from forwarder._operations import DeploymentPatchByVersion, Remediation
 from forwarder.entry import Event, encode_entry, to_event
-from forwarder.protocol import DEFAULT_KEY_PREFIX, KIND_DEPLOYMENT, RedisKeys
+from forwarder.jsontext import printable
+from forwarder.protocol import (
+    DEFAULT_KEY_PREFIX,
+    KIND_DEPLOYMENT,
+    KIND_DEPLOYMENT_DELETE,
+    KIND_DEPLOYMENT_PATCH,
+    KIND_DEPLOYMENT_PATCH_BY_VERSION,
+    KIND_FAILURE_DELETE,
+    PATCH_BY_VERSION_VARIABLE,
+    RedisKeys,
+)
+
+log = logging.getLogger("dora_forwarder.publish")
 
 EventLike = Event | Mapping[str, Any]
 """An event object, or a mapping of an incident's attributes (bare or as Datadog's body)."""
 
+RemediationLike = Remediation | Mapping[str, Any]
+"""A ``Remediation``, or its mapping: ``{"id": ..., "type": "rollback"}`` (or ``version``)."""
+
 DEFAULT_TIMEOUT_S = 1.0
 MESSAGE_FAILURES = 5
 """Invalid events named in an ``InvalidEventsError`` message; ``failures`` has them all."""
+
+PATCH_BY_VERSION_REFUSAL: Final = (
+    f"PATCH by version is a Datadog preview: set {PATCH_BY_VERSION_VARIABLE}=true to send it"
+)
+MAX_WARNED_SERVICES: Final = 10_000
+"""Services a publisher remembers having warned about (unversioned deployments): a stream
+of made-up names cannot grow its memory past this, nor its warnings."""
+_SHOWN_SERVICE_CHARS: Final = 100
+_BOOL: Final = TypeAdapter(bool)
+
+
+def patch_by_version_from_env() -> bool:
+    """``FORWARDER_PATCH_BY_VERSION`` read as the settings read it (true/1/yes/on, any case).
+
+    Unset or empty is off; any other value is a ``ValueError`` naming the variable.
+    """
+    text = os.environ.get(PATCH_BY_VERSION_VARIABLE, "").strip()
+    if not text:
+        return False
+    try:
+        return _BOOL.validate_python(text)
+    except ValidationError:
+        raise ValueError(
+            f"{PATCH_BY_VERSION_VARIABLE} must be true or false (1/0, yes/no, on/off), "
+            f"not {printable(text[:20])!r}"
+        ) from None
 
 
 class Publisher:
@@ -34,9 +81,23 @@ class Publisher:
         publisher.incident_finished(incident_id)
     """
 
-    def __init__(self, client: redis.Redis, *, key_prefix: str = DEFAULT_KEY_PREFIX) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        key_prefix: str = DEFAULT_KEY_PREFIX,
+        patch_by_version: bool | None = None,
+    ) -> None:
+        """``patch_by_version`` lets Datadog's preview PATCH by version through; None reads
+        ``FORWARDER_PATCH_BY_VERSION`` (a ``ValueError`` if it is neither true nor false)."""
         self._redis = client
         self._stream = RedisKeys(key_prefix).ingest
+        self._patch_by_version = (
+            patch_by_version_from_env() if patch_by_version is None else patch_by_version
+        )
+        self._warned: set[bytes] = set()
+        self._warned_full = False
+        self._warned_lock = threading.Lock()
 
     @classmethod
     def from_url(
@@ -45,21 +106,25 @@ class Publisher:
         *,
         key_prefix: str = DEFAULT_KEY_PREFIX,
         timeout_s: float = DEFAULT_TIMEOUT_S,
+        patch_by_version: bool | None = None,
     ) -> Self:
         """A publisher on its own connection pool; Redis calls give up after ``timeout_s``."""
         client = redis.Redis.from_url(
             url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
         )
-        return cls(client, key_prefix=key_prefix)
+        return cls(client, key_prefix=key_prefix, patch_by_version=patch_by_version)
 
     def publish(self, event: EventLike) -> str:
         """Validate and enqueue one event; return its id (given, or derived).
 
         A mapping is an incident's attributes; publish a ``DeploymentEvent`` (or call
-        ``deployment``) for a deployment. Raises ``InvalidEventError`` (nothing enqueued)
-        or ``PublishError``.
+        ``deployment``) for a deployment, an operation object (``DeploymentPatch`` ...) or
+        call its method (``change_failure`` ...) for the rest. Raises ``InvalidEventError``
+        (nothing enqueued) or ``PublishError``.
         """
         valid = to_event(event)
+        if not isinstance(valid, IncidentEvent):  # incidents, the hot path, need no more
+            self._check(valid)
         with _redis_errors():
             self._redis.xadd(self._stream, encode_entry(valid))
         return valid.event_id
@@ -75,7 +140,10 @@ class Publisher:
         failures: list[InvalidEventError] = []
         for index, event in enumerate(events):
             try:
-                valid.append(to_event(event))
+                item = to_event(event)
+                if not isinstance(item, IncidentEvent):
+                    self._check(item)
+                valid.append(item)
             except InvalidEventError as exc:
                 failures.append(InvalidEventError(exc.errors, index=index))
         if valid:
@@ -162,6 +230,93 @@ class Publisher:
             custom_tags=custom_tags,
         )
         return self.publish(to_event(attributes, KIND_DEPLOYMENT))
+
+    def change_failure(
+        self,
+        deployment_id: str,
+        *,
+        change_failure: bool = True,
+        remediation: RemediationLike | None = None,
+    ) -> str:
+        """Mark deployment ``deployment_id`` as a change failure (``change_failure=False``:
+        as stable again), optionally with the deployment that remedied it; return the id.
+
+        ``remediation`` is a ``Remediation`` or a mapping, ``{"id": ..., "type": "rollback"}``
+        or ``{"version": ..., "type": "rollforward"}``. Sent as Datadog's
+        ``PATCH /api/v2/dora/deployments/{id}``, after the deployment's own POST when that
+        travels through the forwarder too.
+        """
+        attributes = _drop_none(
+            id=deployment_id, change_failure=change_failure, remediation=remediation
+        )
+        return self.publish(to_event(attributes, KIND_DEPLOYMENT_PATCH))
+
+    def change_failure_by_version(
+        self,
+        *,
+        service: str,
+        env: str,
+        version: str,
+        change_failure: bool = True,
+        remediation: RemediationLike | None = None,
+    ) -> str:
+        """The same, naming the deployment by ``service`` + ``env`` + ``version`` (Datadog
+        marks the most recently finished match). Return the id the forwarder keeps it under.
+
+        Datadog's preview ``PATCH /api/v2/dora/deployments``: refused (``InvalidEventError``)
+        unless the publisher was made with ``patch_by_version=True`` or
+        ``FORWARDER_PATCH_BY_VERSION=true``.
+        """
+        attributes = _drop_none(
+            service=service,
+            env=env,
+            version=version,
+            change_failure=change_failure,
+            remediation=remediation,
+        )
+        return self.publish(to_event(attributes, KIND_DEPLOYMENT_PATCH_BY_VERSION))
+
+    def delete_deployment(self, id: str) -> str:
+        """Delete deployment ``id`` at Datadog; whatever of it is still unsent is dropped."""
+        return self.publish(to_event({"id": id}, KIND_DEPLOYMENT_DELETE))
+
+    def delete_incident(self, id: str) -> str:
+        """Delete incident ``id`` at Datadog; whatever of it is still unsent is dropped."""
+        return self.publish(to_event({"id": id}, KIND_FAILURE_DELETE))
+
+    def _check(self, event: Event) -> None:
+        """Refuse a PATCH by version while it is off; warn of an unversioned deployment."""
+        if isinstance(event, DeploymentEvent):
+            if event.version is None and event.git is None:
+                self._warn_unversioned(event.service)
+        elif isinstance(event, DeploymentPatchByVersion) and not self._patch_by_version:
+            raise InvalidEventError([FieldError("kind", PATCH_BY_VERSION_REFUSAL)])
+
+    def _warn_unversioned(self, service: str) -> None:
+        """One WARNING per service (per publisher): its deployments cannot be rolled back."""
+        digest = hashlib.blake2b(service.encode("utf-8", "surrogatepass"), digest_size=16)
+        key = digest.digest()
+        with self._warned_lock:
+            if self._warned_full or key in self._warned:
+                return
+            full = self._warned_full = len(self._warned) >= MAX_WARNED_SERVICES
+            if not full:
+                self._warned.add(key)
+        if full:
+            log.warning(
+                "deployments without version or git came from more than %d services; "
+                "this publisher warns of no more of them",
+                MAX_WARNED_SERVICES,
+            )
+            return
+        shown = printable(service[:_SHOWN_SERVICE_CHARS])
+        log.warning(
+            "deployment of service '%s' has neither version nor git: Datadog identifies a "
+            "deployment by env + service + version and detects rollbacks by commit SHA (git) "
+            "or by version, so rollback and rollforward change failure detection cannot work "
+            "for it; publish its version or git (said once per service)",
+            shown + ("..." if len(service) > _SHOWN_SERVICE_CHARS else ""),
+        )
 
     def close(self) -> None:
         """Release the Redis connections."""

@@ -44,6 +44,10 @@ KIND_DEPLOYMENT_PATCH_BY_VERSION: Final = "deployment_patch_by_version"
 """The same, naming the deployment by service + env + version: Datadog's preview
 ``PATCH /api/v2/dora/deployments``. Sent only where ``FORWARDER_PATCH_BY_VERSION=true``."""
 
+PATCH_BY_VERSION_VARIABLE: Final = "FORWARDER_PATCH_BY_VERSION"
+"""The setting that lets the preview PATCH by version through (``true``); off by default.
+Producers (``Publisher``, ``publish``, ``serve``) refuse the kind while it is off."""
+
 KIND_DEPLOYMENT_DELETE: Final = "deployment_delete"
 """Delete a deployment: ``DELETE /api/v2/dora/deployment/{id}``. Folded into its state."""
 

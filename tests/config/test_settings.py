@@ -48,6 +48,7 @@ def test_tunables_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
         ("DD_SITE", "api.datadoghq.com", "bare site"),
         ("FORWARDER_KEY_PREFIX", "has space", "1-64 characters"),
         ("FORWARDER_LOG_LEVEL", "LOUD", "DEBUG"),
+        ("FORWARDER_PATCH_BY_VERSION", "maybe", "valid boolean"),
     ],
 )
 def test_bad_value_names_the_variable(
@@ -77,9 +78,14 @@ def test_breaker_probe_spacing_must_grow(monkeypatch: pytest.MonkeyPatch) -> Non
         load_settings()
 
 
-def test_api_key_never_shown(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The key is absent from the settings' repr, str and error messages."""
-    monkeypatch.setenv("DD_API_KEY", KEY)
+@pytest.mark.parametrize(
+    ("variable", "field"), [("DD_API_KEY", "dd_api_key"), ("DD_APP_KEY", "dd_app_key")]
+)
+def test_datadog_keys_never_shown(
+    monkeypatch: pytest.MonkeyPatch, variable: str, field: str
+) -> None:
+    """The API and application keys are absent from the settings' repr, str and errors."""
+    monkeypatch.setenv(variable, KEY)
     monkeypatch.setenv("FORWARDER_MAX_IN_FLIGHT", "0")
     with pytest.raises(SettingsError) as caught:
         load_settings()
@@ -88,8 +94,44 @@ def test_api_key_never_shown(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = load_settings()
     assert KEY not in repr(settings)
     assert KEY not in str(settings)
-    assert settings.dd_api_key is not None
-    assert settings.dd_api_key.get_secret_value() == KEY
+    secret = getattr(settings, field)
+    assert secret is not None
+    assert secret.get_secret_value() == KEY
+
+
+def test_application_key_is_optional_and_empty_means_unset(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Only PATCH and DELETE need DD_APP_KEY; `DD_APP_KEY=` (an env file's blank) is unset."""
+    assert load_settings().dd_app_key is None
+    monkeypatch.setenv("DD_APP_KEY", " \n")
+    assert load_settings().dd_app_key is None
+    monkeypatch.setenv("DD_APP_KEY", f" {KEY}\n")
+    settings = load_settings()
+    assert settings.dd_app_key is not None
+    assert settings.dd_app_key.get_secret_value() == KEY
+
+
+@pytest.mark.parametrize(
+    ("value", "on"), [("true", True), ("YES", True), ("1", True), ("0", False)]
+)
+def test_patch_by_version_is_off_unless_turned_on(
+    monkeypatch: pytest.MonkeyPatch, value: str, on: bool
+) -> None:
+    """FORWARDER_PATCH_BY_VERSION turns on Datadog's preview; off when unset."""
+    assert load_settings().patch_by_version is False
+    monkeypatch.setenv("FORWARDER_PATCH_BY_VERSION", value)
+    assert load_settings().patch_by_version is on
+
+
+def test_patch_wait(monkeypatch: pytest.MonkeyPatch) -> None:
+    """FORWARDER_PATCH_WAIT_S: an hour unless set; more than 0."""
+    assert load_settings().patch_wait_s == 3600
+    monkeypatch.setenv("FORWARDER_PATCH_WAIT_S", "60")
+    assert load_settings().patch_wait_s == 60
+    monkeypatch.setenv("FORWARDER_PATCH_WAIT_S", "0")
+    with pytest.raises(SettingsError, match=r"FORWARDER_PATCH_WAIT_S: .*greater than 0"):
+        load_settings()
 
 
 def test_redis_password_masked() -> None:
@@ -116,6 +158,8 @@ def test_api_key_loses_surrounding_whitespace(monkeypatch: pytest.MonkeyPatch) -
         ("dd_api_key", "DD_API_KEY", f"{KEY[:4]}\x00{KEY[4:]}", "control character"),
         ("dd_api_key", "DD_API_KEY", f"{KEY}é", "non-ASCII character"),
         ("dd_api_key", "DD_API_KEY", f"{KEY[:4]}\n{KEY[4:]}", "control character"),
+        ("dd_app_key", "DD_APP_KEY", f"{KEY[:4]}\x00{KEY[4:]}", "control character"),
+        ("dd_app_key", "DD_APP_KEY", f"{KEY}é", "non-ASCII character"),
         (
             "ingest_keys",
             "FORWARDER_INGEST_KEYS",

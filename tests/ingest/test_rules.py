@@ -63,7 +63,7 @@ def test_plain_errors_are_a_list_of_strings() -> None:
     assert plain_errors("Forbidden") == {"errors": ["Forbidden"]}
 
 
-def _errors(body: bytes) -> list[tuple[str, str]]:
+def _errors(body: bytes) -> list[tuple[str | None, str]]:
     with pytest.raises(BadRequestError) as caught:
         parse_event(body, "failure")
     return [(e.pointer, e.detail) for e in caught.value.errors]

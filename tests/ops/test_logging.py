@@ -424,3 +424,10 @@ def test_key_echoed_by_a_library_is_redacted(
         assert retry["reason"].startswith("network error: ")
         assert "***.invalid" in retry["reason"]
         assert isinstance(retry["retry_in_s"], float)
+
+
+def test_application_key_is_a_secret_too() -> None:
+    """DD_APP_KEY (workers send it on PATCH and DELETE) is redacted like the API key."""
+    app_key = "app-key-0123456789abcdef"
+    keyed = settings(redis_url="redis://localhost/0", dd_app_key=app_key)
+    assert set(secrets_of(keyed)) == {KEY, app_key}

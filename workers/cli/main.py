@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from config import SettingsError, load_settings
-from forwarder.protocol import KIND_FAILURE, KINDS
+from forwarder.protocol import KIND_FAILURE, KINDS, PATCH_BY_VERSION_VARIABLE
 from workers.cli.common import EXIT_FAILURE
 from workers.cli.dead_letters import cmd_dead_letters
 from workers.cli.publish import cmd_publish
@@ -37,17 +37,21 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     publish = commands.add_parser(
         "publish",
-        help="enqueue incident (or deployment) events from a JSON-lines file",
+        help="enqueue incident (or deployment, PATCH, DELETE) events from a JSON-lines file",
         description="Each line holds an event's attributes, bare or as Datadog's whole body "
-        '{"data": {"attributes": {...}}}. Valid lines are enqueued even if '
-        "others are bad; exit code 1 if any line was rejected.",
+        '{"data": {"attributes": {...}}} (a PATCH\'s data.id names its deployment). Valid '
+        "lines are enqueued even if others are bad; exit code 1 if any line was rejected.",
     )
     publish.add_argument("file", help="path of a JSON-lines file, or - for standard input")
     publish.add_argument(
         "--kind",
         choices=KINDS,
         default=KIND_FAILURE,
-        help="what the lines are: incidents (failure, the default) or deployments",
+        help="what the lines are: incidents (failure, the default), deployments, "
+        'deployment_patch ({"id", "change_failure", "remediation"}), '
+        "deployment_patch_by_version (a Datadog preview: needs "
+        f"{PATCH_BY_VERSION_VARIABLE}=true), deployment_delete or failure_delete "
+        '({"id"})',
     )
     status = commands.add_parser(
         "status", help="show backlog, due, in flight, dead letters, gate, live workers"

@@ -9,7 +9,11 @@ from typing import IO, cast
 
 from config import Settings
 from forwarder import Event, InvalidEventError, Publisher, PublishError, jsontext, to_event
-from forwarder.protocol import KIND_FAILURE
+from forwarder.protocol import (
+    KIND_DEPLOYMENT_PATCH_BY_VERSION,
+    KIND_FAILURE,
+    PATCH_BY_VERSION_VARIABLE,
+)
 from workers.cli.common import EXIT_BAD_INPUT, EXIT_FAILURE
 
 PUBLISH_CHUNK = 500
@@ -75,8 +79,20 @@ def _open(path: str) -> IO[bytes]:
 
 def cmd_publish(settings: Settings, path: str, err: IO[str], kind: str = KIND_FAILURE) -> int:
     """Enqueue every valid line of ``path``; report each bad one with its line number."""
+    if kind == KIND_DEPLOYMENT_PATCH_BY_VERSION and not settings.patch_by_version:
+        # Refused before a line is read: every line of the file would be refused alike.
+        print(
+            f"dora-forwarder: --kind {kind}: PATCH by version is a Datadog preview, off by "
+            f"default: set {PATCH_BY_VERSION_VARIABLE}=true to send it (here and on the "
+            "workers), or name deployments by id with --kind deployment_patch",
+            file=err,
+        )
+        return EXIT_FAILURE
     publisher = Publisher.from_url(
-        settings.redis_url, key_prefix=settings.key_prefix, timeout_s=settings.publish_timeout_s
+        settings.redis_url,
+        key_prefix=settings.key_prefix,
+        timeout_s=settings.publish_timeout_s,
+        patch_by_version=settings.patch_by_version,
     )
     published = bad = 0
     chunk: list[Event] = []

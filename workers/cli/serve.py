@@ -35,9 +35,11 @@ def add_serve_parser(commands: Any) -> None:
         "serve",
         help="serve Datadog's DORA write API to producers (curl, datadog-ci, Datadog's clients)",
         description="Accepts POST /api/v2/dora/failure, /api/v2/dora/deployment (and the "
-        "legacy /incident) with Datadog's bodies and DD-API-KEY header, and enqueues each "
-        "event into Redis for the workers. Producers send one of FORWARDER_INGEST_KEYS, "
-        "never the Datadog key.",
+        "legacy /incident), PATCH /api/v2/dora/deployments/{id} (and by version, a preview: "
+        "FORWARDER_PATCH_BY_VERSION), DELETE /api/v2/dora/deployment/{id} and "
+        "/api/v2/dora/failure/{id}, with Datadog's bodies and DD-API-KEY header, and enqueues "
+        "each event into Redis for the workers. Producers send one of FORWARDER_INGEST_KEYS, "
+        "never the Datadog key; a DD-APPLICATION-KEY header is ignored.",
     )
     serve.add_argument("--host", help="address to listen on (default: FORWARDER_INGEST_HOST)")
     serve.add_argument(
@@ -108,17 +110,19 @@ def cmd_serve(settings: Settings, args: argparse.Namespace, err: IO[str]) -> int
     )
     scheme = "https" if certfile else "http"
     logging.getLogger("dora_forwarder.ingest").info(
-        "ingest endpoint on %s://%s:%d (POST %s), %d key(s), into Redis at %s; at most %d "
-        "connections, headers within %g s, bodies within %g s",
+        "ingest endpoint on %s://%s:%d (%s), %d key(s), into Redis at %s; at most %d "
+        "connections, headers within %g s, bodies within %g s; PATCH by version (a Datadog "
+        "preview) %s",
         scheme,
         host,
         port,
-        ", ".join(ROUTES),
+        ", ".join(f"{route.method} {route.path}" for route in ROUTES),
         len(keys),
         settings.redis_url_for_logs,
         settings.ingest_max_connections,
         settings.ingest_header_timeout_s,
         settings.ingest_body_timeout_s,
+        "on" if settings.patch_by_version else "off (FORWARDER_PATCH_BY_VERSION)",
     )
     server = uvicorn.Server(config)
     try:

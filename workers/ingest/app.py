@@ -3,7 +3,10 @@
 A producer that speaks Datadog's API (curl, datadog-ci, the official clients) changes only
 its base URL. Each request goes: route -> ``DD-API-KEY`` -> size (``Content-Length``, then
 the bytes as they arrive, within ``FORWARDER_INGEST_BODY_TIMEOUT_S``) -> JSON, envelope and
-the producers' models -> one ``XADD`` that Redis acknowledges -> 202 with the event's id.
+the producers' models (and the id its path names) -> one ``XADD`` that Redis acknowledges
+-> 202 with the event's id (a POST) or ``{"data": null}`` (a PATCH or a DELETE). Datadog
+wants an application key on a PATCH or a DELETE: a ``DD-APPLICATION-KEY`` header is taken
+and ignored (the workers send theirs); only the ingest key is checked.
 Nothing is acknowledged that is not stored: when Redis does not answer in time the caller
 gets a 503 and retries (a retry of a write that did land is harmless: the same id folds into
 the same state). Refused keys are logged through a ``RefusalLog`` (one line per reason per
@@ -19,7 +22,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from http import HTTPStatus
-from types import MappingProxyType
 from typing import Any, Final
 
 import redis.asyncio as aioredis
@@ -35,11 +37,21 @@ from starlette.routing import Route
 
 from config import Settings
 from forwarder.entry import encode_entry
-from forwarder.protocol import KIND_DEPLOYMENT, KIND_FAILURE, RedisKeys
-from workers.ingest.jsonapi import bad_request, plain_errors
+from forwarder.jsontext import printable
+from forwarder.protocol import (
+    KIND_DEPLOYMENT,
+    KIND_DEPLOYMENT_DELETE,
+    KIND_DEPLOYMENT_PATCH,
+    KIND_DEPLOYMENT_PATCH_BY_VERSION,
+    KIND_FAILURE,
+    KIND_FAILURE_DELETE,
+    PATCH_BY_VERSION_VARIABLE,
+    RedisKeys,
+)
+from workers.ingest.jsonapi import ApiError, bad_request, plain_errors
 from workers.ingest.keys import IngestKeys
 from workers.ingest.refusals import RefusalLog
-from workers.ingest.request import BadRequestError, parse_event
+from workers.ingest.request import BadRequestError, parse_request
 
 log = logging.getLogger("dora_forwarder.ingest")
 
@@ -48,23 +60,37 @@ JSONAPI_TYPE: Final = "application/vnd.api+json"
 API_KEY_HEADER: Final = "dd-api-key"
 HEALTH_PATH: Final = "/health"
 RETRY_AFTER_S: Final = 1
+MAX_PATH_SHOWN: Final = 200
+"""Characters of a request's path a log line shows (an id in it can be anything sent)."""
+PATCH_BY_VERSION_OFF: Final = (
+    "PATCH /api/v2/dora/deployments (a deployment named by service, env and version) is a "
+    "Datadog preview, off on this forwarder: its operator turns it on with "
+    f"{PATCH_BY_VERSION_VARIABLE}=true. Or name the deployment by id: "
+    "PATCH /api/v2/dora/deployments/{deployment_id}"
+)
 
 
 @dataclass(frozen=True, slots=True)
 class EventRoute:
-    """What a write path takes: the kind of event it enqueues, the ``type`` it answers."""
+    """A write path (a ``{parameter}`` in it names the event acted on): its method, the kind
+    of entry it enqueues, the ``type`` a 202 names (None: Datadog's ``{"data": null}``)."""
 
+    method: str
+    path: str
     kind: str
-    response_type: str
+    response_type: str | None = None
 
 
-ROUTES: Final[Mapping[str, EventRoute]] = MappingProxyType(
-    {
-        "/api/v2/dora/failure": EventRoute(KIND_FAILURE, "dora_failure"),
-        # Deprecated by Datadog for /failure; same body, and it answers dora_failure too.
-        "/api/v2/dora/incident": EventRoute(KIND_FAILURE, "dora_failure"),
-        "/api/v2/dora/deployment": EventRoute(KIND_DEPLOYMENT, "dora_deployment"),
-    }
+ROUTES: Final = (
+    EventRoute("POST", "/api/v2/dora/failure", KIND_FAILURE, "dora_failure"),
+    # Deprecated by Datadog for /failure; same body, and it answers dora_failure too.
+    EventRoute("POST", "/api/v2/dora/incident", KIND_FAILURE, "dora_failure"),
+    EventRoute("POST", "/api/v2/dora/deployment", KIND_DEPLOYMENT, "dora_deployment"),
+    # Datadog's paths are not symmetric: PATCH on the plural, DELETE on the singular.
+    EventRoute("PATCH", "/api/v2/dora/deployments/{deployment_id}", KIND_DEPLOYMENT_PATCH),
+    EventRoute("PATCH", "/api/v2/dora/deployments", KIND_DEPLOYMENT_PATCH_BY_VERSION),
+    EventRoute("DELETE", "/api/v2/dora/deployment/{deployment_id}", KIND_DEPLOYMENT_DELETE),
+    EventRoute("DELETE", "/api/v2/dora/failure/{failure_id}", KIND_FAILURE_DELETE),
 )
 
 RedisFactory = Callable[[], aioredis.Redis]
@@ -190,15 +216,21 @@ class Ingest:
 
     async def handle(self, request: Request, route: EventRoute) -> Response:
         """One write request, answered as Datadog would (see the module's docstring)."""
-        where = f"{request.method} {request.url.path} from {_client(request)}"
+        where = f"{request.method} {_shown_path(request)} from {_client(request)}"
         if (refusal := self._refusal(request)) is not None:
             self.refusals.refused(refusal, where)
             return _error(HTTPStatus.FORBIDDEN)
+        if route.kind == KIND_DEPLOYMENT_PATCH_BY_VERSION and not self.settings.patch_by_version:
+            log.info("rejected %s: HTTP 400 %s is off", where, PATCH_BY_VERSION_VARIABLE)
+            return _json(
+                HTTPStatus.BAD_REQUEST, bad_request([ApiError(PATCH_BY_VERSION_OFF, None)])
+            )
+        # Read whatever the method: a DELETE's body is ignored, but bounded like any other.
         body = await self._body(request, where)
         if isinstance(body, Response):
             return body
         try:
-            event = parse_event(body, route.kind)
+            event = parse_request(route.kind, body, request.path_params)
         except BadRequestError as exc:
             log.info("rejected %s: HTTP 400 %s", where, exc)
             return _json(HTTPStatus.BAD_REQUEST, bad_request(exc.errors))
@@ -207,8 +239,12 @@ class Ingest:
         except RedisError as exc:
             log.warning("answered 503 to %s: Redis did not take the event: %s", where, exc)
             return _unavailable()
-        content = {"data": {"id": event.event_id, "type": route.response_type}}
-        return JSONResponse(content, status_code=HTTPStatus.ACCEPTED, media_type=JSONAPI_TYPE)
+        data = None
+        if route.response_type is not None:
+            data = {"id": event.event_id, "type": route.response_type}
+        return JSONResponse(
+            {"data": data}, status_code=HTTPStatus.ACCEPTED, media_type=JSONAPI_TYPE
+        )
 
     async def health(self, _request: Request) -> Response:
         """200 while Redis answers PING within the timeout, else 503 (for load balancers)."""
@@ -222,6 +258,13 @@ class Ingest:
 
 def _client(request: Request) -> str:
     return request.client.host if request.client else "unknown"
+
+
+def _shown_path(request: Request) -> str:
+    """The path, safe to log: an id in it is whatever the client sent (escapes, megabytes)."""
+    path = request.url.path
+    cut = path[:MAX_PATH_SHOWN] + ("..." if len(path) > MAX_PATH_SHOWN else "")
+    return printable(cut)
 
 
 def _endpoint(ingest: Ingest, route: EventRoute) -> Callable[[Request], Awaitable[Response]]:
@@ -260,7 +303,7 @@ def create_app(
             if client is not None:
                 await client.aclose()
 
-    routes = [Route(p, _endpoint(ingest, r), methods=["POST"]) for p, r in ROUTES.items()]
+    routes = [Route(r.path, _endpoint(ingest, r), methods=[r.method]) for r in ROUTES]
     routes.append(Route(HEALTH_PATH, ingest.health, methods=["GET"]))
     app = Starlette(
         routes=routes,

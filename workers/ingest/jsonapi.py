@@ -3,8 +3,8 @@
 Two shapes, as Datadog answers (``/work/shared/reference/DORA-API.md`` §3.2): a 400 carries
 JSON:API error objects, one per bad field, each pointing at the field in the request
 (``{"errors": [{"status": "400", "title": "Bad Request", "detail": ..., "source":
-{"pointer": "/data/attributes/..."}}]}``); every other error is a list of strings
-(``{"errors": ["Forbidden"]}``).
+{"pointer": "/data/attributes/..."}}]}``, or ``{"parameter": "deployment_id"}`` for an id
+in the path); every other error is a list of strings (``{"errors": ["Forbidden"]}``).
 """
 
 from __future__ import annotations
@@ -20,25 +20,26 @@ ATTRIBUTES_POINTER: Final = "/data/attributes"
 
 # The only attributes of Datadog's write bodies that are objects; a dot after any other
 # name is part of the name (an unknown field called "a.b" is one field, not two).
-_OBJECT_ATTRIBUTES: Final = frozenset({"git"})
+_OBJECT_ATTRIBUTES: Final = frozenset({"git", "remediation"})
 _INDEX: Final = re.compile(r"\[(\d+)\]")
 
 
 @dataclass(frozen=True, slots=True)
 class ApiError:
-    """One JSON:API error of a 400: what is wrong, and where in the request (JSON Pointer)."""
+    """One JSON:API error of a 400: what is wrong, and where in the request: a JSON Pointer
+    into the body, or the path ``parameter`` (neither: the request as a whole)."""
 
     detail: str
-    pointer: str
+    pointer: str | None
+    parameter: str | None = None
 
     def as_json(self) -> dict[str, Any]:
         """The error object as Datadog writes it."""
-        return {
-            "status": "400",
-            "title": "Bad Request",
-            "detail": self.detail,
-            "source": {"pointer": self.pointer},
-        }
+        error: dict[str, Any] = {"status": "400", "title": "Bad Request", "detail": self.detail}
+        source = {"pointer": self.pointer, "parameter": self.parameter}
+        if any(value is not None for value in source.values()):
+            error["source"] = {name: value for name, value in source.items() if value is not None}
+        return error
 
 
 def _escape(token: str) -> str:

@@ -25,15 +25,17 @@ _PLAIN: Final = (int, float, bool, type(None))
 
 
 def secrets_of(settings: Settings) -> tuple[str, ...]:
-    """The values no log line may contain: the API key, the ingest keys, the Redis password.
+    """The values no log line may contain: the API and application keys, the ingest keys, the
+    Redis password.
 
     The Redis password (in the URL's user-info or its ``?password=``) is listed as written,
     decoded and encoded again, as a library may show any of them. Longest first, so that a
     secret containing another is hidden whole.
     """
     found: set[str] = set(configured_keys(settings.ingest_keys))
-    if settings.dd_api_key is not None:
-        found.add(settings.dd_api_key.get_secret_value())
+    for key in (settings.dd_api_key, settings.dd_app_key):
+        if key is not None:
+            found.add(key.get_secret_value())
     found.update(password_forms(settings.redis_url))
     return tuple(sorted((s for s in found if s), key=len, reverse=True))
 
