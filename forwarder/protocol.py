@@ -170,10 +170,11 @@ class RedisKeys:
         return f"{self._tag}:app_key_waits"
 
     @property
-    def same_second(self) -> str:
-        """Hash: ``<service> <env> <second>`` -> the deployment id that holds that second
-        (Datadog keeps one deployment per service and second)."""
-        return f"{self._tag}:same_second"
+    def second_prefix(self) -> str:
+        """Prefix of the strings ``<service> <env> <second>`` -> the id of the deployment
+        that holds that second (Datadog keeps one deployment per service, env and second);
+        each lives as long as a quiet state (``FORWARDER_RETENTION_S``)."""
+        return f"{self._tag}:second:"
 
     @property
     def workers(self) -> str:
@@ -250,6 +251,11 @@ class StateField(StrEnum):
     """Digest of the PATCH attributes Datadog accepted last."""
     DONE_DELETE = "done:delete"
     """The ``delete`` field's value (a stream position) of the DELETE Datadog accepted last."""
+    SECOND_SLOT = "second_slot"
+    """A deployment's ``<service> <env> <second>``, the second it holds (``second_prefix``)."""
+    SAME_SECOND_AS = "same_second_as"
+    """Another deployment holds this one's second: its id. This version is dead-lettered
+    instead of overwriting that one at Datadog."""
     DOUBT_UNTIL_MS = "doubt_until_ms"
     """A request whose fate is in doubt may still land at the API until then (ms, Redis
     clock): the current version is sent once more, claimed at or after it (absent: none)."""

@@ -191,9 +191,11 @@ def test_argv_flattens_a_record_as_its_layout_says() -> None:
     """Counts stand in for tuples; the items follow, records depth first, bools as 0/1."""
     update = IncidentUpdate("inc", (FieldUpdate("team", "p1", '"ops"'),), force=True)
     poison = PoisonEntry("1-0", "bad", "{}")
-    args = FoldArgs("group", 10, 20, "{p}:finished:", None, ("1-0", "2-0"), (poison,), (update,))
+    args = FoldArgs(
+        "group", 10, 20, "{p}:finished:", "{p}:second:", None, ("1-0", "2-0"), (poison,), (update,)
+    )
     assert argv(args) == [
-        *("group", 10, 20, "{p}:finished:", "", 2, 1, 1),
+        *("group", 10, 20, "{p}:finished:", "{p}:second:", "", 2, 1, 1),
         *("1-0", "2-0"),
         *("1-0", "bad", "{}", "utf-8", 0, 0),
         *("inc", 1, 1),
@@ -206,4 +208,5 @@ def test_settlement_verdicts_go_as_their_values() -> None:
     assert argv(Settlement("inc", 3, Verdict.DELIVERED)) == [
         *("inc", 3, "delivered", 0, "", "", ""),
         *(0, 0, 0),  # sent_at_ms, doubt, outage
+        *("", "", 0, 0, 0),  # step, step_done, more, forget, app_key_wait
     ]

@@ -181,10 +181,11 @@ def test_worker_delivers_deployments_and_incidents_side_by_side(
     start_worker()
     ids = [f"deployment-{i:012d}" for i in range(20)]
     with Publisher.from_url(redis_url, key_prefix=prefix) as publisher:
-        for deployment_id in ids:
+        for second, deployment_id in enumerate(ids):
+            # One second each: Datadog keeps one deployment per service and second.
             publisher.deployment(
                 service="checkout",
-                started_at=1_700_000_000,
+                started_at=1_700_000_000 + second,
                 finished_at=1_700_000_090,
                 id=deployment_id,
                 env="prod",

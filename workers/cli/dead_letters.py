@@ -50,7 +50,7 @@ def _act(
         print(
             f"replayed {count} dead letter(s): back through ingest, to be delivered again", file=err
         )
-        kept = [letter.letter_id for letter in chosen if letter.replay_entry() is None]
+        kept = [letter.letter_id for letter in chosen if not letter.replay_entries()]
         if kept:
             print(
                 f"kept {len(kept)} dead letter(s) that hold nothing whole to send "

@@ -68,6 +68,9 @@ class Claim:
     done: Mapping[str, str] = field(default_factory=dict)
     """What Datadog accepted last of each request (``done:*`` fields, see
     ``workers.delivery.operations``): only what differs is sent."""
+    same_second_as: str | None = None
+    """Another deployment of the same service and env holds this one's second at Datadog:
+    its id (see ``fold.lua``); this one's POST is dead-lettered instead of overwriting it."""
     app_key_paused_until_ms: int = 0
     """The fleet's pause of PATCH and DELETE (a refused application key) ends then."""
     problem: str | None = None

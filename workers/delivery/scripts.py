@@ -106,6 +106,8 @@ class FoldArgs:
     orphan_wait_ms: int
     finished_prefix: str
     """Prefix of the finish records (``RedisKeys.finished_prefix``)."""
+    second_prefix: str
+    """Prefix of the seconds deployments hold (``RedisKeys.second_prefix``)."""
     now_ms: int | None
     """None: Redis' clock (tests pin it)."""
     ack_ids: tuple[str, ...]

@@ -193,46 +193,73 @@ def _app_key_unusable(
 
 def _unsendable(claim: Claim, request: ApiRequest, policy: SettlementPolicy) -> Settlement | None:
     """How to settle a request that must not go out (incomplete, invalid), or None."""
-    parts = split_state(claim.attributes)
     if request.step is Step.POST:
-        if not is_complete(parts.post):
-            waited_ms = claim.claimed_at_ms - claim.first_seen_ms
-            if waited_ms < policy.orphan_wait_ms:
-                return Settlement(
-                    claim.incident_id,
-                    claim.version,
-                    Verdict.WAIT,
-                    delay_ms=policy.orphan_wait_ms - waited_ms,
-                    reason="finish waiting for its start",
-                )
+        return _post_unsendable(claim, request, policy)
+    if request.step is Step.PATCH:
+        return _patch_unsendable(claim, request, policy)
+    return None
+
+
+def _post_unsendable(
+    claim: Claim, request: ApiRequest, policy: SettlementPolicy
+) -> Settlement | None:
+    post = split_state(claim.attributes).post
+    if claim.same_second_as is not None:
+        _, event_id = parse_state_id(claim.incident_id)
+        second = int(post.get("started_at", 0)) // 1_000_000_000
+        return dead_letter(
+            claim,
+            f"deployment {event_id} starts in the same second ({second}) as deployment "
+            f"{claim.same_second_as} of the same service and env, which was published first: "
+            "Datadog keeps one deployment per service per second, so sending this one would "
+            "silently overwrite the other. Publish it again with its true start time, or delete "
+            "the other and replay this letter",
+            request=request,
+        )
+    if not is_complete(post):
+        waited_ms = claim.claimed_at_ms - claim.first_seen_ms
+        if waited_ms < policy.orphan_wait_ms:
+            return Settlement(
+                claim.incident_id,
+                claim.version,
+                Verdict.WAIT,
+                delay_ms=policy.orphan_wait_ms - waited_ms,
+                reason="finish waiting for its start",
+            )
+        return dead_letter(
+            claim,
+            f"a finish for incident {claim.incident_id} waited {waited_ms / 1000:.0f} s "
+            "for its start, which never arrived (FORWARDER_ORPHAN_WAIT_S)",
+            request=request,
+        )
+    try:
+        to_event(post, claim.kind)
+    except InvalidEventError as exc:
+        noun = _NOUNS.get(claim.kind, claim.kind)
+        return dead_letter(claim, f"merged {noun} is invalid: {exc}", request=request)
+    return None
+
+
+def _patch_unsendable(
+    claim: Claim, request: ApiRequest, policy: SettlementPolicy
+) -> Settlement | None:
+    patch = split_state(claim.attributes).patch
+    kind, event_id = parse_state_id(claim.incident_id)
+    if kind == STATE_DEPLOYMENT_VERSION:
+        if not policy.patch_by_version:
             return dead_letter(
                 claim,
-                f"a finish for incident {claim.incident_id} waited {waited_ms / 1000:.0f} s "
-                "for its start, which never arrived (FORWARDER_ORPHAN_WAIT_S)",
+                "PATCH by version is a Datadog preview this worker does not send: set "
+                "FORWARDER_PATCH_BY_VERSION=true on the workers, then replay this letter",
                 request=request,
             )
-        try:
-            to_event(parts.post, claim.kind)
-        except InvalidEventError as exc:
-            noun = _NOUNS.get(claim.kind, claim.kind)
-            return dead_letter(claim, f"merged {noun} is invalid: {exc}", request=request)
-    elif request.step is Step.PATCH:
-        kind, event_id = parse_state_id(claim.incident_id)
-        if kind == STATE_DEPLOYMENT_VERSION:
-            if not policy.patch_by_version:
-                return dead_letter(
-                    claim,
-                    "PATCH by version is a Datadog preview this worker does not send: set "
-                    "FORWARDER_PATCH_BY_VERSION=true on the workers, then replay this letter",
-                    request=request,
-                )
-            data, patch_kind = dict(parts.patch), KIND_DEPLOYMENT_PATCH_BY_VERSION
-        else:
-            data, patch_kind = {**parts.patch, "id": event_id}, KIND_DEPLOYMENT_PATCH
-        try:
-            to_event(data, patch_kind)
-        except InvalidEventError as exc:
-            return dead_letter(claim, f"merged PATCH is invalid: {exc}", request=request)
+        data, patch_kind = dict(patch), KIND_DEPLOYMENT_PATCH_BY_VERSION
+    else:
+        data, patch_kind = {**patch, "id": event_id}, KIND_DEPLOYMENT_PATCH
+    try:
+        to_event(data, patch_kind)
+    except InvalidEventError as exc:
+        return dead_letter(claim, f"merged PATCH is invalid: {exc}", request=request)
     return None
 
 

@@ -179,6 +179,7 @@ class Store:
                 retention_ms,
                 orphan_wait_ms,
                 self.keys.finished_prefix,
+                self.keys.second_prefix,
                 now_ms,
                 plan.ack_ids,
                 plan.poison,
@@ -327,6 +328,7 @@ def _claim_from(row: Sequence[bytes], claimed_at_ms: int, app_key_until_ms: int 
     numbers: dict[str, int] = {}
     remembered: str | None = None
     done: dict[str, str] = {}
+    same_second_as: str | None = None
     problems: list[str] = []
     for name, value in zip(row[1::2], row[2::2], strict=True):
         key = name.decode(errors="replace")
@@ -339,6 +341,8 @@ def _claim_from(row: Sequence[bytes], claimed_at_ms: int, app_key_until_ms: int 
                 remembered = value.decode()
             elif key in _DONE:
                 done[key] = value.decode()
+            elif key == StateField.SAME_SECOND_AS:
+                same_second_as = value.decode()
         except ValueError as exc:  # JSON, int() and UTF-8 errors are all ValueErrors
             problems.append(f"field {key!r} = {_shown(value)} does not parse ({exc})")
             if key.startswith(ATTRIBUTE_PREFIX):
@@ -357,6 +361,7 @@ def _claim_from(row: Sequence[bytes], claimed_at_ms: int, app_key_until_ms: int 
         remembered_digest=remembered,
         doubt_until_ms=numbers.get(StateField.DOUBT_UNTIL_MS),
         done=done,
+        same_second_as=same_second_as,
         app_key_paused_until_ms=app_key_until_ms,
         problem="; ".join(problems) or None,
     )

@@ -24,13 +24,20 @@ from forwarder.protocol import (
     FIELD_KIND,
     FIELD_REPLAY,
     FIELD_VERSION,
+    KIND_DEPLOYMENT_DELETE,
+    KIND_DEPLOYMENT_PATCH,
+    KIND_DEPLOYMENT_PATCH_BY_VERSION,
+    KIND_FAILURE,
+    KIND_FAILURE_DELETE,
     PAYLOAD_BASE64,
     PAYLOAD_UTF8,
+    STATE_DEPLOYMENT_VERSION,
     LetterField,
     LetterSource,
     RedisKeys,
     parse_state_id,
 )
+from workers.delivery.operations import split_state
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,21 +74,47 @@ class DeadLetter:
             "payload_truncated": self.payload_truncated,
         }
 
-    def replay_entry(self) -> dict[str, str] | dict[bytes, bytes] | None:
-        """The ingest entry that replays this letter, or None if there is nothing to send.
+    def replay_entries(self) -> list[dict[str, str]] | list[dict[bytes, bytes]]:
+        """The ingest entries that replay this letter, in order; none if nothing can be sent.
 
-        A stream entry is sent back byte for byte; one whose payload was cut is not sent.
+        A stream entry is sent back byte for byte; one whose payload was cut is not sent. A
+        state's letter becomes one entry per request it held: its DELETE, its POST, then its
+        PATCH, so that they fold back in the order they are sent.
         """
         if self.source == LetterSource.INCIDENT and self.detail and self.detail.get("attributes"):
-            return {
-                FIELD_VERSION: ENTRY_VERSION,
-                FIELD_KIND: parse_state_id(self.incident_id or "")[0],
-                FIELD_EVENT: json.dumps(self.detail["attributes"], separators=(",", ":")),
-                FIELD_REPLAY: "1",
-            }
+            attributes = self.detail["attributes"]
+            if not isinstance(attributes, dict):
+                return []
+            return [
+                {
+                    FIELD_VERSION: ENTRY_VERSION,
+                    FIELD_KIND: kind,
+                    FIELD_EVENT: json.dumps(event, separators=(",", ":")),
+                    FIELD_REPLAY: "1",
+                }
+                for kind, event in replay_events(self.incident_id or "", attributes)
+            ]
         if self.source == LetterSource.STREAM and self.entry_fields:
-            return {**self.entry_fields, FIELD_REPLAY.encode(): b"1"}
-        return None
+            return [{**self.entry_fields, FIELD_REPLAY.encode(): b"1"}]
+        return []
+
+
+def replay_events(state_name: str, attributes: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """``(kind, event)`` of each entry that folds ``attributes`` back into state
+    ``state_name``: the DELETE first, then the POST, then the PATCH."""
+    kind, event_id = parse_state_id(state_name)
+    parts = split_state(attributes)
+    events: list[tuple[str, Any]] = []
+    if parts.delete is not None:
+        deletion = KIND_FAILURE_DELETE if kind == KIND_FAILURE else KIND_DEPLOYMENT_DELETE
+        events.append((deletion, {"id": event_id}))
+    if parts.post:
+        events.append((kind, parts.post))
+    if parts.patch and kind == STATE_DEPLOYMENT_VERSION:
+        events.append((KIND_DEPLOYMENT_PATCH_BY_VERSION, parts.patch))
+    elif parts.patch:
+        events.append((KIND_DEPLOYMENT_PATCH, {**parts.patch, "id": event_id}))
+    return events
 
 
 def _entry_fields(
@@ -205,11 +238,12 @@ def replay(client: redis.Redis, keys: RedisKeys, letters: Sequence[DeadLetter]) 
     """
     replayed = 0
     for letter in letters:
-        entry = letter.replay_entry()
-        if entry is None:
+        entries = letter.replay_entries()
+        if not entries:
             continue
         pipe = client.pipeline(transaction=True)
-        pipe.xadd(keys.ingest, entry)  # type: ignore[arg-type]
+        for entry in entries:
+            pipe.xadd(keys.ingest, entry)  # type: ignore[arg-type]
         pipe.xdel(keys.dead, letter.letter_id)
         pipe.execute()
         replayed += 1

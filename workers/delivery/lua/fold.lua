@@ -10,16 +10,22 @@
 -- incident (I2), and a late copy of that very finish costs nothing.
 --
 -- KEYS: ingest (the stream), due, inflight, dead, stats, then one hash per update, in order
+-- Same second: Datadog keeps one deployment per service (and env) and second, so a second
+-- deployment in a second another one holds would overwrite it there, silently. The first
+-- folded holds the second (`second_prefix` .. `<service> <env> <second>` -> its id, kept as
+-- long as a quiet state); a later one is marked `same_second_as` the holder, and its POST is
+-- dead-lettered with both ids (workers/delivery/settlement.py) instead of sent.
+--
 -- ARGV (FoldArgs in workers/delivery/scripts.py): group, retention_ms, orphan_wait_ms,
---       finished_prefix, now_ms ('' for Redis' clock; tests pin it),
+--       finished_prefix, second_prefix, now_ms ('' for Redis' clock; tests pin it),
 --       n_ack_ids, n_poison, n_updates, the ack ids,
 --       per poison entry (PoisonEntry): entry_id, reason, payload, encoding (utf-8 or
 --       base64), size_bytes, truncated (1: payload cut),
 --       per update (IncidentUpdate): incident_id, n_fields, force (1: a replay, deliver even if
 --       unchanged), then per field (FieldUpdate): field, position, value (JSON)
 local ingest_key, due_key, inflight_key, dead_key, stats_key = unpack(KEYS, 1, 5)
-local group, retention_ms, orphan_wait_ms, finished_prefix, now_ms, n_ack_ids, n_poison,
-  n_updates = unpack(ARGV, 1, 8)
+local group, retention_ms, orphan_wait_ms, finished_prefix, second_prefix, now_ms, n_ack_ids,
+  n_poison, n_updates = unpack(ARGV, 1, 9)
 orphan_wait_ms = tonumber(orphan_wait_ms)
 n_ack_ids, n_poison, n_updates = tonumber(n_ack_ids), tonumber(n_poison), tonumber(n_updates)
 local now = clock_ms(now_ms)
@@ -49,7 +55,46 @@ local function only_finish(key, finished)
   return true
 end
 
-local i = 9
+-- The second a deployment's POST takes at Datadog: `<service> <env> <started_at's second>`
+-- (JSON values as stored: started_at is integer nanoseconds), or nil without a POST.
+local function second_of(key)
+  local service, started = redis.call('HGET', key, 'a:service'), redis.call('HGET', key, 'a:started_at')
+  if not (service and started) then return nil end
+  local env = redis.call('HGET', key, 'a:env') or 'null'
+  local second = '0'
+  if #started > 9 then second = string.sub(started, 1, #started - 9) end
+  return service .. ' ' .. env .. ' ' .. second
+end
+
+-- Hold the deployment's second, or mark it `same_second_as` the deployment that holds it.
+-- Returns 1 when it is so marked (a new conflict), else 0.
+local function take_second(key, state_id)
+  local event_id = string.sub(state_id, #'deployment/' + 1)
+  local slot, old_slot = second_of(key), redis.call('HGET', key, 'second_slot')
+  if old_slot and old_slot ~= slot then
+    if redis.call('GET', second_prefix .. old_slot) == event_id then
+      redis.call('DEL', second_prefix .. old_slot)
+    end
+    redis.call('HDEL', key, 'second_slot')
+  end
+  redis.call('HDEL', key, 'same_second_as')
+  if not slot then return 0 end
+  local holder = redis.call('GET', second_prefix .. slot)
+  if holder and holder ~= event_id then
+    -- Still held: the holder's state (same prefix as this one's) has that second.
+    local holder_key = string.sub(key, 1, #key - #state_id) .. 'deployment/' .. holder
+    if redis.call('TYPE', holder_key)['ok'] == 'hash'
+        and redis.call('HGET', holder_key, 'second_slot') == slot then
+      redis.call('HSET', key, 'same_second_as', holder)
+      return 1
+    end
+  end
+  redis.call('SET', second_prefix .. slot, event_id, 'PX', retention_ms)
+  redis.call('HSET', key, 'second_slot', slot)
+  return 0
+end
+
+local i = 10
 local acks = {}
 for _ = 1, n_ack_ids do acks[#acks + 1] = ARGV[i]; i = i + 1 end
 
@@ -80,7 +125,7 @@ for u = 1, n_updates do
   end
 end
 
-local changed, unchanged = 0, 0
+local changed, unchanged, same_second = 0, 0, 0
 for u = 1, n_updates do
   local key = KEYS[5 + u]
   local incident_id, n_fields, force = unpack(ARGV, i, i + 2)
@@ -132,6 +177,9 @@ for u = 1, n_updates do
     -- delivery measures the publish-to-delivery latency from it.
     if newest ~= '' then redis.call('HSET', key, 'pub_ms', tonumber(string.sub(newest, 1, 15))) end
     redis.call('HSETNX', key, 'first_ms', ms(now))
+    if string.sub(incident_id, 1, #'deployment/') == 'deployment/' then
+      same_second = same_second + take_second(key, incident_id)
+    end
     local quiet = recalled and force ~= '1' and only_finish(key, recalled)
     if quiet then
       -- Datadog holds this finish already: nothing to send, no start to wait for.
@@ -187,4 +235,5 @@ if n_ack_ids > 0 then
   add(stats_key, 'updates_unchanged', unchanged)
 end
 if n_poison > 0 then add(stats_key, 'dead_letters', n_poison) end
+if same_second > 0 then add(stats_key, 'same_second', same_second) end
 return {changed, unchanged, n_poison}
