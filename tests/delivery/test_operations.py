@@ -1,0 +1,291 @@
+"""PATCH and DELETE through the engine: one order per id, supersede, 404, the application key.
+
+Each test drives a real pump (real Redis, the real scripts, the real HTTP sender) against the
+stand-in API over loopback, which checks Datadog's bodies and both keys.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+from pydantic import SecretStr
+
+from forwarder import to_event
+from forwarder.entry import encode_entry
+from forwarder.protocol import (
+    KIND_DEPLOYMENT,
+    KIND_DEPLOYMENT_DELETE,
+    KIND_DEPLOYMENT_PATCH,
+    KIND_FAILURE,
+    KIND_FAILURE_DELETE,
+    RedisKeys,
+    StatsField,
+    state_id,
+)
+from harness.standin import StandinServer
+from workers.delivery.backoff import BackoffPolicy
+from workers.delivery.pump import Pump, PumpConfig, PumpReport
+from workers.delivery.sender import DatadogSender, default_transport
+from workers.delivery.settlement import SettlementPolicy
+from workers.delivery.store import Store
+from workers.ops.dead_letters import list_letters
+
+pytestmark = pytest.mark.anyio
+
+API_KEY = "operations-api-key-000001"
+APP_KEY = "operations-app-key-000001"
+DEPLOYMENT_ID = "deployment-ops-000000001"
+REMEDY_ID = "deployment-ops-000000002"
+INCIDENT_ID = "incident-ops-0000000001"
+DEPLOYMENT = {
+    "id": DEPLOYMENT_ID,
+    "service": "checkout",
+    "env": "prod",
+    "version": "v1.12.7",
+    "started_at": 1_700_000_000,
+    "finished_at": 1_700_000_090,
+}
+INCIDENT = {"id": INCIDENT_ID, "services": ["checkout"], "started_at": 1_700_000_100}
+ROLLBACK = {"id": REMEDY_ID, "type": "rollback"}
+
+
+@pytest.fixture
+def api() -> Iterator[StandinServer]:
+    with StandinServer(API_KEY, app_key=APP_KEY) as server:
+        yield server
+
+
+def pump(
+    client: aioredis.Redis, keys: RedisKeys, api: StandinServer, **policy: Any
+) -> tuple[Pump, DatadogSender]:
+    app_key = policy.pop("app_key", APP_KEY)
+    sender = DatadogSender(
+        base_url=api.url,
+        api_key=SecretStr(API_KEY),
+        app_key=SecretStr(app_key) if app_key else None,
+        timeout_s=5.0,
+        transport=default_transport(8),
+    )
+    settlement = SettlementPolicy(
+        backoff=BackoffPolicy(base_s=0.01, max_s=0.02),
+        orphan_wait_ms=60_000,
+        auth_pause_s=policy.pop("auth_pause_s", 0.05),
+        has_app_key=bool(app_key),
+        **policy,
+    )
+    config = PumpConfig(
+        consumer="operations-test",
+        ingest_batch=100,
+        max_in_flight=8,
+        lease_ms=30_000,
+        reclaim_idle_ms=30_000,
+        retention_ms=3_600_000,
+        policy=settlement,
+    )
+    return Pump(Store(client, keys), sender, config), sender
+
+
+async def publish(client: aioredis.Redis, keys: RedisKeys, kind: str, data: dict[str, Any]) -> None:
+    await client.xadd(keys.ingest, encode_entry(to_event(data, kind)))
+
+
+async def run(
+    client: aioredis.Redis, keys: RedisKeys, api: StandinServer, budget_s: float = 0.5, **kw: Any
+) -> PumpReport:
+    engine, sender = pump(client, keys, api, **kw)
+    try:
+        return await engine.run(budget_s)
+    finally:
+        await sender.aclose()
+
+
+def calls(api: StandinServer, event_id: str) -> list[str]:
+    """The accepted requests for ``event_id``, in the order the API applied them."""
+    return [f"{r.method} {r.status}" for r in api.requests_for(event_id)]
+
+
+async def test_patch_in_the_batch_of_its_post_goes_after_it(
+    client: aioredis.Redis, keys: RedisKeys, api: StandinServer
+) -> None:
+    """POST and PATCH of one deployment, read in one batch: the POST lands first, then the
+    PATCH (the stand-in answers 404 to a PATCH of a deployment it does not hold)."""
+    await publish(client, keys, KIND_DEPLOYMENT, DEPLOYMENT)
+    patch = {"id": DEPLOYMENT_ID, "change_failure": True, "remediation": ROLLBACK}
+    await publish(client, keys, KIND_DEPLOYMENT_PATCH, patch)
+    await run(client, keys, api)
+    assert calls(api, DEPLOYMENT_ID) == ["POST 202", "PATCH 202"]
+    held = api.latest("dora_deployment")[DEPLOYMENT_ID]
+    assert (held["change_failure"], held["remediation"]) == (True, ROLLBACK)
+
+
+async def test_a_later_patch_supersedes_an_unsent_one_field_by_field(
+    client: aioredis.Redis, keys: RedisKeys, api: StandinServer
+) -> None:
+    """Two PATCHes folded before either is sent: one request, with the later values where
+    they differ and the earlier remediation kept; a PATCH equal to the delivered one costs
+    nothing."""
+    api.preload("dora_deployment", DEPLOYMENT_ID, DEPLOYMENT)
+    first = {"id": DEPLOYMENT_ID, "change_failure": True, "remediation": ROLLBACK}
+    await publish(client, keys, KIND_DEPLOYMENT_PATCH, first)
+    await publish(
+        client, keys, KIND_DEPLOYMENT_PATCH, {"id": DEPLOYMENT_ID, "change_failure": False}
+    )
+    await run(client, keys, api)
+    patches = [r for r in api.requests_for(DEPLOYMENT_ID) if r.method == "PATCH"]
+    assert [r.attributes for r in patches] == [{"change_failure": False, "remediation": ROLLBACK}]
+    await publish(
+        client, keys, KIND_DEPLOYMENT_PATCH, {"id": DEPLOYMENT_ID, "change_failure": False}
+    )
+    report = await run(client, keys, api)
+    assert report.sent == 0, "a PATCH equal to the delivered one is sent again"
+
+
+async def test_delete_after_delivery_goes_out_and_nothing_after_it(
+    client: aioredis.Redis, keys: RedisKeys, api: StandinServer
+) -> None:
+    """POST, PATCH delivered; then DELETE: one DELETE, and the deployment is gone at the API."""
+    await publish(client, keys, KIND_DEPLOYMENT, DEPLOYMENT)
+    await publish(
+        client, keys, KIND_DEPLOYMENT_PATCH, {"id": DEPLOYMENT_ID, "change_failure": True}
+    )
+    await run(client, keys, api)
+    await publish(client, keys, KIND_DEPLOYMENT_DELETE, {"id": DEPLOYMENT_ID})
+    await run(client, keys, api)
+    assert calls(api, DEPLOYMENT_ID) == ["POST 202", "PATCH 202", "DELETE 202"]
+    assert DEPLOYMENT_ID not in api.latest("dora_deployment")
+    assert api.resurrections() == []
+
+
+async def test_delete_while_the_post_is_pending_sends_only_the_delete(
+    client: aioredis.Redis, keys: RedisKeys, api: StandinServer
+) -> None:
+    """A DELETE folded before its event's POST went out supersedes it: the POST (and PATCH)
+    are never sent; the DELETE is (Datadog may hold the event from an earlier POST or from
+    elsewhere), and the stand-in answers 404 for one it never held: settled, not retried."""
+    await publish(client, keys, KIND_DEPLOYMENT, DEPLOYMENT)
+    await publish(
+        client, keys, KIND_DEPLOYMENT_PATCH, {"id": DEPLOYMENT_ID, "change_failure": True}
+    )
+    await publish(client, keys, KIND_DEPLOYMENT_DELETE, {"id": DEPLOYMENT_ID})
+    await publish(client, keys, KIND_FAILURE, INCIDENT)
+    await publish(client, keys, KIND_FAILURE_DELETE, {"id": INCIDENT_ID})
+    report = await run(client, keys, api)
+    assert calls(api, DEPLOYMENT_ID) == ["DELETE 404"]
+    assert calls(api, INCIDENT_ID) == ["DELETE 404"]
+    assert report.outcomes == {"delivered": 2}
+    assert await client.zcard(keys.due) == 0
+
+
+async def test_published_again_after_a_delete_goes_after_the_delete(
+    client: aioredis.Redis, keys: RedisKeys, api: StandinServer
+) -> None:
+    """DELETE then POST of the same id (published again): DELETE first, then the new POST;
+    entries older than the DELETE that are folded late change nothing."""
+    await publish(client, keys, KIND_DEPLOYMENT, DEPLOYMENT)
+    await run(client, keys, api)
+    await publish(client, keys, KIND_DEPLOYMENT_DELETE, {"id": DEPLOYMENT_ID})
+    again = {
+        **DEPLOYMENT,
+        "version": "v1.12.8",
+        "started_at": 1_700_000_200,
+        "finished_at": 1_700_000_290,
+    }
+    await publish(client, keys, KIND_DEPLOYMENT, again)
+    await run(client, keys, api)
+    assert calls(api, DEPLOYMENT_ID) == ["POST 202", "DELETE 202", "POST 202"]
+    assert api.latest("dora_deployment")[DEPLOYMENT_ID]["version"] == "v1.12.8"
+
+
+async def test_patch_404_is_retried_then_delivered(
+    client: aioredis.Redis, keys: RedisKeys, api: StandinServer
+) -> None:
+    """A PATCH of a deployment Datadog does not know yet is retried; once it is known (its
+    POST came from elsewhere), the PATCH lands."""
+    await publish(
+        client, keys, KIND_DEPLOYMENT_PATCH, {"id": DEPLOYMENT_ID, "change_failure": True}
+    )
+    await run(client, keys, api, budget_s=0.3)
+    assert calls(api, DEPLOYMENT_ID)[:1] == ["PATCH 404"]
+    assert await client.zcard(keys.due) == 1, "the PATCH was dropped after a 404"
+    api.preload("dora_deployment", DEPLOYMENT_ID, DEPLOYMENT)
+    await run(client, keys, api)
+    assert calls(api, DEPLOYMENT_ID)[-1] == "PATCH 202"
+    assert api.latest("dora_deployment")[DEPLOYMENT_ID]["change_failure"] is True
+
+
+async def test_patch_404_past_the_wait_is_a_dead_letter_with_the_reason(
+    client: aioredis.Redis, keys: RedisKeys, api: StandinServer, sync_redis: Any
+) -> None:
+    """Past FORWARDER_PATCH_WAIT_S the 404 is a dead letter saying which deployment and why."""
+    await publish(
+        client, keys, KIND_DEPLOYMENT_PATCH, {"id": DEPLOYMENT_ID, "change_failure": True}
+    )
+    await run(client, keys, api, budget_s=0.5, patch_wait_ms=50)
+    (letter,) = list_letters(sync_redis, keys)
+    assert letter.incident_id == state_id(KIND_DEPLOYMENT, DEPLOYMENT_ID)
+    assert DEPLOYMENT_ID in letter.reason and "FORWARDER_PATCH_WAIT_S" in letter.reason
+    assert letter.detail is not None and letter.detail["status"] == 404
+
+
+async def test_without_an_application_key_patches_wait_and_posts_flow(
+    client: aioredis.Redis, keys: RedisKeys, api: StandinServer
+) -> None:
+    """No DD_APP_KEY: the POST is delivered, the PATCH waits (counted, never dead-lettered);
+    a worker with the key then delivers it."""
+    await publish(client, keys, KIND_DEPLOYMENT, DEPLOYMENT)
+    await publish(
+        client, keys, KIND_DEPLOYMENT_PATCH, {"id": DEPLOYMENT_ID, "change_failure": True}
+    )
+    await run(client, keys, api, app_key=None)
+    assert calls(api, DEPLOYMENT_ID) == ["POST 202"]
+    assert await client.zrange(keys.app_key_waits, 0, -1) == [
+        state_id(KIND_DEPLOYMENT, DEPLOYMENT_ID).encode()
+    ]
+    assert await client.xlen(keys.dead) == 0
+    await run(client, keys, api, budget_s=0.5)
+    assert calls(api, DEPLOYMENT_ID) == ["POST 202", "PATCH 202"]
+    assert await client.zcard(keys.app_key_waits) == 0
+
+
+async def test_a_refused_application_key_pauses_patches_not_posts(
+    client: aioredis.Redis, keys: RedisKeys, api: StandinServer
+) -> None:
+    """A 403 to a PATCH pauses PATCH and DELETE fleet-wide (kept, not dead); POSTs go on."""
+    await publish(
+        client, keys, KIND_DEPLOYMENT_PATCH, {"id": DEPLOYMENT_ID, "change_failure": True}
+    )
+    await run(client, keys, api, app_key="a-wrong-application-key", auth_pause_s=60.0)
+    assert calls(api, DEPLOYMENT_ID) == ["PATCH 403"]
+    assert await client.hget(keys.gate, "app_key_closed_until_ms")
+    assert await client.hget(keys.gate, "closed_until_ms") is None, "POSTs were paused too"
+    await publish(client, keys, KIND_FAILURE, INCIDENT)
+    await run(client, keys, api, app_key="a-wrong-application-key", auth_pause_s=60.0)
+    assert calls(api, INCIDENT_ID) == ["POST 202"]
+    assert calls(api, DEPLOYMENT_ID) == ["PATCH 403"], "the paused PATCH went out again"
+    assert await client.zcard(keys.app_key_waits) == 1
+    assert await client.xlen(keys.dead) == 0
+
+
+async def test_same_second_deployments_the_later_is_a_dead_letter_naming_both(
+    client: aioredis.Redis, keys: RedisKeys, api: StandinServer, sync_redis: Any
+) -> None:
+    """Two deployments of one service and env in the same second: the first folded is sent,
+    the later is a dead letter naming both ids, counted; another env or second is no clash."""
+    await publish(client, keys, KIND_DEPLOYMENT, DEPLOYMENT)
+    clash = {**DEPLOYMENT, "id": REMEDY_ID, "started_at": 1_700_000_000_400}  # ms, same second
+    other_env = {**DEPLOYMENT, "id": "deployment-ops-000000003", "env": "staging"}
+    await publish(client, keys, KIND_DEPLOYMENT, clash)
+    await publish(client, keys, KIND_DEPLOYMENT, other_env)
+    await run(client, keys, api)
+    assert set(api.latest("dora_deployment")) == {DEPLOYMENT_ID, "deployment-ops-000000003"}
+    (letter,) = list_letters(sync_redis, keys)
+    assert DEPLOYMENT_ID in letter.reason and REMEDY_ID in letter.reason
+    assert "same second" in letter.reason
+    assert await client.hget(keys.stats, StatsField.SAME_SECOND) == b"1"
+    # Published again with its true start time, it is sent.
+    await publish(client, keys, KIND_DEPLOYMENT, {**clash, "started_at": 1_700_000_001})
+    await run(client, keys, api)
+    assert REMEDY_ID in api.latest("dora_deployment")
