@@ -107,6 +107,7 @@ def test_answers_settle_by_status() -> None:
         "response": "body",
         "attributes": COMPLETE,
         "attempts": 1,
+        "request": "POST /api/v2/dora/failure",
     }
     retry = from_answer(claim(attempt=2), POST, answer(503), POLICY, uniform=lambda: 1.0)
     assert (retry.verdict, retry.delay_ms) == (Verdict.RETRY, 4_000)

@@ -38,7 +38,11 @@ local lapsed = redis.call('ZRANGEBYSCORE', inflight_key, '-inf', ms(now), 'LIMIT
 for _, id in ipairs(lapsed) do
   redis.call('ZREM', inflight_key, id)
   redis.call('ZADD', due_key, ms(now), id)
-  redis.call('HDEL', prefix .. id, 'claim')
+  -- Its worker died or hung: a request of any step may have landed, so what Datadog accepted
+  -- before (done:*) is no longer known, and every step owed goes again.
+  if of_type(prefix .. id, 'hash') then
+    redis.call('HDEL', prefix .. id, 'claim', 'done:post', 'done:patch', 'done:delete')
+  end
 end
 if #lapsed > 0 then add(stats_key, 'leases_lapsed', #lapsed) end
 

@@ -156,6 +156,11 @@ for _, outcome in ipairs(outcomes) do
       -- The application key works: whatever paused PATCH and DELETE is over.
       redis.call('HDEL', gate_key, 'app_key_closed_until_ms', 'app_key_detail')
     end
+    if doubt == '1' or not owned then
+      -- A request that may land late, or one that landed after another worker took over:
+      -- what Datadog holds of each step is no longer known (every step owed goes again).
+      redis.call('HDEL', key, 'done:post', 'done:patch', 'done:delete')
+    end
     if not owned then
       counts.stale = counts.stale + 1
       if verdict == 'delivered' or doubt == '1' then
