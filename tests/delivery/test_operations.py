@@ -226,8 +226,10 @@ async def test_patch_404_past_the_wait_is_a_dead_letter_with_the_reason(
     await run(client, keys, api, budget_s=0.5, patch_wait_ms=50)
     (letter,) = list_letters(sync_redis, keys)
     assert letter.incident_id == state_id(KIND_DEPLOYMENT, DEPLOYMENT_ID)
-    assert DEPLOYMENT_ID in letter.reason and "FORWARDER_PATCH_WAIT_S" in letter.reason
-    assert letter.detail is not None and letter.detail["status"] == 404
+    assert DEPLOYMENT_ID in letter.reason
+    assert "FORWARDER_PATCH_WAIT_S" in letter.reason
+    assert letter.detail is not None
+    assert letter.detail["status"] == 404
 
 
 async def test_without_an_application_key_patches_wait_and_posts_flow(
@@ -282,7 +284,8 @@ async def test_same_second_deployments_the_later_is_a_dead_letter_naming_both(
     await run(client, keys, api)
     assert set(api.latest("dora_deployment")) == {DEPLOYMENT_ID, "deployment-ops-000000003"}
     (letter,) = list_letters(sync_redis, keys)
-    assert DEPLOYMENT_ID in letter.reason and REMEDY_ID in letter.reason
+    assert DEPLOYMENT_ID in letter.reason
+    assert REMEDY_ID in letter.reason
     assert "same second" in letter.reason
     assert await client.hget(keys.stats, StatsField.SAME_SECOND) == b"1"
     # Published again with its true start time, it is sent.

@@ -37,6 +37,19 @@ def _breaker(status: Status) -> str:
     )
 
 
+def _app_key(status: Status) -> str:
+    """``none waiting``, or how many PATCH/DELETE wait for a usable application key and why."""
+    paused = status.app_key_paused_until_ms is not None and (
+        status.app_key_paused_until_ms > status.now_ms
+    )
+    if not status.app_key_waiting and not paused:
+        return "none waiting"
+    text = f"{status.app_key_waiting} waiting"
+    if paused:
+        text += f", paused until {when(status.app_key_paused_until_ms)}"
+    return text + (f": {status.app_key_detail}" if status.app_key_detail else "")
+
+
 def format_status(status: Status) -> str:
     """The human-readable table of ``status``."""
     rows = [
@@ -55,6 +68,8 @@ def format_status(status: Status) -> str:
             else f"closed until {when(status.gate_closed_until_ms)} ({status.gate_reason})",
         ),
         ("circuit breaker", _breaker(status)),
+        ("PATCH/DELETE (app key)", _app_key(status)),
+        ("same-second deployments", f"{status.same_second_total} dead-lettered (total)"),
         ("live workers", _workers(status)),
         ("delivered (total)", str(status.delivered_total)),
         ("retries (total)", str(status.retries_total)),

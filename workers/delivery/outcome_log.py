@@ -25,12 +25,16 @@ def log_outcome(claim: Claim, settlement: Settlement, attempt: Attempt | None = 
         "status": status,
         "attempt": claim.attempt + 1 if attempt is not None else None,
     }
+    if settlement.step and settlement.step != "post":
+        # PATCH and DELETE say so; a POST's lines stay as they always were.
+        fields["request"] = settlement.step.upper()
     if settlement.verdict is Verdict.DELIVERED and attempt is not None:
         log.info(
-            "delivered incident=%s status=%s attempt=%d",
+            "delivered incident=%s status=%s attempt=%d%s",
             claim.incident_id,
             status,
             claim.attempt + 1,
+            f" request={fields['request']}" if "request" in fields else "",
             extra=fields,
         )
     elif settlement.verdict is Verdict.RETRY:

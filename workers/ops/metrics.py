@@ -196,6 +196,27 @@ class FleetCollector(Collector):
             closed.add_metric([reason], remaining_ms / 1000)
         yield closed
         yield from _breaker_metrics(status)
+        yield from _operation_metrics(status)
+
+
+def _operation_metrics(status: Status) -> Iterator[Metric]:
+    """PATCH and DELETE waiting for the application key; same-second deployments."""
+    yield GaugeMetricFamily(
+        f"{NAMESPACE}_app_key_waiting",
+        "PATCH and DELETE operations waiting for a usable application key (DD_APP_KEY)",
+        value=status.app_key_waiting,
+    )
+    paused_ms = max(0, (status.app_key_paused_until_ms or 0) - status.now_ms)
+    yield GaugeMetricFamily(
+        f"{NAMESPACE}_app_key_paused_seconds",
+        "Seconds until PATCH and DELETE go again after Datadog refused the application key",
+        value=paused_ms / 1000,
+    )
+    yield CounterMetricFamily(
+        f"{NAMESPACE}_same_second_deployments",
+        "Deployments dead-lettered: another one of their service and env holds that second",
+        value=status.same_second_total,
+    )
 
 
 def _breaker_metrics(status: Status) -> Iterator[Metric]:

@@ -39,6 +39,15 @@ class Status:
     """No probe before this, while it is open."""
     breaker_opened_total: int
     """Times it opened."""
+    app_key_waiting: int
+    """PATCH and DELETE operations waiting for a usable application key."""
+    app_key_paused_until_ms: int | None
+    """Datadog refused the application key: no PATCH or DELETE before this."""
+    app_key_detail: str | None
+    """Why they wait (DD_APP_KEY not set, or refused)."""
+    same_second_total: int
+    """Deployments dead-lettered because another one of their service and env holds the same
+    second at Datadog."""
     live_workers: tuple[str, ...]
     """Worker processes (``host:pid``) that reported within the live window."""
     now_ms: int
@@ -65,6 +74,8 @@ GATE_FIELDS: Final = (
     GateField.BREAKER_FAILURES,
     GateField.BREAKER_PROBES,
     GateField.BREAKER_PROBE_AT_MS,
+    GateField.APP_KEY_CLOSED_UNTIL_MS,
+    GateField.APP_KEY_DETAIL,
 )
 """The gate's fields ``status`` shows, in the order ``read_status`` reads them."""
 
@@ -103,7 +114,19 @@ def read_status(client: redis.Redis, keys: RedisKeys, live_window_ms: int) -> St
     pipe.hgetall(keys.stats)
     pipe.hmget(keys.gate, GATE_FIELDS)
     pipe.zrangebyscore(keys.workers, now_ms - live_window_ms, "+inf")
-    backlog, stream_exists, due_now, due_all, in_flight, dead, stats, gate, live = pipe.execute()
+    pipe.zcard(keys.app_key_waits)
+    (
+        backlog,
+        stream_exists,
+        due_now,
+        due_all,
+        in_flight,
+        dead,
+        stats,
+        gate,
+        live,
+        app_key_waiting,
+    ) = pipe.execute()
     pending = 0
     if stream_exists:
         try:
@@ -131,6 +154,10 @@ def read_status(client: redis.Redis, keys: RedisKeys, live_window_ms: int) -> St
         breaker_probes=_int(gate[4]) or 0,
         breaker_next_probe_ms=_int(gate[5]) if gate[2] is not None else None,
         breaker_opened_total=_int(_stat(stats, StatsField.BREAKER_OPENED)) or 0,
+        app_key_waiting=int(app_key_waiting),
+        app_key_paused_until_ms=_int(gate[6]),
+        app_key_detail=gate[7].decode(errors="replace") if gate[7] is not None else None,
+        same_second_total=_int(_stat(stats, StatsField.SAME_SECOND)) or 0,
         live_workers=tuple(sorted(name.decode() for name in live)),
         now_ms=now_ms,
     )

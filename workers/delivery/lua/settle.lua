@@ -183,6 +183,8 @@ for _, outcome in ipairs(outcomes) do
       if verdict == 'retry' or verdict == 'dead' then last_error = incident_id .. ': ' .. reason end
       if app_key_wait == '1' then
         redis.call('ZADD', app_key_waits_key, 'NX', ms(now), incident_id)
+        -- Why they wait, for `status` (a refused key's pause below says it more precisely).
+        redis.call('HSET', gate_key, 'app_key_detail', reason)
       else
         redis.call('ZREM', app_key_waits_key, incident_id)
       end
