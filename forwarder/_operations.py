@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from enum import StrEnum
 from functools import cached_property
 from typing import Annotated, Any, ClassVar, Final, Self
@@ -22,12 +21,8 @@ from forwarder.protocol import (
     KIND_DEPLOYMENT_PATCH_BY_VERSION,
     KIND_FAILURE_DELETE,
     PATCH_FIELD_PREFIX,
+    TARGET_ID_PATTERN,
 )
-
-TARGET_ID_PATTERN: Final = re.compile(r"[A-Za-z0-9._:-]{1,128}")
-"""An id an operation names: ours are 16-128 characters, but Datadog makes shorter ones
-(``z_RwVLi7v4Y`` in its examples) for events posted without one, and those can be patched
-and deleted too. No ``/``: the id goes into a URL path and into a state id."""
 
 MAX_TEXT_CHARS: Final = 1_000
 

@@ -23,6 +23,7 @@ literals; a test holds every literal they use to a name defined here.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Final
@@ -62,6 +63,11 @@ OPERATION_KINDS: Final = (
     KIND_FAILURE_DELETE,
 )
 KINDS: Final = POST_KINDS + OPERATION_KINDS
+
+TARGET_ID_PATTERN: Final = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+"""An id an operation names (use ``fullmatch``): ours are 16-128 characters, but Datadog
+makes shorter ones (``z_RwVLi7v4Y`` in its examples) for events posted without one, and
+those can be patched and deleted too. No ``/``: the id goes into a URL path and a state id."""
 
 STATE_DEPLOYMENT_VERSION: Final = "deployment_version"
 """The kind of state a patch by version is kept in (its id derived from service, env and

@@ -22,6 +22,7 @@ from forwarder.protocol import (
     KIND_DEPLOYMENT_PATCH_BY_VERSION,
     KIND_FAILURE,
     STATE_DEPLOYMENT_VERSION,
+    TARGET_ID_PATTERN,
     StateField,
     parse_state_id,
 )
@@ -195,6 +196,16 @@ def _unsendable(claim: Claim, request: ApiRequest, policy: SettlementPolicy) -> 
     """How to settle a request that must not go out (incomplete, invalid), or None."""
     if request.step is Step.POST:
         return _post_unsendable(claim, request, policy)
+    kind, event_id = parse_state_id(claim.incident_id)
+    if kind != STATE_DEPLOYMENT_VERSION and not TARGET_ID_PATTERN.fullmatch(event_id):
+        # Only a state written by hand gets here (fold takes checked ids): its id would go
+        # into the request's path as it is.
+        return dead_letter(
+            claim,
+            f"{request.method} of {claim.incident_id!r}: the id is not 1-128 characters of "
+            "A-Z, a-z, 0-9 and . _ : -, so it cannot go into Datadog's path",
+            request=request,
+        )
     if request.step is Step.PATCH:
         return _patch_unsendable(claim, request, policy)
     return None
