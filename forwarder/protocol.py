@@ -183,6 +183,13 @@ class RedisKeys:
         return f"{self._tag}:second:"
 
     @property
+    def version_prefix(self) -> str:
+        """Prefix of the strings ``<service> <env> <version>`` -> the id of the deployment
+        last folded with them: a PATCH by version waits while that deployment's POST is
+        still to be sent. Each lives as long as a quiet state."""
+        return f"{self._tag}:version:"
+
+    @property
     def workers(self) -> str:
         """Sorted set: worker process (consumer name) -> when it last reported (ms, Redis clock)."""
         return f"{self._tag}:workers"

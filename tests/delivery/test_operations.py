@@ -7,7 +7,7 @@ stand-in API over loopback, which checks Datadog's bodies and both keys.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import redis.asyncio as aioredis
@@ -19,6 +19,7 @@ from forwarder.protocol import (
     KIND_DEPLOYMENT,
     KIND_DEPLOYMENT_DELETE,
     KIND_DEPLOYMENT_PATCH,
+    KIND_DEPLOYMENT_PATCH_BY_VERSION,
     KIND_FAILURE,
     KIND_FAILURE_DELETE,
     RedisKeys,
@@ -27,9 +28,11 @@ from forwarder.protocol import (
 )
 from harness.standin import StandinServer
 from workers.delivery.backoff import BackoffPolicy
+from workers.delivery.fold import plan_fold
 from workers.delivery.pump import Pump, PumpConfig, PumpReport
+from workers.delivery.records import Settlement, Verdict
 from workers.delivery.sender import DatadogSender, default_transport
-from workers.delivery.settlement import SettlementPolicy
+from workers.delivery.settlement import SettlementPolicy, before_sending
 from workers.delivery.store import Store
 from workers.ops.dead_letters import list_letters
 
@@ -292,3 +295,55 @@ async def test_same_second_deployments_the_later_is_a_dead_letter_naming_both(
     await publish(client, keys, KIND_DEPLOYMENT, {**clash, "started_at": 1_700_000_001})
     await run(client, keys, api)
     assert REMEDY_ID in api.latest("dora_deployment")
+
+
+async def test_patch_by_version_waits_for_the_post_of_its_deployment(
+    client: aioredis.Redis, keys: RedisKeys, api: StandinServer
+) -> None:
+    """Where enabled, a PATCH by version published with its deployment's POST goes after it:
+    Datadog patches the most recent match, which must be this deployment, not an older one."""
+    older = {
+        **DEPLOYMENT,
+        "id": REMEDY_ID,
+        "started_at": 1_600_000_000,
+        "finished_at": 1_600_000_090,
+    }
+    api.preload("dora_deployment", REMEDY_ID, older)  # the same version, deployed before
+    # Limits known (none): both go in one claim, not one probe after the other.
+    seconds, micros = await client.time()
+    await client.hset(keys.gate, "unlimited_ms", seconds * 1000 + micros // 1000)
+    await publish(client, keys, KIND_DEPLOYMENT, DEPLOYMENT)
+    by_version = {
+        "service": "checkout",
+        "env": "prod",
+        "version": "v1.12.7",
+        "change_failure": True,
+    }
+    await publish(client, keys, KIND_DEPLOYMENT_PATCH_BY_VERSION, by_version)
+    # Claimed together, the PATCH is told which deployment it waits for, and waits.
+    store = Store(client, keys)
+    await store.fold(
+        plan_fold(await streams_of(client, keys)), retention_ms=60_000, orphan_wait_ms=0
+    )
+    claimed = await store.claim(10, 30_000, "token", probe_ms=1_000)
+    patch = next(c for c in claimed.claims if c.kind == "deployment_version")
+    assert patch.waits_for == DEPLOYMENT_ID
+    policy = SettlementPolicy(patch_by_version=True)
+    waiting = before_sending(patch, policy)
+    assert isinstance(waiting, Settlement)
+    assert waiting.verdict is Verdict.WAIT
+    assert DEPLOYMENT_ID in waiting.reason
+    await client.delete(keys.inflight)
+    await client.zadd(keys.due, {c.incident_id: 0 for c in claimed.claims})
+    await run(client, keys, api, budget_s=2.5, patch_by_version=True)
+    assert calls(api, DEPLOYMENT_ID) == ["POST 202", "PATCH 202"]
+    assert "change_failure" not in api.latest("dora_deployment")[REMEDY_ID]
+
+
+async def streams_of(
+    client: aioredis.Redis, keys: RedisKeys
+) -> list[tuple[bytes, dict[bytes, bytes]]]:
+    """Every entry of the ingest stream, as a worker reads them (and then deletes them)."""
+    entries: Any = await client.xrange(keys.ingest)
+    await client.delete(keys.ingest)
+    return cast(list[tuple[bytes, dict[bytes, bytes]]], entries)

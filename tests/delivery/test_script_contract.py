@@ -192,10 +192,19 @@ def test_argv_flattens_a_record_as_its_layout_says() -> None:
     update = IncidentUpdate("inc", (FieldUpdate("team", "p1", '"ops"'),), force=True)
     poison = PoisonEntry("1-0", "bad", "{}")
     args = FoldArgs(
-        "group", 10, 20, "{p}:finished:", "{p}:second:", None, ("1-0", "2-0"), (poison,), (update,)
+        "group",
+        10,
+        20,
+        "{p}:finished:",
+        "{p}:second:",
+        "{p}:version:",
+        None,
+        ("1-0", "2-0"),
+        (poison,),
+        (update,),
     )
     assert argv(args) == [
-        *("group", 10, 20, "{p}:finished:", "{p}:second:", "", 2, 1, 1),
+        *("group", 10, 20, "{p}:finished:", "{p}:second:", "{p}:version:", "", 2, 1, 1),
         *("1-0", "2-0"),
         *("1-0", "bad", "{}", "utf-8", 0, 0),
         *("inc", 1, 1),

@@ -71,6 +71,9 @@ class Claim:
     same_second_as: str | None = None
     """Another deployment of the same service and env holds this one's second at Datadog:
     its id (see ``fold.lua``); this one's POST is dead-lettered instead of overwriting it."""
+    waits_for: str | None = None
+    """A PATCH by version: the deployment of that service, env and version whose POST is
+    still to be sent (``Store.claim`` looks it up): the PATCH waits for it."""
     app_key_paused_until_ms: int = 0
     """The fleet's pause of PATCH and DELETE (a refused application key) ends then."""
     problem: str | None = None

@@ -108,6 +108,9 @@ class FoldArgs:
     """Prefix of the finish records (``RedisKeys.finished_prefix``)."""
     second_prefix: str
     """Prefix of the seconds deployments hold (``RedisKeys.second_prefix``)."""
+    version_prefix: str
+    """Prefix of the deployment each service + env + version names last
+    (``RedisKeys.version_prefix``)."""
     now_ms: int | None
     """None: Redis' clock (tests pin it)."""
     ack_ids: tuple[str, ...]

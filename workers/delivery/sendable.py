@@ -26,6 +26,9 @@ from workers.delivery.operations import ApiRequest, Step, split_state
 from workers.delivery.records import Claim, Settlement, Verdict
 from workers.delivery.verdicts import SettlementPolicy, dead_letter, wait_for_app_key
 
+BY_VERSION_WAIT_MS: Final = 1_000
+"""How long a PATCH by version waits before it looks again for its deployment's POST."""
+
 _NOUNS: Final = {
     KIND_FAILURE: "incident",
     KIND_DEPLOYMENT: "deployment",
@@ -124,6 +127,15 @@ def _patch_unsendable(
                 "PATCH by version is a Datadog preview this worker does not send: set "
                 "FORWARDER_PATCH_BY_VERSION=true on the workers, then replay this letter",
                 request=request,
+            )
+        if claim.waits_for is not None:
+            return Settlement(
+                claim.incident_id,
+                claim.version,
+                Verdict.WAIT,
+                delay_ms=BY_VERSION_WAIT_MS,
+                reason=f"PATCH by version waits for the POST of deployment {claim.waits_for} "
+                "(the same service, env and version), still to be sent",
             )
         data, patch_kind = dict(patch), KIND_DEPLOYMENT_PATCH_BY_VERSION
     else:

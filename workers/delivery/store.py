@@ -7,6 +7,7 @@ cannot half-apply it.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections.abc import Sequence
@@ -16,7 +17,16 @@ import redis
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
-from forwarder.protocol import ATTRIBUTE_PREFIX, CONSUMER_GROUP, RedisKeys, StateField
+from forwarder.protocol import (
+    ATTRIBUTE_PREFIX,
+    CONSUMER_GROUP,
+    KIND_DEPLOYMENT,
+    PATCH_FIELD_PREFIX,
+    STATE_DEPLOYMENT_VERSION,
+    RedisKeys,
+    StateField,
+    state_id,
+)
 from workers.delivery.breaker import BreakerPolicy, BreakerUpdate
 from workers.delivery.fold import FoldPlan
 from workers.delivery.gate import REASON_AUTH, GateUpdate
@@ -180,6 +190,7 @@ class Store:
                 orphan_wait_ms,
                 self.keys.finished_prefix,
                 self.keys.second_prefix,
+                self.keys.version_prefix,
                 now_ms,
                 plan.ack_ids,
                 plan.poison,
@@ -218,12 +229,48 @@ class Store:
         )
         reply = await self._claim(keys=keys, args=args)
         now, app_key_until = int(reply[0]), int(reply[3])
+        claims = [_claim_from(row, now, app_key_until) for row in reply[4:]]
         return ClaimResult(
             now_ms=now,
             wait_ms=int(reply[1]),
             gate_reason=reply[2].decode() if isinstance(reply[2], bytes) else str(reply[2]),
-            claims=[_claim_from(row, now, app_key_until) for row in reply[4:]],
+            claims=await self._with_pending_deployments(claims),
         )
+
+    async def _with_pending_deployments(self, claims: list[Claim]) -> list[Claim]:
+        """Claims of PATCHes by version, each told which deployment of its service, env
+        and version (the one folded last) still waits to be posted, if one does.
+
+        Two round trips, and only when such a PATCH (a Datadog preview) is claimed.
+        """
+        by_version = [
+            (index, claim)
+            for index, claim in enumerate(claims)
+            if claim.kind == STATE_DEPLOYMENT_VERSION and claim.problem is None
+        ]
+        if not by_version:
+            return claims
+        names = [_version_name(claim.attributes) or "" for _, claim in by_version]
+        pipe = self._redis.pipeline(transaction=False)
+        for name in names:
+            pipe.get(self.keys.version_prefix + name)  # "": a key never set, so None
+        holders = [h.decode(errors="replace") if h else None for h in await pipe.execute()]
+        pipe = self._redis.pipeline(transaction=False)
+        for holder in holders:
+            state = state_id(KIND_DEPLOYMENT, holder or "")
+            pipe.hmget(self.keys.incident(state), ["a:service", "a:env", "a:version"])
+            pipe.zscore(self.keys.due, state)
+            pipe.zscore(self.keys.inflight, state)
+        found = await pipe.execute()
+        updated = list(claims)
+        for slot, ((index, claim), name, holder) in enumerate(
+            zip(by_version, names, holders, strict=True)
+        ):
+            fields, due, in_flight = found[3 * slot : 3 * slot + 3]
+            same = [f.decode(errors="replace") if f else "null" for f in fields]
+            if holder and name == " ".join(same) and (due is not None or in_flight is not None):
+                updated[index] = dataclasses.replace(claim, waits_for=holder)
+        return updated
 
     async def settle(
         self,
@@ -365,6 +412,17 @@ def _claim_from(row: Sequence[bytes], claimed_at_ms: int, app_key_until_ms: int 
         app_key_paused_until_ms=app_key_until_ms,
         problem="; ".join(problems) or None,
     )
+
+
+def _version_name(attributes: dict[str, Any]) -> str | None:
+    """``<service> <env> <version>`` as fold.lua names it (their JSON), from a PATCH by
+    version's attributes; None when one is missing."""
+    names = [
+        attributes.get(f"{PATCH_FIELD_PREFIX}{field}") for field in ("service", "env", "version")
+    ]
+    if names[0] is None or names[2] is None:
+        return None
+    return " ".join(json.dumps(value, separators=(",", ":")) for value in names)
 
 
 def _shown(value: bytes, limit: int = 80) -> str:

@@ -16,16 +16,19 @@
 -- long as a quiet state); a later one is marked `same_second_as` the holder, and its POST is
 -- dead-lettered with both ids (workers/delivery/settlement.py) instead of sent.
 --
+-- Version: `version_prefix` .. `<service> <env> <version>` -> the deployment last folded with
+-- them, so that a PATCH by version can wait for that deployment's POST (store.py).
+--
 -- ARGV (FoldArgs in workers/delivery/scripts.py): group, retention_ms, orphan_wait_ms,
---       finished_prefix, second_prefix, now_ms ('' for Redis' clock; tests pin it),
+--       finished_prefix, second_prefix, version_prefix, now_ms ('' for Redis' clock),
 --       n_ack_ids, n_poison, n_updates, the ack ids,
 --       per poison entry (PoisonEntry): entry_id, reason, payload, encoding (utf-8 or
 --       base64), size_bytes, truncated (1: payload cut),
 --       per update (IncidentUpdate): incident_id, n_fields, force (1: a replay, deliver even if
 --       unchanged), then per field (FieldUpdate): field, position, value (JSON)
 local ingest_key, due_key, inflight_key, dead_key, stats_key = unpack(KEYS, 1, 5)
-local group, retention_ms, orphan_wait_ms, finished_prefix, second_prefix, now_ms, n_ack_ids,
-  n_poison, n_updates = unpack(ARGV, 1, 9)
+local group, retention_ms, orphan_wait_ms, finished_prefix, second_prefix, version_prefix, now_ms,
+  n_ack_ids, n_poison, n_updates = unpack(ARGV, 1, 10)
 orphan_wait_ms = tonumber(orphan_wait_ms)
 n_ack_ids, n_poison, n_updates = tonumber(n_ack_ids), tonumber(n_poison), tonumber(n_updates)
 local now = clock_ms(now_ms)
@@ -94,7 +97,16 @@ local function take_second(key, state_id)
   return 0
 end
 
-local i = 10
+-- Name this deployment as the last one of its service + env + version.
+local function note_version(key, state_id)
+  local service, version = redis.call('HGET', key, 'a:service'), redis.call('HGET', key, 'a:version')
+  if not (service and version) then return end
+  local env = redis.call('HGET', key, 'a:env') or 'null'
+  redis.call('SET', version_prefix .. service .. ' ' .. env .. ' ' .. version,
+    string.sub(state_id, #'deployment/' + 1), 'PX', retention_ms)
+end
+
+local i = 11
 local acks = {}
 for _ = 1, n_ack_ids do acks[#acks + 1] = ARGV[i]; i = i + 1 end
 
@@ -179,6 +191,7 @@ for u = 1, n_updates do
     redis.call('HSETNX', key, 'first_ms', ms(now))
     if string.sub(incident_id, 1, #'deployment/') == 'deployment/' then
       same_second = same_second + take_second(key, incident_id)
+      note_version(key, incident_id)
     end
     local quiet = recalled and force ~= '1' and only_finish(key, recalled)
     if quiet then
