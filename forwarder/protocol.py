@@ -183,6 +183,12 @@ class RedisKeys:
         return f"{self._tag}:second:"
 
     @property
+    def app_key_probe(self) -> str:
+        """String: the claim token of the one PATCH or DELETE trying an application key
+        Datadog refused, once its pause is over (expires with the request's time)."""
+        return f"{self._tag}:app_key_probe"
+
+    @property
     def version_prefix(self) -> str:
         """Prefix of the strings ``<service> <env> <version>`` -> the id of the deployment
         last folded with them: a PATCH by version waits while that deployment's POST is

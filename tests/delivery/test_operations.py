@@ -347,3 +347,28 @@ async def streams_of(
     entries: Any = await client.xrange(keys.ingest)
     await client.delete(keys.ingest)
     return cast(list[tuple[bytes, dict[bytes, bytes]]], entries)
+
+
+async def test_a_refused_application_key_is_probed_by_one_request_at_a_time(
+    client: aioredis.Redis, keys: RedisKeys, api: StandinServer
+) -> None:
+    """Many PATCHes wait behind a refused key: when each pause ends, one of them tries the
+    key (fleet-wide), not all of them; the others wait for its answer."""
+    waiting = [f"deployment-ops-probe-{n:04d}" for n in range(6)]
+    for deployment_id in waiting:
+        api.preload("dora_deployment", deployment_id, {**DEPLOYMENT, "id": deployment_id})
+        await publish(
+            client, keys, KIND_DEPLOYMENT_PATCH, {"id": deployment_id, "change_failure": True}
+        )
+    budget_s, pause_s = 2.0, 0.25
+    await run(
+        client, keys, api, budget_s=budget_s, app_key="wrong-application-key", auth_pause_s=pause_s
+    )
+    refused = [r for r in api.requests() if r.status == 403]
+    assert refused, "the key was never tried"
+    assert len(refused) <= budget_s / pause_s + 2, f"{len(refused)} refused requests: a burst"
+    assert await client.zcard(keys.app_key_waits) == len(waiting)
+    assert await client.xlen(keys.dead) == 0
+    # With the right key, one probe succeeds and lifts the pause: all of them go.
+    await run(client, keys, api, budget_s=3.0, auth_pause_s=pause_s)
+    assert all(api.latest("dora_deployment")[d].get("change_failure") for d in waiting)

@@ -25,6 +25,7 @@ from workers.delivery.observer import NoObserver, PumpObserver
 from workers.delivery.operations import ApiRequest
 from workers.delivery.outcome_log import log_breaker, log_outcome
 from workers.delivery.records import Attempt, Claim, Settlement, Verdict
+from workers.delivery.sendable import probes_app_key, wait_for_app_key_probe
 from workers.delivery.sender import Sender
 from workers.delivery.settlement import SettlementPolicy, before_sending, from_answer
 from workers.delivery.store import DEFAULT_FINISHED_RETENTION_MS, Store
@@ -256,6 +257,10 @@ class Pump:
         )
         for claim in result.claims:
             decision = before_sending(claim, self._config.policy)
+            if not isinstance(decision, Settlement) and probes_app_key(claim, decision):
+                taken = await self._store.take_app_key_probe(flight.token, self._config.probe_ms)
+                if not taken:
+                    decision = wait_for_app_key_probe(claim, decision)
             if isinstance(decision, Settlement):
                 flight.batch.settlements.append(log_outcome(claim, decision))
                 self._observer.settled(claim, decision, None)

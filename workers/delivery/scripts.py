@@ -183,7 +183,9 @@ class Script(Generic[A]):
 
 CLAIM: Final = Script("claim.lua", ("due", "inflight", "dead", "stats", "gate"), ClaimArgs)
 SETTLE: Final = Script(
-    "settle.lua", ("due", "inflight", "dead", "stats", "gate", "app_key_waits"), SettleArgs
+    "settle.lua",
+    ("due", "inflight", "dead", "stats", "gate", "app_key_waits", "app_key_probe"),
+    SettleArgs,
 )
 FOLD: Final = Script(
     "fold.lua", ("ingest", "due", "inflight", "dead", "stats"), FoldArgs, incident_keys=True

@@ -26,6 +26,9 @@ from workers.delivery.operations import ApiRequest, Step, split_state
 from workers.delivery.records import Claim, Settlement, Verdict
 from workers.delivery.verdicts import SettlementPolicy, dead_letter, wait_for_app_key
 
+APP_KEY_PROBE_WAIT_MS: Final = 1_000
+"""How long a PATCH or DELETE waits while another request probes a refused application key."""
+
 BY_VERSION_WAIT_MS: Final = 1_000
 """How long a PATCH by version waits before it looks again for its deployment's POST."""
 
@@ -54,6 +57,23 @@ def app_key_unusable(
             "Datadog refused the application key",
         )
     return None
+
+
+def probes_app_key(claim: Claim, request: ApiRequest) -> bool:
+    """Whether ``request`` tries an application key Datadog refused, now that the pause is
+    over: only one such request may be in flight across the fleet (``Store``'s probe); the
+    others wait for its answer, as a refused API key's probe holds the fleet."""
+    return request.needs_app_key and 0 < claim.app_key_paused_until_ms <= claim.claimed_at_ms
+
+
+def wait_for_app_key_probe(claim: Claim, request: ApiRequest) -> Settlement:
+    """A PATCH or DELETE held back while another request probes the refused key."""
+    return wait_for_app_key(
+        claim,
+        request,
+        APP_KEY_PROBE_WAIT_MS,
+        "Datadog refused the application key; another request is trying it again",
+    )
 
 
 def unsendable(claim: Claim, request: ApiRequest, policy: SettlementPolicy) -> Settlement | None:

@@ -332,6 +332,11 @@ class Store:
             app_key_newly_paused=bool(app_key_paused),
         )
 
+    async def take_app_key_probe(self, token: str, hold_ms: int) -> bool:
+        """Whether this claim may probe a refused application key: one fleet-wide at a time,
+        for at most ``hold_ms`` (its answer then pauses or lifts the pause)."""
+        return bool(await self._redis.set(self.keys.app_key_probe, token, nx=True, px=hold_ms))
+
     async def heartbeat(self, consumer: str, forget_after_ms: int) -> None:
         """Record that ``consumer`` is alive now; forget those silent ``forget_after_ms``."""
         keys, args = HEARTBEAT.call(self.keys, HeartbeatArgs(consumer, forget_after_ms))

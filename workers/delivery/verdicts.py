@@ -83,6 +83,8 @@ def dead_letter(
 def wait_for_app_key(
     claim: Claim, request: ApiRequest, delay_ms: int, why: str, *, sent_at_ms: int = 0
 ) -> Settlement:
+    """A PATCH or DELETE kept until an application key can be used (never a dead letter);
+    ``sent_at_ms``: when its request went out, if one was refused."""
     return Settlement(
         claim.incident_id,
         claim.version,
@@ -91,6 +93,7 @@ def wait_for_app_key(
         reason=f"{request.method} waits for a usable application key: {why} (DD_APP_KEY)",
         sent_at_ms=sent_at_ms,
         app_key_wait=True,
+        step=request.step,  # a refused request gives the key's probe back (settle.lua)
     )
 
 

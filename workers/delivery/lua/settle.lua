@@ -43,7 +43,10 @@
 -- app_key_waits; `app_key_close_ms` pauses them fleet-wide (a refused key), and a delivered
 -- PATCH or DELETE lifts that pause.
 --
--- KEYS: due, inflight, dead, stats, gate, app_key_waits
+-- A refused key's probe (app_key_probe, taken by the pump) is given back once a PATCH or
+-- DELETE of the claim that holds it was answered.
+--
+-- KEYS: due, inflight, dead, stats, gate, app_key_waits, app_key_probe
 -- ARGV (SettleArgs in workers/delivery/scripts.py): incident key prefix, token,
 --       now_ms ('' for Redis' clock), retention_ms, finished_prefix, finished_retention_ms,
 --       close_ms, close_reason, close_detail,
@@ -57,7 +60,8 @@
 --       step, step_done, more, forget, app_key_wait (see above)
 -- Returns: {delivered, retry, dead, stale, gate newly closed (0/1),
 --           breaker (1: opened, -1: closed, 0: neither), application key newly paused (0/1)}
-local due_key, inflight_key, dead_key, stats_key, gate_key, app_key_waits_key = unpack(KEYS, 1, 6)
+local due_key, inflight_key, dead_key, stats_key, gate_key, app_key_waits_key, app_key_probe_key =
+  unpack(KEYS, 1, 7)
 local prefix, token, now_ms, retention_ms, finished_prefix, finished_retention_ms, close_ms,
   close_reason, close_detail, budget_limit, remaining, reset_ms, period_ms, unlimited, answered,
   outages, healthy, breaker_failures, breaker_probe_ms, app_key_close_ms, app_key_detail,
@@ -108,7 +112,8 @@ if not (remaining and reset_ms and period_ms and reset_ms >= 0 and period_ms > 0
 end
 
 local refused = check_types({{due_key, 'zset'}, {inflight_key, 'zset'}, {dead_key, 'stream'},
-  {stats_key, 'hash'}, {gate_key, 'hash'}, {app_key_waits_key, 'zset'}})
+  {stats_key, 'hash'}, {gate_key, 'hash'}, {app_key_waits_key, 'zset'},
+  {app_key_probe_key, 'string'}})
 if refused then return refused end
 
 -- The breaker next: the settlements below depend on whether it is open.
@@ -133,6 +138,7 @@ elseif outages > 0 then
 end
 
 local last_error = nil
+local app_key_answered = false
 for _, outcome in ipairs(outcomes) do
   local incident_id, version, verdict, delay_ms, reason, detail, digest, sent_at_ms, doubt,
     outage, step, step_done, more, forget, app_key_wait = unpack(outcome)
@@ -152,6 +158,7 @@ for _, outcome in ipairs(outcomes) do
         redis.call('HSET', key, 'sent', version)
       end
     end
+    if (step == 'patch' or step == 'delete') and sent_at_ms ~= 0 then app_key_answered = true end
     if verdict == 'delivered' and (step == 'patch' or step == 'delete') then
       -- The application key works: whatever paused PATCH and DELETE is over.
       redis.call('HDEL', gate_key, 'app_key_closed_until_ms', 'app_key_detail')
@@ -290,6 +297,9 @@ if budget_limit > 0 and close_reason ~= 'auth' then
   end
   redis.call('HSET', gate_key, 'limit', ms(budget_limit), 'period_ms', ms(period_ms),
     'budget_ms', ms(now))
+end
+if app_key_answered and redis.call('GET', app_key_probe_key) == token then
+  redis.call('DEL', app_key_probe_key)
 end
 local app_key_newly_paused = 0
 if app_key_close_ms > 0 then
