@@ -17,15 +17,15 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import redis
 
-from harness.standin import DoraStandin
+from harness.standin import KINDS, DoraStandin
 from workers.ops.embedded_redis import embedded_binary
 
 REPO = Path(__file__).resolve().parents[1]
@@ -161,25 +161,38 @@ class Workers:
     """Starts workers for one test or scenario, and stops every one of them at the end."""
 
     def __init__(
-        self, redis_url: str, prefix: str, api_url: str, api_key: str, directory: Path
+        self,
+        redis_url: str,
+        prefix: str,
+        api_url: str,
+        api_key: str,
+        directory: Path,
+        app_key: str | None = None,
     ) -> None:
+        """``app_key``: the DD_APP_KEY workers get by default (None: none, so PATCH and
+        DELETE wait)."""
         self.redis_url, self.prefix, self.api_url = redis_url, prefix, api_url
-        self.api_key, self.directory = api_key, directory
+        self.api_key, self.app_key, self.directory = api_key, app_key, directory
         self.started: list[Worker] = []
 
     def start(
         self,
         *argv: str,
         key: str | None = OWN_KEY,
+        app_key: str | None = OWN_KEY,
         wrapper: Sequence[str] = (),
         **env: str,
     ) -> Worker:
         """Start ``celery -A workers <argv>`` (default: worker --beat, 2 processes).
 
-        ``key`` is the DD_API_KEY to give it: its own by default, None for none at all.
+        ``key`` is the DD_API_KEY to give it: its own by default, None for none at all;
+        ``app_key`` the same for DD_APP_KEY.
         ``wrapper`` is a command the process runs under (``faketime -f -10s``).
         """
         api_key = self.api_key if key == OWN_KEY else key
+        application_key = self.app_key if app_key == OWN_KEY else app_key
+        if application_key is not None:
+            env = {"DD_APP_KEY": application_key, **env}
         worker = Worker(
             list(argv) or ["worker", "--beat", "--concurrency=2"],
             worker_env(self.redis_url, self.prefix, self.api_url, api_key, **env),
@@ -296,25 +309,63 @@ class Received:
     duplicates: int
     rate_limited: int
     requests: int
+    resurrections: list[str] = field(default_factory=list)
+    """Ids POSTed again after their DELETE (``DoraStandin.resurrections``)."""
+    patch_before_post: list[str] = field(default_factory=list)
+    """Deployments that got a PATCH request before the API had accepted their POST."""
+    superseded: int = 0
+    """Deleted ids whose POST never reached the API: their DELETE came first."""
 
 
-def judge(standin: DoraStandin, expected: dict[str, dict[str, Any]]) -> Received:
-    """Compare the API's final state of each incident with the expected one.
+def judge(
+    standin: DoraStandin,
+    expected: Mapping[str, Mapping[str, Any]],
+    *,
+    deployments: Mapping[str, Mapping[str, Any]] | None = None,
+    deleted: Mapping[str, Collection[str]] | None = None,
+) -> Received:
+    """Compare the API's final state of each incident (and deployment) with the expected one.
 
-    Lost: an incident whose final state at the API is not exactly what was published.
-    Duplicates: accepted requests that repeated a body already accepted for that incident.
+    ``expected`` holds incidents, ``deployments`` deployments (with any PATCHed
+    ``change_failure`` and ``remediation``), ``deleted`` maps the stand-in's kinds
+    (``dora_failure``, ``dora_deployment``) to the ids whose DELETE was published last.
+    Lost: an incident or deployment whose final state at the API is not exactly what was
+    published, or a deleted id the API still holds. Duplicates: accepted POSTs that repeated
+    a body already accepted for that event. Delivered: every id that ended right.
     """
-    latest = standin.latest()
-    lost = [i for i, state in expected.items() if latest.get(i) != state]
+    deployments = deployments or {}
+    deleted = deleted or {}
+    held = {kind: standin.latest(kind) for kind in KINDS}
+    finals = (("dora_failure", expected), ("dora_deployment", deployments))
+    lost = [i for kind, states in finals for i, s in states.items() if held[kind].get(i) != s]
+    lost += [i for kind, ids in deleted.items() for i in ids if i in held[kind]]
+    requests = standin.requests()
     bodies: Counter[str] = Counter()
-    for request in standin.requests():
+    posted: set[tuple[str, str]] = set()  # held at the API now, as far as requests tell
+    ever_posted: set[tuple[str, str]] = set()
+    patched_early: dict[str, None] = {}
+    for request in requests:
         if request.method == "POST" and request.status == 202 and request.attributes is not None:
             bodies[repr(sorted(request.attributes.items()))] += 1
+        if request.event_id is None:
+            continue
+        key = (request.kind, request.event_id)
+        if request.method == "POST" and request.status == 202:
+            posted.add(key)
+            ever_posted.add(key)
+        elif request.method == "DELETE" and request.status in (202, 404):
+            posted.discard(key)  # gone: a PATCH needs a new POST first
+        elif request.method == "PATCH" and key not in posted:
+            patched_early[request.event_id] = None
     duplicates = sum(count - 1 for count in bodies.values())
+    published = len(expected) + len(deployments) + sum(len(ids) for ids in deleted.values())
     return Received(
-        delivered=len(expected) - len(lost),
+        delivered=published - len(lost),
         lost=lost,
         duplicates=duplicates,
         rate_limited=standin.status_counts().get(429, 0),
-        requests=len(standin.requests()),
+        requests=len(requests),
+        resurrections=standin.resurrections(),
+        patch_before_post=list(patched_early),
+        superseded=sum((kind, i) not in ever_posted for kind, ids in deleted.items() for i in ids),
     )

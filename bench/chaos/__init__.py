@@ -2,7 +2,9 @@
 
 Each scenario runs real worker processes on a Redis of its own prefix, delivering to the
 local stand-in API, injects a fault, waits for the backlog to drain, and reports events
-published, delivered, lost, duplicate requests, 429s received and time to drain.
+published, delivered, lost, duplicate requests, 429s received and time to drain. Most publish
+incidents and deployments with PATCHes and DELETEs among them (``world.mixed``); their rows
+also count PATCHes sent before their deployment's POST and events POSTed after their DELETE.
 `tests/system/test_faults.py` runs the same scenarios, smaller, and asserts on the figures.
 
     python -m bench.chaos                 # every scenario, default sizes

@@ -49,7 +49,9 @@ def main() -> None:
         )
     if args.json:
         args.json.write_text(json.dumps([asdict(r) for r in rows], indent=2))
-    sys.exit(1 if any(r.lost for r in rows) else 0)
+    # A PATCH before its POST, or a POST after its DELETE, fails the run as a loss does.
+    broken = [r for r in rows if r.facts.get("patch_before_post") or r.facts.get("resurrections")]
+    sys.exit(1 if broken or any(r.lost for r in rows) else 0)
 
 
 signal.signal(signal.SIGINT, signal.default_int_handler)

@@ -1,4 +1,8 @@
-"""Chaos scenarios: SIGKILL, Redis restart, outage, rate limit, refused key, garbage."""
+"""Chaos scenarios: SIGKILL, Redis restart, outage, rate limit, refused key, garbage.
+
+All but garbage publish a mixed workload (``world.mixed``): incidents and deployments,
+PATCHes right after their POSTs, DELETEs right after their events and later.
+"""
 
 from __future__ import annotations
 
@@ -11,12 +15,30 @@ from collections import Counter
 
 from redis.typing import EncodableT, FieldT
 
-from bench.chaos.world import Row, drained, incidents, publish_all, row, stack
+from bench.chaos.world import (
+    FAILURES,
+    EventLike,
+    Row,
+    Stack,
+    await_later,
+    drained,
+    incidents,
+    mixed,
+    posts_held,
+    publish_all,
+    publish_later,
+    row,
+    stack,
+)
 from forwarder import PublishError
 from forwarder.protocol import LetterField
 from harness import streams
 from harness.stack import RedisServer, wait_until
+from harness.standin import RATE_LIMIT_NAMES, ROUTES
 from workers.cli import main as cli_main
+
+LIMIT_NAMES = {(route.method, route.kind): route.limit_name for route in ROUTES}
+"""(method, kind) of a recorded request -> the rate limit its route counts against."""
 
 
 def sigkill(redis_url: str, count: int = 3000, kills: int = 3) -> Row:
@@ -29,22 +51,24 @@ def sigkill(redis_url: str, count: int = 3000, kills: int = 3) -> Row:
     }
     with stack(redis_url) as world:
         world.standin.latency_s = 0.02
-        events, expected = incidents(count, "kill")
+        work = mixed(count, "kill")
         steady = world.workers.start(**fast)
         victim = world.workers.start("worker", "--concurrency=2", **fast)
         started = time.monotonic()
-        publish_all(world.publisher, events)
-        for _ in range(kills):
+        publish_all(world.publisher, work.events)
+        for kill in range(kills):
             wait_until(lambda: len(world.standin.requests()) > 0, timeout_s=30, what="traffic")
             time.sleep(1.0)  # let the victim hold claims, then kill it mid-delivery
             victim.kill()
             victim = world.workers.start("worker", "--concurrency=2", **fast)
-        wait_until(drained(world, expected), timeout_s=120, what="drain after SIGKILLs")
+            if kill == 0:  # the late DELETEs meet the next kills
+                publish_later(world, work, timeout_s=5)
+        wait_until(drained(world, work), timeout_s=120, what="drain after SIGKILLs")
         bound = kills * 2 * 8  # killed processes x their in-flight claims
         result = row(
             "sigkill",
             world,
-            expected,
+            work,
             started,
             f"{kills} SIGKILLs; duplicates allowed <= {bound}",
             duplicate_bound=bound,
@@ -58,33 +82,43 @@ def redis_restart(count: int = 2000) -> Row:
     server = RedisServer().start()
     try:
         with stack(server.url) as world:
-            events, expected = incidents(count, "redis")
+            work = mixed(count, "redis")
             world.workers.start(FORWARDER_HTTP_TIMEOUT_S="1", FORWARDER_LEASE_S="3")
             started = time.monotonic()
             retried = 0
             restart = threading.Thread(target=_crash_and_restart, args=(server, 1.0))
-            for index, event in enumerate(events):
-                if index == len(events) // 4:
+            for index, event in enumerate(work.events):
+                if index == len(work.events) // 4:
                     restart.start()  # Redis goes away while producers and workers are busy
-                while True:  # a producer retries until publish acknowledges the event
-                    try:
-                        world.publisher.publish(event)
-                        break
-                    except PublishError:
-                        retried += 1
-                        time.sleep(0.05)
+                retried += _publish_acknowledged(world, event)
             restart.join()
-            wait_until(drained(world, expected), timeout_s=120, what="drain after restart")
+            await_later(world, work)
+            for event in work.later:
+                retried += _publish_acknowledged(world, event)
+            wait_until(drained(world, work), timeout_s=120, what="drain after restart")
             return row(
                 "redis_restart",
                 world,
-                expected,
+                work,
                 started,
                 f"Redis SIGKILLed and restarted once; {retried} publish retries",
                 publish_retries=retried,
             )
     finally:
         server.stop()
+
+
+def _publish_acknowledged(world: Stack, event: EventLike) -> int:
+    """Publish ``event`` as a producer does: retry until acknowledged; return the retries."""
+    retries = 0
+    while True:
+        try:
+            world.publisher.publish(event)
+        except PublishError:
+            retries += 1
+            time.sleep(0.05)
+        else:
+            return retries
 
 
 def _crash_and_restart(server: RedisServer, down_s: float) -> None:
@@ -97,10 +131,10 @@ def outage(redis_url: str, count: int = 2000, outage_s: float = 10.0) -> Row:
     """The API answers 503 to everything for a while, then recovers."""
     with stack(redis_url) as world:
         world.standin.respond_always(503)
-        events, expected = incidents(count, "outage")
+        work = mixed(count, "outage")
         worker = world.workers.start(FORWARDER_BACKOFF_MAX_S="1")
         started = time.monotonic()
-        publish_all(world.publisher, events)
+        publish_all(world.publisher, work.events)
         client = world.redis()
         wait_until(
             lambda: client.zcard(world.keys.due) > count // 2,
@@ -114,13 +148,14 @@ def outage(redis_url: str, count: int = 2000, outage_s: float = 10.0) -> Row:
             time.sleep(0.1)
         rss_end = worker.rss_bytes()
         world.standin.respond_always(None)
-        wait_until(drained(world, expected), timeout_s=120, what="drain after the outage")
+        publish_later(world, work, timeout_s=60)  # once recovered, some POSTs arrived first
+        wait_until(drained(world, work), timeout_s=120, what="drain after the outage")
         client.close()
         growth_mb = (rss_end - rss_start) / 2**20
         return row(
             "api_outage_503",
             world,
-            expected,
+            work,
             started,
             f"{outage_s:g} s of 503s; RSS of the worker's 4 processes {rss_end / 2**20:.0f} MB, "
             f"{growth_mb:+.1f} MB during the outage; at most {in_flight_max} claim(s) in "
@@ -133,51 +168,62 @@ def outage(redis_url: str, count: int = 2000, outage_s: float = 10.0) -> Row:
 def rate_limited(
     redis_url: str, count: int = 1000, limit: int = 100, period_s: int = 5, workers: int = 3
 ) -> Row:
-    """The API enforces limit/period with Datadog's headers; a fleet of workers shares it."""
+    """The API enforces limit/period with Datadog's headers on each of its endpoints (every
+    X-RateLimit-Name its own window); a fleet of workers shares them."""
     with stack(redis_url) as world:
-        world.standin.rate_limit(limit, period_s)
-        events, expected = incidents(count, "limit")
+        for name in RATE_LIMIT_NAMES:
+            world.standin.rate_limit(limit, period_s, name=name)
+        work = mixed(count, "limit")
         for _ in range(workers):
             world.workers.start("worker", "--concurrency=2")
         world.workers.start("beat")
         started = time.monotonic()
-        publish_all(world.publisher, events)
+        publish_all(world.publisher, work.events)
+        publish_later(world, work, timeout_s=count / limit * period_s)
         wait_until(
-            drained(world, expected),
-            timeout_s=count / limit * period_s * 3 + 30,
+            drained(world, work),
+            timeout_s=work.published / limit * period_s * 3 + 30,
             what="drain under the rate limit",
         )
-        per_window = world.standin.throttled_per_window()
-        accepted: Counter[int] = Counter()
+        throttled = [world.standin.throttled_per_window(name) for name in RATE_LIMIT_NAMES]
+        accepted: Counter[tuple[str, int]] = Counter()
         for request in world.standin.requests():
-            if request.status == 202:
-                accepted[int(request.received_wall / period_s)] += 1
+            if request.status in (202, 404):  # a 404 (DELETE, PATCH) is counted too
+                name = LIMIT_NAMES[request.method, request.kind]
+                accepted[name, int(request.received_wall / period_s)] += 1
         # The first and last windows are partial (start-up, the tail of the backlog).
-        full = [accepted[w] for w in sorted(accepted)[1:-1]] or list(accepted.values())
+        windows = sorted({window for name, window in accepted if name == FAILURES})
+        full = [accepted[FAILURES, w] for w in windows[1:-1]] or [
+            accepted[FAILURES, w] for w in windows
+        ]
         share = sum(full) / (len(full) * limit)
-        most = max(per_window.values(), default=0)
+        most = max((n for windows in throttled for n in windows.values()), default=0)
         return row(
             "rate_limit",
             world,
-            expected,
+            work,
             started,
-            f"limit {limit}/{period_s} s, {workers} workers x 2 processes; "
-            f"max 429s in one window: {most}; full windows used {share:.0%} of the limit",
+            f"limit {limit}/{period_s} s on each endpoint, {workers} workers x 2 processes; "
+            f"max 429s in one window of one endpoint: {most}; full windows of POST /failure "
+            f"used {share:.0%} of its limit",
             max_429_per_window=most,
             share_of_limit=share,
             max_accepted_per_window=max(accepted.values()),
         )
 
 
-def auth_then_fixed(redis_url: str, count: int = 500, bad_for_s: float = 5.0) -> Row:
-    """The key is refused (403) for a while; the workers restart with the right one."""
+def auth_then_fixed(
+    redis_url: str, count: int = 500, bad_for_s: float = 5.0, app_key_wrong_for_s: float = 3.0
+) -> Row:
+    """The API key is refused (403) for a while; the workers restart with the right one but
+    a wrong application key: POSTs flow, PATCH and DELETE wait; then with both right."""
     good_key = f"chaos-key-{uuid.uuid4().hex}"
     with stack(redis_url, api_key=good_key) as world:
-        events, expected = incidents(count, "auth")
+        work = mixed(count, "auth")
         pause = {"FORWARDER_AUTH_PAUSE_S": "1"}
         wrong = world.workers.start(key=f"wrong-key-{uuid.uuid4().hex}", **pause)
         started = time.monotonic()
-        publish_all(world.publisher, events)
+        publish_all(world.publisher, work.events)
         time.sleep(bad_for_s)
         refused = world.standin.status_counts().get(403, 0)
         wrong.stop()
@@ -186,19 +232,44 @@ def auth_then_fixed(redis_url: str, count: int = 500, bad_for_s: float = 5.0) ->
             for line in wrong.log().splitlines()
             if "ERROR/" in line and "refused the API key" in line
         )
+        # The API key right, the application key wrong: every POST goes, PATCH and DELETE
+        # wait, kept (refused again whenever the pause ends), the DELETEs published now too.
+        seen = len(world.standin.requests())
+        phase_started = time.monotonic()
+        wrong_app = world.workers.start(app_key=f"wrong-app-key-{uuid.uuid4().hex}", **pause)
+        publish_later(world, work, timeout_s=60)
+        wait_until(posts_held(world, work), timeout_s=60, what="every POST with a wrong app key")
+        time.sleep(app_key_wrong_for_s)
+        wrong_app.stop()
+        phase_s = time.monotonic() - phase_started
+        phase = world.standin.requests()[seen:]
+        operations = [r for r in phase if r.method != "POST"]
+        app_refused = sum(r.status == 403 for r in operations)
+        waiting = len({(r.kind, r.event_id) for r in operations})
+        app_gone = sum(r.status in (202, 404) for r in operations)
+        posts = sum(r.status == 202 for r in phase if r.method == "POST")
+        warnings = sum("application key" in line for line in wrong_app.log().splitlines())
         world.workers.start(**pause)
-        wait_until(drained(world, expected), timeout_s=120, what="drain with the right key")
+        wait_until(drained(world, work), timeout_s=120, what="drain with the right keys")
         dead = world.redis().xlen(world.keys.dead)
         return row(
             "auth_403_then_fixed",
             world,
-            expected,
+            work,
             started,
-            f"{bad_for_s:g} s with a wrong key: {refused} requests refused, "
-            f"{errors} error lines, {dead} dead letters",
+            f"{bad_for_s:g} s with a wrong API key: {refused} requests refused, "
+            f"{errors} error lines, {dead} dead letters; then {phase_s:.1f} s with a wrong "
+            f"application key: {posts} POSTs accepted; {app_refused} PATCH and DELETE requests "
+            f"refused (for {waiting} events) and {app_gone} applied, {warnings} log lines",
             refused=refused,
             error_lines=errors,
             dead_letters=dead,
+            app_key_refused=app_refused,
+            app_key_applied=app_gone,
+            app_key_posts=posts,
+            app_key_log_lines=warnings,
+            app_key_phase_s=phase_s,
+            app_key_waiting=waiting,
         )
 
 

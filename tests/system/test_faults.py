@@ -22,25 +22,37 @@ from harness.standin import StandinServer
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
+def assert_operations_kept(result: chaos.Row) -> None:
+    """The mixed workload's PATCHes and DELETEs: each deployment's POST before its PATCH,
+    nothing POSTed again after its DELETE (deleted ids absent: counted in ``lost``)."""
+    assert result.facts["deployments"] > 0
+    assert result.facts["deleted"] > 0
+    assert result.facts["patch_before_post"] == 0
+    assert result.facts["resurrections"] == 0
+
+
 def test_sigkill_during_delivery_loses_nothing(redis_url: str) -> None:
     """Workers SIGKILLed mid-delivery: every final state exact, few duplicates."""
     result = chaos.sigkill(redis_url, count=1000, kills=2)
     assert result.lost == 0
-    assert result.delivered == 1000
+    assert result.delivered == result.published == 1100  # 1000 incidents, 100 deployments
     assert result.duplicate_requests <= result.facts["duplicate_bound"]
+    assert_operations_kept(result)
 
 
 def test_redis_crash_loses_nothing_acknowledged() -> None:
     """Redis SIGKILLed and restarted (AOF): every acknowledged publish arrives, no restarts."""
     result = chaos.redis_restart(count=600)
     assert result.lost == 0
-    assert result.delivered == 600
+    assert result.delivered == result.published == 660
+    assert_operations_kept(result)
 
 
 def test_api_outage_holds_the_backlog_in_redis(redis_url: str) -> None:
     """503s for a while: everything arrives after; claims stay bounded, memory flat."""
     result = chaos.outage(redis_url, count=300, outage_s=3.0)
     assert result.lost == 0
+    assert_operations_kept(result)
     assert result.facts["in_flight_max"] <= 2 * 128  # two pool processes x FORWARDER_MAX_IN_FLIGHT
     assert result.facts["rss_growth_mb"] < 20
 
@@ -49,18 +61,25 @@ def test_fleet_under_rate_limit_sees_at_most_one_429_per_window(redis_url: str) 
     """Datadog's limit with its headers, several workers: <= one 429 a window, all arrive."""
     result = chaos.rate_limited(redis_url, count=150, limit=50, period_s=2, workers=2)
     assert result.lost == 0
+    assert_operations_kept(result)
     assert result.facts["max_429_per_window"] <= 1
     assert result.facts["max_accepted_per_window"] <= 50
 
 
 def test_refused_key_then_right_key_loses_nothing(redis_url: str) -> None:
-    """403s for a while, then the right key: nothing dead-lettered, everything arrives."""
+    """403s for a while, then the right API key with a wrong application key (POSTs go,
+    PATCH and DELETE wait), then both right: nothing dead-lettered, everything arrives."""
     result = chaos.auth_then_fixed(redis_url, count=100, bad_for_s=3.0)
     assert result.lost == 0
     assert result.facts["dead_letters"] == 0
     # One probe per auth pause (1 s here), not one request per event.
     assert result.facts["refused"] <= 6
     assert result.facts["error_lines"] <= 6
+    # Every POST while the application key was wrong; no PATCH or DELETE applied then.
+    assert result.facts["app_key_posts"] >= result.published - result.facts["deleted"]
+    assert result.facts["app_key_refused"] >= 1
+    assert result.facts["app_key_applied"] == 0
+    assert_operations_kept(result)
 
 
 def test_garbage_is_dead_lettered_and_a_fixed_letter_replays(redis_url: str) -> None:
@@ -84,6 +103,7 @@ def test_outage_after_learning_limits_gets_probes_not_a_storm(redis_url: str) ->
     """30 s-style outage, limits known: <= 0.3 requests per waiting incident, all out in 60 s."""
     result = chaos.outage_after_learning(redis_url, count=300, outage_s=8.0, drain_timeout_s=60)
     assert result.lost == 0
+    assert_operations_kept(result)
     assert result.facts["requests_per_incident"] <= 0.3
     assert result.facts["recovery_s"] <= 60
     assert result.facts["waiting_at_60_s"] == 0
