@@ -20,6 +20,7 @@ PURE = (
     "workers.delivery.sendable",
     "workers.delivery.verdicts",
     "workers.delivery.operations",
+    "workers.delivery.claim_rows",
     "workers.delivery.gate",
     "workers.delivery.ratelimit",
     "workers.delivery.backoff",

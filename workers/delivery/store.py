@@ -8,7 +8,6 @@ cannot half-apply it.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 from collections.abc import Sequence
 from typing import Any, Final, cast
@@ -18,16 +17,14 @@ import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from forwarder.protocol import (
-    ATTRIBUTE_PREFIX,
     CONSUMER_GROUP,
     KIND_DEPLOYMENT,
-    PATCH_FIELD_PREFIX,
     STATE_DEPLOYMENT_VERSION,
     RedisKeys,
-    StateField,
     state_id,
 )
 from workers.delivery.breaker import BreakerPolicy, BreakerUpdate
+from workers.delivery.claim_rows import claim_from_row, version_name
 from workers.delivery.fold import FoldPlan
 from workers.delivery.gate import REASON_AUTH, GateUpdate
 from workers.delivery.records import (
@@ -56,19 +53,6 @@ from workers.delivery.scripts import (
 )
 
 log = logging.getLogger("dora_forwarder.store")
-
-_BOOKKEEPING: Final = frozenset(
-    {
-        StateField.VERSION,
-        StateField.SENT,
-        StateField.ATTEMPT,
-        StateField.FIRST_MS,
-        StateField.FAILING_SINCE_MS,
-        StateField.PUBLISHED_MS,
-        StateField.DOUBT_UNTIL_MS,
-    }
-)
-"""The integer fields of an incident's hash a claim carries."""
 
 DEFAULT_RETENTION_MS: Final = 30 * 86_400_000
 """How long a quiet state is kept (``FORWARDER_RETENTION_S``'s default)."""
@@ -229,7 +213,7 @@ class Store:
         )
         reply = await self._claim(keys=keys, args=args)
         now, app_key_until = int(reply[0]), int(reply[3])
-        claims = [_claim_from(row, now, app_key_until) for row in reply[4:]]
+        claims = [claim_from_row(row, now, app_key_until) for row in reply[4:]]
         return ClaimResult(
             now_ms=now,
             wait_ms=int(reply[1]),
@@ -250,7 +234,7 @@ class Store:
         ]
         if not by_version:
             return claims
-        names = [_version_name(claim.attributes) or "" for _, claim in by_version]
+        names = [version_name(claim.attributes) or "" for _, claim in by_version]
         pipe = self._redis.pipeline(transaction=False)
         for name in names:
             pipe.get(self.keys.version_prefix + name)  # "": a key never set, so None
@@ -364,76 +348,6 @@ class Store:
         if not first:
             return None
         return max(0, int(first[0][1]) - (int(seconds) * 1000 + int(micros) // 1000))
-
-
-_DONE: Final = frozenset({StateField.DONE_POST, StateField.DONE_PATCH, StateField.DONE_DELETE})
-
-
-def _claim_from(row: Sequence[bytes], claimed_at_ms: int, app_key_until_ms: int = 0) -> Claim:
-    """The claim a row of ``claim.lua``'s reply describes.
-
-    The batch is in flight already: a field that does not parse must not raise (that would
-    strand the whole batch, lease after lease), so it marks this claim alone as unusable.
-    """
-    incident_id = row[0].decode(errors="replace")
-    attributes: dict[str, Any] = {}
-    numbers: dict[str, int] = {}
-    remembered: str | None = None
-    done: dict[str, str] = {}
-    same_second_as: str | None = None
-    problems: list[str] = []
-    for name, value in zip(row[1::2], row[2::2], strict=True):
-        key = name.decode(errors="replace")
-        try:
-            if key.startswith(ATTRIBUTE_PREFIX):
-                attributes[key[len(ATTRIBUTE_PREFIX) :]] = json.loads(value)
-            elif key in _BOOKKEEPING:
-                numbers[key] = int(value)
-            elif key == StateField.REMEMBERED:
-                remembered = value.decode()
-            elif key in _DONE:
-                done[key] = value.decode()
-            elif key == StateField.SAME_SECOND_AS:
-                same_second_as = value.decode()
-        except ValueError as exc:  # JSON, int() and UTF-8 errors are all ValueErrors
-            problems.append(f"field {key!r} = {_shown(value)} does not parse ({exc})")
-            if key.startswith(ATTRIBUTE_PREFIX):
-                # Kept as stored, so that the dead letter loses nothing.
-                attributes[key[len(ATTRIBUTE_PREFIX) :]] = value.decode(errors="replace")
-    return Claim(
-        incident_id=incident_id,
-        version=numbers.get(StateField.VERSION, 0),
-        sent_version=numbers.get(StateField.SENT, 0),
-        attempt=numbers.get(StateField.ATTEMPT, 0),
-        first_seen_ms=numbers.get(StateField.FIRST_MS, 0),
-        failing_since_ms=numbers.get(StateField.FAILING_SINCE_MS),
-        attributes=attributes,
-        claimed_at_ms=claimed_at_ms,
-        published_ms=numbers.get(StateField.PUBLISHED_MS),
-        remembered_digest=remembered,
-        doubt_until_ms=numbers.get(StateField.DOUBT_UNTIL_MS),
-        done=done,
-        same_second_as=same_second_as,
-        app_key_paused_until_ms=app_key_until_ms,
-        problem="; ".join(problems) or None,
-    )
-
-
-def _version_name(attributes: dict[str, Any]) -> str | None:
-    """``<service> <env> <version>`` as fold.lua names it (their JSON), from a PATCH by
-    version's attributes; None when one is missing."""
-    names = [
-        attributes.get(f"{PATCH_FIELD_PREFIX}{field}") for field in ("service", "env", "version")
-    ]
-    if names[0] is None or names[2] is None:
-        return None
-    return " ".join(json.dumps(value, separators=(",", ":")) for value in names)
-
-
-def _shown(value: bytes, limit: int = 80) -> str:
-    """A stored value as a reason may quote it: repr'd, cut to ``limit`` characters."""
-    text = repr(value.decode(errors="replace"))
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def lift_auth_pause(client: redis.Redis, keys: RedisKeys) -> bool:
