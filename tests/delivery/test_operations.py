@@ -378,3 +378,20 @@ async def limits_known(client: aioredis.Redis, keys: RedisKeys) -> None:
     claim through at once instead of one probe at a time."""
     seconds, micros = await client.time()
     await client.hset(keys.gate, "unlimited_ms", seconds * 1000 + micros // 1000)
+
+
+async def test_a_post_again_after_a_patch_is_followed_by_the_patch_again(
+    client: aioredis.Redis, keys: RedisKeys, api: StandinServer
+) -> None:
+    """Whether Datadog keeps a PATCH across a later POST of the deployment is not documented
+    (the stand-in's POST replaces the whole event): after a POST, the PATCH goes again."""
+    await publish(client, keys, KIND_DEPLOYMENT, DEPLOYMENT)
+    await publish(
+        client, keys, KIND_DEPLOYMENT_PATCH, {"id": DEPLOYMENT_ID, "change_failure": True}
+    )
+    await run(client, keys, api)
+    await publish(client, keys, KIND_DEPLOYMENT, {**DEPLOYMENT, "team": "payments"})
+    await run(client, keys, api)
+    assert calls(api, DEPLOYMENT_ID) == ["POST 202", "PATCH 202", "POST 202", "PATCH 202"]
+    held = api.latest("dora_deployment")[DEPLOYMENT_ID]
+    assert (held["team"], held["change_failure"]) == ("payments", True)

@@ -35,9 +35,10 @@
 --
 -- Steps (workers/delivery/operations.py): a state may owe a DELETE, a POST and a PATCH, one
 -- request per claim. A step delivered is recorded in `done:<step>`; with `more` the state is
--- due again at once (and not `sent` yet). A dead-lettered step ends its version, as before. A delivered DELETE forgets
--- what Datadog held (`done:post`, `done:patch`, an incident's finish record). `forget`
--- clears all of it: after requests in doubt every step goes again, in order.
+-- due again at once (and not `sent` yet). A dead-lettered step ends its version. A delivered
+-- DELETE forgets what Datadog held (`done:post`, `done:patch`, an incident's finish record),
+-- a delivered POST what a PATCH set (`done:patch`). `forget` clears all of it: after
+-- requests in doubt every step goes again, in order.
 --
 -- Application key: a PATCH or DELETE waiting for one (`app_key_wait`) is listed in
 -- app_key_waits; `app_key_close_ms` pauses them fleet-wide (a refused key), and a delivered
@@ -202,6 +203,10 @@ for _, outcome in ipairs(outcomes) do
         if step == 'delete' then
           redis.call('HDEL', key, 'done:post', 'done:patch')
           if is_incident(incident_id) then redis.call('DEL', finished_prefix .. incident_id) end
+        elseif step == 'post' then
+          -- Whether a POST keeps what a PATCH set is not documented: after a POST, the PATCH
+          -- goes again (once), so Datadog ends with both whatever it does.
+          redis.call('HDEL', key, 'done:patch')
         end
       end
       if forget == '1' then
