@@ -31,6 +31,13 @@ POST = {
 PATCH = {"patch.change_failure": True, "patch.remediation": {"id": "x", "type": "rollback"}}
 DELETE = {"delete": "001700000000000-0000000003"}
 POLICY = SettlementPolicy()
+BY_VERSION_STATE = state_id("deployment_patch_by_version", "dora-abc")
+BY_VERSION = {
+    "patch.service": "checkout",
+    "patch.env": "prod",
+    "patch.version": "v1",
+    "patch.change_failure": True,
+}
 
 
 def claim(attributes: dict[str, Any], **changes: Any) -> Claim:
@@ -80,13 +87,7 @@ def test_what_datadog_accepted_is_not_owed_again() -> None:
 
 
 def test_a_patch_by_version_names_its_deployment_in_the_body() -> None:
-    state = state_id("deployment_patch_by_version", "dora-abc")
-    attributes = {
-        "patch.service": "checkout",
-        "patch.env": "prod",
-        "patch.version": "v1",
-        "patch.change_failure": True,
-    }
+    state, attributes = BY_VERSION_STATE, BY_VERSION
     (request,) = owed_requests(state, attributes, {})
     assert (request.method, request.path) == ("PATCH", "/api/v2/dora/deployments")
     assert request.body is not None
@@ -190,13 +191,7 @@ def test_a_same_second_deployment_is_a_dead_letter_naming_both() -> None:
 
 
 def test_patch_by_version_is_a_dead_letter_where_it_is_not_enabled() -> None:
-    state = state_id("deployment_patch_by_version", "dora-abc")
-    attributes = {
-        "patch.service": "checkout",
-        "patch.env": "prod",
-        "patch.version": "v1",
-        "patch.change_failure": True,
-    }
+    state, attributes = BY_VERSION_STATE, BY_VERSION
     settled = before_sending(claim(attributes, incident_id=state), POLICY)
     assert isinstance(settled, Settlement)
     assert settled.verdict is Verdict.DEAD
