@@ -93,6 +93,8 @@ class SettleArgs:
     """Pause PATCH and DELETE fleet-wide this long (Datadog refused the application key)."""
     app_key_detail: str
     """Why, for people (``status``)."""
+    app_key_works: bool
+    """A PATCH or DELETE got past the application key: its pause (and probe) is over."""
     settlements: tuple[Settlement, ...]
 
 

@@ -298,6 +298,7 @@ class Store:
                 breaker_probe_ms=breaker.probe_ms,
                 app_key_close_ms=gate.app_key_close_ms,
                 app_key_detail=gate.app_key_detail,
+                app_key_works=gate.app_key_works,
                 settlements=tuple(settlements),
             ),
         )
