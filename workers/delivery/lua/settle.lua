@@ -229,6 +229,10 @@ for _, outcome in ipairs(outcomes) do
         redis.call('HDEL', gate_key, 'probe_until_ms', 'probe')
       end
       if verdict == 'wait' then
+        -- A newer version folded while this one was claimed (fold.lua left its scheduling to
+        -- this settlement) may owe a request that need not wait: a POST behind a PATCH that
+        -- waits for the application key, a start behind its finish. Claimed, it is decided anew.
+        if current > version then delay_ms = 0 end
         redis.call('ZADD', due_key, ms(now + delay_ms), incident_id)
       elseif verdict == 'retry' then
         add(key, 'attempt', 1)
