@@ -183,7 +183,9 @@ class Script(Generic[A]):
         return names, argv(args)
 
 
-CLAIM: Final = Script("claim.lua", ("due", "inflight", "dead", "stats", "gate"), ClaimArgs)
+CLAIM: Final = Script(
+    "claim.lua", ("due", "inflight", "dead", "stats", "gate", "app_key_waits"), ClaimArgs
+)
 SETTLE: Final = Script(
     "settle.lua",
     ("due", "inflight", "dead", "stats", "gate", "app_key_waits", "app_key_probe"),
