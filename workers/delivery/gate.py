@@ -57,6 +57,9 @@ class GateUpdate:
     app_key_close_ms: int = 0
     """Pause PATCH and DELETE fleet-wide this long: Datadog refused the application key."""
     app_key_detail: str = ""
+    app_key_works: bool = False
+    """A PATCH or DELETE got an answer that got past the application key (a 2xx, a 404, a
+    400): whatever paused them is over, and a probe of the key has its answer."""
 
 
 def _count_header(attempt: Attempt, name: str) -> int | None:
@@ -95,9 +98,11 @@ def gate_update(attempts: Iterable[Attempt], *, auth_pause_s: float) -> GateUpda
     - X-RateLimit-* on any answer: the budget left in the window (the smallest seen).
     - a 2xx without those headers: the API does not announce limits (send freely).
     - any finished attempt, even a failed one, ends a probe.
+    - a PATCH or DELETE answered otherwise than 401/403 (and not as an outage or a 429, which
+      may come before the key is looked at): the application key works.
     """
     close_ms, reason, detail = 0, "", ""
-    app_key_close_ms, app_key_detail = 0, ""
+    app_key_close_ms, app_key_detail, app_key_works = 0, "", False
     budget: Budget | None = None
     unlimited = answered = False
     for attempt in attempts:
@@ -106,6 +111,8 @@ def gate_update(attempts: Iterable[Attempt], *, auth_pause_s: float) -> GateUpda
         if status is None:
             continue
         seen = budget_of(attempt)
+        if attempt.app_key and status not in AUTH_STATUSES and status < 500:
+            app_key_works = app_key_works or status not in (408, 429)
         if seen is not None and (budget is None or seen.remaining < budget.remaining):
             budget = seen
         if status in AUTH_STATUSES and attempt.app_key:
@@ -126,5 +133,13 @@ def gate_update(attempts: Iterable[Attempt], *, auth_pause_s: float) -> GateUpda
         elif 200 <= status < 300 and seen is None:
             unlimited = True
     return GateUpdate(
-        close_ms, reason, detail, budget, unlimited, answered, app_key_close_ms, app_key_detail
+        close_ms,
+        reason,
+        detail,
+        budget,
+        unlimited,
+        answered,
+        app_key_close_ms,
+        app_key_detail,
+        app_key_works,
     )

@@ -7,7 +7,7 @@ is in the state too (``done:*``: a digest, or the DELETE's position), so the req
 are those whose content differs from it, in this order:
 
 1. the DELETE, if one was asked for and not yet settled: whatever follows it in the state was
-   published after it;
+   published after it, and goes again after it even if Datadog accepted the same before;
 2. the POST, if its attributes changed: a PATCH never reaches Datadog before its deployment;
 3. the PATCH, if its attributes changed (an unchanged one costs nothing), or if the POST goes
    again (Datadog does not say whether a POST keeps what a PATCH set).
@@ -162,6 +162,9 @@ def owed_requests(
     owed: list[ApiRequest] = []
     if parts.delete is not None and done.get(StateField.DONE_DELETE) != parts.delete:
         owed.append(_delete(kind, event_id, parts.delete))
+        # What Datadog accepted before this DELETE is what it removes: whatever the state
+        # holds after it (published later, or folded late) goes again, equal or not.
+        done = {}
     if parts.post:
         post = _post(kind, parts.post)
         if done.get(StateField.DONE_POST) != post.done:

@@ -93,6 +93,8 @@ class SettleArgs:
     """Pause PATCH and DELETE fleet-wide this long (Datadog refused the application key)."""
     app_key_detail: str
     """Why, for people (``status``)."""
+    app_key_works: bool
+    """A PATCH or DELETE got past the application key: its pause (and probe) is over."""
     settlements: tuple[Settlement, ...]
 
 
@@ -181,7 +183,9 @@ class Script(Generic[A]):
         return names, argv(args)
 
 
-CLAIM: Final = Script("claim.lua", ("due", "inflight", "dead", "stats", "gate"), ClaimArgs)
+CLAIM: Final = Script(
+    "claim.lua", ("due", "inflight", "dead", "stats", "gate", "app_key_waits"), ClaimArgs
+)
 SETTLE: Final = Script(
     "settle.lua",
     ("due", "inflight", "dead", "stats", "gate", "app_key_waits", "app_key_probe"),

@@ -32,6 +32,13 @@ APP_KEY_PROBE_WAIT_MS: Final = 1_000
 BY_VERSION_WAIT_MS: Final = 1_000
 """How long a PATCH by version waits before it looks again for its deployment's POST."""
 
+_ENDPOINT_KINDS: Final = {
+    Step.POST: (KIND_FAILURE, KIND_DEPLOYMENT),
+    Step.DELETE: (KIND_FAILURE, KIND_DEPLOYMENT),
+    Step.PATCH: (KIND_DEPLOYMENT, STATE_DEPLOYMENT_VERSION),
+}
+"""The kinds of state each request has an endpoint for (fold writes no other)."""
+
 _NOUNS: Final = {
     KIND_FAILURE: "incident",
     KIND_DEPLOYMENT: "deployment",
@@ -78,9 +85,18 @@ def wait_for_app_key_probe(claim: Claim, request: ApiRequest) -> Settlement:
 
 def unsendable(claim: Claim, request: ApiRequest, policy: SettlementPolicy) -> Settlement | None:
     """How to settle a request that must not go out (incomplete, invalid), or None."""
+    kind, event_id = parse_state_id(claim.incident_id)
+    if kind not in _ENDPOINT_KINDS[request.step]:
+        # Only a state written by hand gets here: validating it would raise (no model for
+        # its kind), and its request would go to another kind's endpoint.
+        return dead_letter(
+            claim,
+            f"{request.method} of {claim.incident_id!r}: Datadog has no such request for a "
+            f"state of kind {kind!r}",
+            request=request,
+        )
     if request.step is Step.POST:
         return _post_unsendable(claim, request, policy)
-    kind, event_id = parse_state_id(claim.incident_id)
     if kind != STATE_DEPLOYMENT_VERSION and not TARGET_ID_PATTERN.fullmatch(event_id):
         # Only a state written by hand gets here (fold takes checked ids): its id would go
         # into the request's path as it is.
@@ -101,7 +117,9 @@ def _post_unsendable(
     post = split_state(claim.attributes).post
     if claim.same_second_as is not None:
         _, event_id = parse_state_id(claim.incident_id)
-        second = int(post.get("started_at", 0)) // 1_000_000_000
+        started = post.get("started_at")
+        # Nanoseconds as fold stores them; anything else was written by hand: shown as is.
+        second = started // 1_000_000_000 if isinstance(started, int) else repr(started)
         return dead_letter(
             claim,
             f"deployment {event_id} starts in the same second ({second}) as deployment "

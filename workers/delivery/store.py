@@ -225,7 +225,9 @@ class Store:
         """Claims of PATCHes by version, each told which deployment of its service, env
         and version (the one folded last) still waits to be posted, if one does.
 
-        Two round trips, and only when such a PATCH (a Datadog preview) is claimed.
+        Two round trips, and only when such a PATCH (a Datadog preview) is claimed. The
+        batch is in flight already: a key of another type (written by hand) names no
+        deployment, instead of raising.
         """
         by_version = [
             (index, claim)
@@ -238,19 +240,24 @@ class Store:
         pipe = self._redis.pipeline(transaction=False)
         for name in names:
             pipe.get(self.keys.version_prefix + name)  # "": a key never set, so None
-        holders = [h.decode(errors="replace") if h else None for h in await pipe.execute()]
+        replies = await pipe.execute(raise_on_error=False)
+        holders = [
+            h.decode(errors="replace") if isinstance(h, bytes) and h else None for h in replies
+        ]
         pipe = self._redis.pipeline(transaction=False)
         for holder in holders:
             state = state_id(KIND_DEPLOYMENT, holder or "")
             pipe.hmget(self.keys.incident(state), ["a:service", "a:env", "a:version"])
             pipe.zscore(self.keys.due, state)
             pipe.zscore(self.keys.inflight, state)
-        found = await pipe.execute()
+        found = await pipe.execute(raise_on_error=False)
         updated = list(claims)
         for slot, ((index, claim), name, holder) in enumerate(
             zip(by_version, names, holders, strict=True)
         ):
             fields, due, in_flight = found[3 * slot : 3 * slot + 3]
+            if isinstance(fields, ResponseError):
+                continue  # the deployment's state is no hash: claim.lua dead-letters it
             same = [f.decode(errors="replace") if f else "null" for f in fields]
             if holder and name == " ".join(same) and (due is not None or in_flight is not None):
                 updated[index] = dataclasses.replace(claim, waits_for=holder)
@@ -298,6 +305,7 @@ class Store:
                 breaker_probe_ms=breaker.probe_ms,
                 app_key_close_ms=gate.app_key_close_ms,
                 app_key_detail=gate.app_key_detail,
+                app_key_works=gate.app_key_works,
                 settlements=tuple(settlements),
             ),
         )

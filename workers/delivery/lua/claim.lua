@@ -18,20 +18,20 @@
 -- A claimed state never expires (settle.lua starts its retention once it is quiet); a due
 -- incident whose state is gone anyway becomes a dead letter, never a silent drop (I1).
 --
--- KEYS: due, inflight, dead, stats, gate
+-- KEYS: due, inflight, dead, stats, gate, app_key_waits (a state dead-lettered here waits no more)
 -- ARGV (ClaimArgs in workers/delivery/scripts.py): incident key prefix, limit, lease_ms,
 --       token, probe_ms, ceiling_per_s (0: none), now_ms ('' for Redis' clock; tests pin it),
 --       breaker_probe_ms, breaker_probe_max_ms (the breaker's probe spacing: first, longest)
 -- Returns: {now_ms, wait_ms, reason, app_key_closed_until_ms (0: PATCH and DELETE may go),
 --          {id, field, value, ...}, ...} without s:* fields.
-local due_key, inflight_key, dead_key, stats_key, gate_key = unpack(KEYS, 1, 5)
+local due_key, inflight_key, dead_key, stats_key, gate_key, app_key_waits_key = unpack(KEYS, 1, 6)
 local prefix, limit, lease_ms, token, probe_ms, ceiling_per_s, now_ms, breaker_probe_ms,
   breaker_probe_max_ms = unpack(ARGV, 1, 9)
 local now = clock_ms(now_ms)
 limit, lease_ms, probe_ms = tonumber(limit), tonumber(lease_ms), tonumber(probe_ms)
 local ceiling = tonumber(ceiling_per_s)
 local refused = check_types({{due_key, 'zset'}, {inflight_key, 'zset'}, {dead_key, 'stream'},
-  {stats_key, 'hash'}, {gate_key, 'hash'}})
+  {stats_key, 'hash'}, {gate_key, 'hash'}, {app_key_waits_key, 'zset'}})
 if refused then return refused end
 
 local lapsed = redis.call('ZRANGEBYSCORE', inflight_key, '-inf', ms(now), 'LIMIT', 0, limit)
@@ -125,6 +125,7 @@ for _, id in ipairs(ids) do
     local reason = MISSING
     if not is_hash then reason = 'the state is not a hash but a ' .. kind .. ': nothing to send' end
     missing = missing + 1
+    redis.call('ZREM', app_key_waits_key, id)  -- no longer waiting for the application key
     redis.call('XADD', dead_key, '*', 'source', 'incident', 'incident_id', id, 'reason', reason,
       'detail', '{"status":null,"response":null,"attributes":null,"attempts":0}', 'at_ms', ms(now))
     redis.call('HSET', stats_key, 'last_error', id .. ': ' .. reason, 'last_error_ms', ms(now))

@@ -69,20 +69,28 @@ local function second_of(key)
   return service .. ' ' .. env .. ' ' .. second
 end
 
+-- The deployment holding a second, or nil. Runs after the state's fields are written, so it
+-- must not fail: a key of another type there (written by hand) holds no second.
+local function holder_of(slot)
+  local name = second_prefix .. slot
+  if redis.call('TYPE', name)['ok'] ~= 'string' then return nil end
+  return redis.call('GET', name)
+end
+
 -- Hold the deployment's second, or mark it `same_second_as` the deployment that holds it.
 -- Returns 1 when it is so marked (a new conflict), else 0.
 local function take_second(key, state_id)
   local event_id = string.sub(state_id, #'deployment/' + 1)
   local slot, old_slot = second_of(key), redis.call('HGET', key, 'second_slot')
   if old_slot and old_slot ~= slot then
-    if redis.call('GET', second_prefix .. old_slot) == event_id then
+    if holder_of(old_slot) == event_id then
       redis.call('DEL', second_prefix .. old_slot)
     end
     redis.call('HDEL', key, 'second_slot')
   end
   redis.call('HDEL', key, 'same_second_as')
   if not slot then return 0 end
-  local holder = redis.call('GET', second_prefix .. slot)
+  local holder = holder_of(slot)
   if holder and holder ~= event_id then
     -- Still held: the holder's state (same prefix as this one's) has that second.
     local holder_key = string.sub(key, 1, #key - #state_id) .. 'deployment/' .. holder

@@ -54,7 +54,8 @@
 --       budget_limit (0: no budget seen), remaining, reset_ms, period_ms,
 --       unlimited (1: a 2xx came without rate-limit headers), answered (1: any answer),
 --       outages, healthy (0/1), breaker_failures, breaker_probe_ms (see above),
---       app_key_close_ms, app_key_detail (see above),
+--       app_key_close_ms, app_key_detail, app_key_works (1: a PATCH or DELETE got past the
+--       application key; see above),
 --       n_settlements, then per outcome (Settlement): incident_id, version, verdict, delay_ms,
 --       reason, detail (JSON, dead letters), digest (of the delivered attributes, or ''),
 --       sent_at_ms (0: not sent), doubt (1: may land), outage (1: an outage answer),
@@ -66,7 +67,7 @@ local due_key, inflight_key, dead_key, stats_key, gate_key, app_key_waits_key, a
 local prefix, token, now_ms, retention_ms, finished_prefix, finished_retention_ms, close_ms,
   close_reason, close_detail, budget_limit, remaining, reset_ms, period_ms, unlimited, answered,
   outages, healthy, breaker_failures, breaker_probe_ms, app_key_close_ms, app_key_detail,
-  n_settlements = unpack(ARGV, 1, 22)
+  app_key_works, n_settlements = unpack(ARGV, 1, 23)
 local now = clock_ms(now_ms)
 
 -- Remember the finish of a delivered incident: its value, and the digest of the whole state
@@ -85,7 +86,7 @@ local counts = {delivered = 0, retry = 0, wait = 0, dead = 0, stale = 0}
 -- Every argument is checked before the first write: Redis does not undo the writes of a script
 -- that fails halfway, and claims settled by half a batch would be left in flight.
 local outcomes = {}
-for i = 23, 22 + 15 * tonumber(n_settlements), 15 do
+for i = 24, 23 + 15 * tonumber(n_settlements), 15 do
   local incident_id, version, verdict, delay_ms, reason, detail, digest, sent_at_ms, doubt,
     outage, step, step_done, more, forget, app_key_wait = unpack(ARGV, i, i + 14)
   version, delay_ms, sent_at_ms = num(version), num(delay_ms), num(sent_at_ms)
@@ -233,6 +234,10 @@ for _, outcome in ipairs(outcomes) do
         redis.call('HDEL', gate_key, 'probe_until_ms', 'probe')
       end
       if verdict == 'wait' then
+        -- A newer version folded while this one was claimed (fold.lua left its scheduling to
+        -- this settlement) may owe a request that need not wait: a POST behind a PATCH that
+        -- waits for the application key, a start behind its finish. Claimed, it is decided anew.
+        if current > version then delay_ms = 0 end
         redis.call('ZADD', due_key, ms(now + delay_ms), incident_id)
       elseif verdict == 'retry' then
         add(key, 'attempt', 1)
@@ -302,6 +307,11 @@ if budget_limit > 0 and close_reason ~= 'auth' then
   end
   redis.call('HSET', gate_key, 'limit', ms(budget_limit), 'period_ms', ms(period_ms),
     'budget_ms', ms(now))
+end
+if app_key_works == '1' then
+  -- Datadog looked past the key (a 404 of a PATCH too): the pause is over, and so is a probe.
+  redis.call('HDEL', gate_key, 'app_key_closed_until_ms', 'app_key_detail')
+  app_key_answered = true
 end
 if app_key_answered and redis.call('GET', app_key_probe_key) == token then
   redis.call('DEL', app_key_probe_key)
