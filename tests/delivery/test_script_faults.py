@@ -93,13 +93,15 @@ async def test_a_shared_key_of_the_wrong_type_refuses_before_any_write(
     assert await client.zcard(keys.due) == 1
 
 
+@pytest.mark.parametrize("version", ["not-a-number", "1.5", "1e3"])
 async def test_a_fold_onto_a_state_whose_version_is_no_number_writes_nothing(
-    store: Store, client: aioredis.Redis, keys: RedisKeys
+    store: Store, client: aioredis.Redis, keys: RedisKeys, version: str
 ) -> None:
     """The fold refuses before writing: an update half applied would read as a duplicate when
-    folded again one by one, and be lost without a dead letter."""
+    folded again one by one, and be lost without a dead letter. HINCRBY takes an integer
+    only, so a number of another form ('1.5', '1e3') is refused as well."""
     state = keys.incident("incident-broken-0001")
-    await client.hset(state, mapping={"version": "not-a-number"})
+    await client.hset(state, mapping={"version": version})
     await client.xadd(
         keys.ingest,
         encode_entry(
@@ -109,7 +111,7 @@ async def test_a_fold_onto_a_state_whose_version_is_no_number_writes_nothing(
     entries = await store.read("c1", 10, None)
     with pytest.raises(ResponseError, match="WRONGTYPE"):
         await store.fold(plan_fold(entries), retention_ms=3_600_000, orphan_wait_ms=60_000)
-    assert await client.hgetall(state) == {b"version": b"not-a-number"}
+    assert await client.hgetall(state) == {b"version": version.encode()}
 
 
 async def test_a_breaker_probe_that_sends_nothing_is_given_back(

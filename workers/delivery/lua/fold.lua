@@ -140,7 +140,8 @@ for u = 1, n_updates do
     return redis.error_reply('WRONGTYPE ' .. key .. ' holds a ' .. kind .. ', not a hash')
   end
   local version, first_ms = redis.call('HGET', key, 'version'), redis.call('HGET', key, 'first_ms')
-  if (version and not num(version)) or (first_ms and not num(first_ms)) then
+  -- HINCRBY takes a decimal integer only: '1.5' or '1e3' would fail it halfway.
+  if (version and not string.match(version, '^%-?%d+$')) or (first_ms and not num(first_ms)) then
     return redis.error_reply('WRONGTYPE ' .. key .. ': its version or first_ms is not a number')
   end
 end
