@@ -7,7 +7,7 @@ is in the state too (``done:*``: a digest, or the DELETE's position), so the req
 are those whose content differs from it, in this order:
 
 1. the DELETE, if one was asked for and not yet settled: whatever follows it in the state was
-   published after it;
+   published after it, and is owed whatever Datadog accepted before the DELETE;
 2. the POST, if its attributes changed: a PATCH never reaches Datadog before its deployment;
 3. the PATCH, if its attributes changed (an unchanged one costs nothing).
 
@@ -161,6 +161,10 @@ def owed_requests(
     owed: list[ApiRequest] = []
     if parts.delete is not None and done.get(StateField.DONE_DELETE) != parts.delete:
         owed.append(_delete(kind, event_id, parts.delete))
+        # What Datadog accepted before this DELETE goes with it: a POST or PATCH folded after
+        # it is owed even when equal to what was delivered before (settle.lua forgets those
+        # digests once the DELETE is delivered; until then they still describe the past).
+        done = {}
     if parts.post:
         post = _post(kind, parts.post)
         if done.get(StateField.DONE_POST) != post.done:
