@@ -52,14 +52,27 @@ from hypothesis.stateful import (
 
 from forwarder import to_event
 from forwarder.entry import encode_entry
-from forwarder.protocol import RedisKeys
+from forwarder.protocol import RedisKeys, state_id
 from harness.stack import delete_keys
 from tests.conftest import REDIS_URL
 from tests.delivery import model_checks as checks
-from tests.delivery.model import INCIDENTS, Entry, Lease, Model, Request, normalised
+from tests.delivery.model import (
+    PATCH,
+    POST,
+    STATES,
+    Entry,
+    Lease,
+    Model,
+    Request,
+    patch_part,
+    post_part,
+    second_slots,
+    state_fields,
+)
 from tests.delivery.model_engine import (
     HEADERS,
     LEASE_MS,
+    POLICY,
     PROBE_MS,
     RETENTION_MS,
     Claimed,
@@ -80,6 +93,8 @@ from tests.delivery.model_steps import (
     exercised,
 )
 from workers.delivery.gate import GateUpdate
+from workers.delivery.operations import ApiRequest
+from workers.delivery.settlement import before_sending
 
 EXAMPLES = int(os.environ.get("MODEL_EXAMPLES", "0"))
 """0: the CI profile (``CI_EXAMPLES``). More runs that many (and lifts the timeout to match)."""
@@ -120,7 +135,9 @@ class DeliveryModel(RuleBasedStateMachine):
         self.keys = RedisKeys(f"model-{uuid.uuid4().hex[:12]}")
         self.client = aioredis.Redis.from_url(REDIS_URL)
         self.engine = Engine(self.client, self.keys)
-        self.watched = self.engine.watched(INCIDENTS)
+        self.watched = self.engine.watched(STATES) + [
+            self.keys.second_prefix + slot for slot in second_slots()
+        ]
         self.model = Model()
         self.now_ms = T0_MS
         self.workers = [self.engine.worker(slot) for slot in range(WORKERS)]
@@ -161,15 +178,16 @@ class DeliveryModel(RuleBasedStateMachine):
         in_flight = any(w.in_flight for w in self.workers)
         event(f"{type(step).__name__} with requests in flight: {in_flight}")
         match step:
-            case Publish(data):
-                self.publish(data)
+            case Publish(data, kind):
+                self.publish(data, kind)
             case Duplicate(pick) if self.model.valid():
                 valid = self.model.valid()
-                original = valid[pick % len(valid)].attributes
-                assert original is not None
-                self.publish(dict(original))
+                original = valid[pick % len(valid)]
+                assert original.data is not None
+                assert original.kind is not None
+                self.publish(dict(original.data), original.kind)
             case Garbage(fields):
-                self.xadd(fields, None)
+                self.model.entries.append(Entry(self.xadd(fields), None))
             case Act(action, pick):
                 self.worker_acts(self.workers[pick % WORKERS], action)
             case Answer(pick, outcome, headers, jitter):
@@ -197,17 +215,20 @@ class DeliveryModel(RuleBasedStateMachine):
 
     # --- publishers, workers, the API, the clock -----------------------------------------
 
-    def xadd(self, fields: dict[bytes, bytes], attributes: dict[str, Any] | None) -> None:
+    def xadd(self, fields: dict[bytes, bytes]) -> str:
         entry_id: bytes = self.run(
             self.client.xadd(self.keys.ingest, fields)  # type: ignore[arg-type]
         )
-        incident = None if attributes is None else str(attributes["id"])
-        self.model.entries.append(Entry(entry_id.decode(), incident, attributes))
+        return entry_id.decode()
 
-    def publish(self, data: dict[str, Any]) -> None:
-        """XADD ``data`` as every producer encodes it."""
-        entry = encode_entry(to_event(data))
-        self.xadd({str(k).encode(): str(v).encode() for k, v in entry.items()}, normalised(data))
+    def publish(self, data: dict[str, Any], kind: str) -> None:
+        """XADD ``data`` of ``kind`` as every producer encodes it."""
+        event = to_event(data, kind)
+        entry = encode_entry(event)
+        entry_id = self.xadd({str(k).encode(): str(v).encode() for k, v in entry.items()})
+        fields = state_fields(data, kind, entry_id)
+        state = state_id(kind, event.event_id)
+        self.model.entries.append(Entry(entry_id, state, kind, data, fields))
 
     def worker_acts(self, worker: Worker, action: str) -> None:
         if action in {"read", "ingest", "turn"}:
@@ -242,13 +263,18 @@ class DeliveryModel(RuleBasedStateMachine):
             assert not live, f"I3: {claim.incident_id} claimed while a claim on it is live: {live}"
             self.model.leases.append(Lease(claim.incident_id, worker.token, self.now_ms + LEASE_MS))
         for claim in claimed.to_send:
+            sent = before_sending(claim, POLICY)  # pure: the request the worker sends
+            assert isinstance(sent, ApiRequest)
+            body = {POST: post_part, PATCH: patch_part}.get(sent.step, lambda _: None)
             request = Request(
                 rid=len(self.model.requests) + 1,
                 token=worker.token,
                 incident=claim.incident_id,
                 epoch=self.model.epoch.get(claim.incident_id, 0),
                 version=claim.version,
-                body=claim.attributes,
+                step=str(sent.step),
+                body=body(claim.attributes),
+                claimed=claim.attributes,
                 lease_end_ms=self.now_ms + LEASE_MS,
             )
             self.model.requests.append(request)
@@ -261,7 +287,8 @@ class DeliveryModel(RuleBasedStateMachine):
     def answer(
         self, worker: Worker, rid: int, outcome: Outcome, headers: str, jitter: float
     ) -> None:
-        """The API answers request ``rid`` (a 2xx lands it if it has not landed yet)."""
+        """The API answers request ``rid`` (a 2xx lands it if it has not landed yet; a PATCH
+        or DELETE of an id the API does not hold is answered 404 instead)."""
         request = self.request(rid)
         if request.landed and not outcome.applies and outcome is not Outcome.TIMEOUT:
             outcome = Outcome.ACCEPTED  # an applied request is not refused afterwards
@@ -277,8 +304,19 @@ class DeliveryModel(RuleBasedStateMachine):
         elif not outcome.applies:
             request.never_lands = True
         late = " after its lease" if request.lease_end_ms <= self.now_ms else ""
-        event(f"answer: {outcome.name}{late}")
-        self.run(self.engine.answer(worker, rid, outcome, HEADERS[headers], jitter))
+        status = request.status if outcome.applies else None
+        event(f"answer to {request.step.upper()}: {status or outcome.name}{late}")
+        self.run(
+            self.engine.answer(
+                worker,
+                rid,
+                outcome,
+                HEADERS[headers],
+                jitter,
+                status=status,
+                check=functools.partial(checks.as_sent, request),
+            )
+        )
 
     def settle(self, worker: Worker) -> None:
         for incident in self.run(self.engine.settle(worker, self.now_ms)):
@@ -321,7 +359,7 @@ class DeliveryModel(RuleBasedStateMachine):
     def expire(self, name: str) -> None:
         """Delete ``name`` as Redis would; an incident's state must be quiet by then (I1)."""
         incident = name.removeprefix(self.keys.incident_prefix)
-        if incident in INCIDENTS:
+        if incident in STATES:
             snap = self.run(self.engine.snapshot((incident,)))
             is_dead = checks.quiet_when_expiring(snap, incident)
             event("a quiet state expired")
@@ -381,8 +419,11 @@ class DeliveryModel(RuleBasedStateMachine):
 
     def check_newest_landed(self) -> None:
         """I2 (see ``model_checks.newest_landed``)."""
-        for case in checks.newest_landed(self.model, self.run(self.engine.snapshot(INCIDENTS))):
+        for case in checks.newest_landed(self.model, self.run(self.engine.snapshot(STATES))):
             event(case)
+        # Every request has landed or never will, and I2 holds: whatever a late one did to
+        # the order at the API is repaired.
+        self.model.disturbed.clear()
 
     # --- invariants after every step -----------------------------------------------------
 
@@ -400,7 +441,7 @@ class DeliveryModel(RuleBasedStateMachine):
         self.since_quiet += 1
         self.run(self.engine.track_expiry(self.now_ms, self.watched))
         self.note_folded()
-        checks.nothing_is_lost(self.model, self.run(self.engine.snapshot(INCIDENTS)))
+        checks.nothing_is_lost(self.model, self.run(self.engine.snapshot(STATES)))
 
     @invariant()
     @guarded
