@@ -38,7 +38,11 @@ local lapsed = redis.call('ZRANGEBYSCORE', inflight_key, '-inf', ms(now), 'LIMIT
 for _, id in ipairs(lapsed) do
   redis.call('ZREM', inflight_key, id)
   redis.call('ZADD', due_key, ms(now), id)
-  redis.call('HDEL', prefix .. id, 'claim')
+  -- Its request may have landed unanswered: what done:post, done:patch and a finish record's
+  -- digest say Datadog holds may no longer be so, and a state folded back to that content
+  -- would be taken as delivered. Forgotten, the POST and PATCH go again (the DELETE before
+  -- them was accepted: nothing of a later request undoes it).
+  redis.call('HDEL', prefix .. id, 'claim', 'done:post', 'done:patch', 'remembered')
 end
 if #lapsed > 0 then add(stats_key, 'leases_lapsed', #lapsed) end
 
