@@ -37,14 +37,19 @@ FINISH_OFFSETS_S = (600, 1_200)
 SERVICES = (("checkout",), ("checkout", "payments"))
 ENVS = ("prod", "staging")
 DEPLOYMENT_IDS = ("model-deploy-0000", "model-deploy-0001")
-DEPLOYMENTS = tuple(state_id(KIND_DEPLOYMENT, d) for d in DEPLOYMENT_IDS)
+CLASH_ID = "model-deploy-clash0"
+"""A deployment that always starts in the second of the first one's first start: whichever
+of the two is folded second while the other holds that second is dead-lettered, naming both
+(Datadog keeps one deployment per service, env and second)."""
+DEPLOYMENTS = tuple(state_id(KIND_DEPLOYMENT, d) for d in (*DEPLOYMENT_IDS, CLASH_ID))
 """The deployments' state ids."""
 STATES = INCIDENTS + DEPLOYMENTS
 """Every state id the test publishes to."""
 DEPLOYMENT_SERVICE, DEPLOYMENT_ENV = "checkout", "prod"
 DEPLOYMENT_START_OFFSETS_S = (0, 60)
 """Added to each deployment's own base (``deployment_base_s``): no two ids ever start in the
-same second, so Datadog's one-deployment-per-service-and-second rule never bites."""
+same second (but ``CLASH_ID``), so Datadog's one-deployment-per-service-and-second rule
+bites only where the test means it to."""
 DEPLOYMENT_DURATIONS_S = (90,)
 """One: fewer distinct POSTs, so that one is often published again unchanged (after its
 DELETE, say), where the engine must not take it for what Datadog already holds."""
@@ -78,7 +83,10 @@ def finish_event(incident: str, offset_s: int) -> Attributes:
 
 
 def deployment_base_s(deployment: str) -> int:
-    """Where deployment ``deployment``'s start times begin (seconds): apart for each id."""
+    """Where deployment ``deployment``'s start times begin (seconds): apart for each id, but
+    ``CLASH_ID`` shares the first one's."""
+    if deployment == CLASH_ID:
+        deployment = DEPLOYMENT_IDS[0]
     return BASE_S + 100_000 * (DEPLOYMENT_IDS.index(deployment) + 1)
 
 
@@ -110,12 +118,18 @@ def deletion(event_id: str) -> Attributes:
     return {"id": event_id}
 
 
+def second_slot(service: str, env: str | None, started_at_ns: int) -> str:
+    """The ``<service> <env> <second>`` a deployment takes at Datadog, in fold.lua's form (the
+    stored JSON of service and env, the start's whole seconds)."""
+    return f"{json.dumps(service)} {json.dumps(env)} {started_at_ns // 1_000_000_000}"
+
+
 def second_slots() -> list[str]:
-    """Every ``<service> <env> <second>`` a deployment of the test may hold (fold.lua's form:
-    the stored JSON of service and env, the start's whole seconds)."""
+    """Every second a deployment of the test may hold."""
     return [
-        f"{json.dumps(DEPLOYMENT_SERVICE)} {json.dumps(DEPLOYMENT_ENV)} "
-        f"{deployment_base_s(deployment) + offset}"
+        second_slot(
+            DEPLOYMENT_SERVICE, DEPLOYMENT_ENV, (deployment_base_s(deployment) + offset) * 10**9
+        )
         for deployment in DEPLOYMENT_IDS
         for offset in DEPLOYMENT_START_OFFSETS_S
     ]
@@ -284,6 +298,9 @@ class Model:
     (``patch.*``); absent when it holds nothing (never posted, or deleted)."""
     history: dict[str, list[Request]] = field(default_factory=dict)
     """The requests the API applied per id, in the order it applied them."""
+    forgotten_seconds: set[str] = field(default_factory=set)
+    """Seconds (``second_slot``) whose holder the engine forgot (its key expired): another
+    deployment may take them at Datadog since (the retention's limit)."""
     disturbed: set[str] = field(default_factory=set)
     """Ids at which a request landed after one sent later had been applied (a request in
     doubt landing late): the order checks are off for them until the engine's resend has

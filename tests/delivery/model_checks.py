@@ -15,7 +15,10 @@ import httpx
 
 from forwarder.protocol import KIND_FAILURE, parse_state_id
 from tests.delivery.model import (
+    CLASH_ID,
     DELETE,
+    DEPLOYMENT_IDS,
+    DEPLOYMENTS,
     PATCH,
     POST,
     STATES,
@@ -24,6 +27,7 @@ from tests.delivery.model import (
     Request,
     at_api,
     merge,
+    second_slot,
 )
 from tests.delivery.model_engine import API_KEY, APP_KEY, Snapshot
 
@@ -81,6 +85,38 @@ def nothing_is_lost(model: Model, snap: Snapshot) -> None:
             or dead(snap, incident, version)
         )
         assert tracked, f"I1: {incident} is neither due, in flight, delivered nor dead: {snap}"
+
+
+def same_second_named(snap: Snapshot) -> None:
+    """A deployment dead-lettered for the same second as another names both: its own id and
+    the other's (only ``CLASH_ID`` and the first deployment ever share a second)."""
+    pair = {DEPLOYMENT_IDS[0], CLASH_ID}
+    for letter in snap.letters:
+        reason = letter.get("reason", "")
+        if "same second" not in reason:
+            continue
+        _, own = parse_state_id(letter.get("incident_id", ""))
+        assert own in pair, f"{own} shares a second with no other deployment: {reason}"
+        (other,) = pair - {own}
+        assert f"deployment {own} " in reason, f"the letter does not name {own}: {reason}"
+        assert f"deployment {other} " in reason, f"the letter does not name {other}: {reason}"
+
+
+def one_per_second(model: Model) -> None:
+    """Once quiet, the API holds no two deployments of one service and env in one second
+    (Datadog keeps one: the later would have overwritten the other, silently), unless the
+    engine forgot who held that second (its retention) since. The simulated API keeps both,
+    so that this shows."""
+    holders: dict[str, list[str]] = {}
+    for state in DEPLOYMENTS:
+        held = model.applied.get(state)
+        if held is not None:
+            slot = second_slot(held["service"], held.get("env"), held["started_at"])
+            holders.setdefault(slot, []).append(state)
+    for slot, states in holders.items():
+        assert len(states) == 1 or slot in model.forgotten_seconds, (
+            f"once quiet, the API holds {states} in one second ({slot})"
+        )
 
 
 def duplicates_are_bounded(model: Model) -> None:

@@ -23,6 +23,7 @@ from forwarder.protocol import (
     KIND_FAILURE_DELETE,
 )
 from tests.delivery.model import (
+    CLASH_ID,
     DEPLOYMENT_DURATIONS_S,
     DEPLOYMENT_IDS,
     DEPLOYMENT_START_OFFSETS_S,
@@ -170,9 +171,18 @@ _DEPLOYMENTS = st.builds(
 _PATCHES = st.builds(
     patch_event, st.sampled_from(DEPLOYMENT_IDS), st.booleans(), st.sampled_from(REMEDIATIONS)
 )
+_CLASHES = st.builds(
+    deployment_event,
+    st.just(CLASH_ID),
+    st.just(DEPLOYMENT_START_OFFSETS_S[0]),
+    st.sampled_from(DEPLOYMENT_DURATIONS_S),
+    st.sampled_from(DEPLOYMENT_VERSIONS),
+)
 _DELETES = st.one_of(
     st.builds(
-        Publish, st.sampled_from(DEPLOYMENT_IDS).map(deletion), st.just(KIND_DEPLOYMENT_DELETE)
+        Publish,
+        st.sampled_from([*DEPLOYMENT_IDS, CLASH_ID]).map(deletion),
+        st.just(KIND_DEPLOYMENT_DELETE),
     ),
     st.builds(Publish, st.sampled_from(INCIDENTS).map(deletion), st.just(KIND_FAILURE_DELETE)),
 )
@@ -187,6 +197,7 @@ _KINDS: dict[str, tuple[int, st.SearchStrategy[Step]]] = {
     "publish": (4, st.builds(Publish, st.one_of(_STARTS, _FINISHES))),
     "deploy": (2, st.builds(Publish, _DEPLOYMENTS, st.just(KIND_DEPLOYMENT))),
     "patch": (2, st.builds(Publish, _PATCHES, st.just(KIND_DEPLOYMENT_PATCH))),
+    "clash": (1, st.builds(Publish, _CLASHES, st.just(KIND_DEPLOYMENT))),
     "delete": (1, _DELETES),
     "duplicate": (1, st.builds(Duplicate, _PICK)),
     "garbage": (1, st.builds(Garbage, _garbage())),

@@ -364,6 +364,9 @@ class DeliveryModel(RuleBasedStateMachine):
             is_dead = checks.quiet_when_expiring(snap, incident)
             event("a quiet state expired")
             self.model.expire(incident, snap.attributes(incident), dead=is_dead)
+        if name.startswith(self.keys.second_prefix):
+            event("the holder of a second was forgotten")
+            self.model.forgotten_seconds.add(name.removeprefix(self.keys.second_prefix))
         self.run(self.engine.expire(name))
 
     # --- quiet, and I2 -------------------------------------------------------------------
@@ -421,15 +424,18 @@ class DeliveryModel(RuleBasedStateMachine):
         """I2 (see ``model_checks.newest_landed``)."""
         for case in checks.newest_landed(self.model, self.run(self.engine.snapshot(STATES))):
             event(case)
+        checks.one_per_second(self.model)
         # Every request has landed or never will, and I2 holds: whatever a late one did to
         # the order at the API is repaired.
         self.model.disturbed.clear()
 
     # --- invariants after every step -----------------------------------------------------
 
-    def note_folded(self) -> None:
-        """Entries gone from the stream were folded, into the incident's current state."""
-        stream = self.run(self.engine.snapshot(())).stream_ids
+    def note_folded(self, stream: set[str] | None = None) -> None:
+        """Entries gone from the stream (``stream``: its ids, read now if not given) were
+        folded, into the state's current epoch."""
+        if stream is None:
+            stream = self.run(self.engine.snapshot(())).stream_ids
         for entry in self.model.entries:
             if entry.folded_in is None and entry.entry_id not in stream:
                 entry.folded_in = self.model.epoch.get(entry.incident or "", 0)
@@ -440,8 +446,10 @@ class DeliveryModel(RuleBasedStateMachine):
         """I1 (and note each key's expiry for the next step)."""
         self.since_quiet += 1
         self.run(self.engine.track_expiry(self.now_ms, self.watched))
-        self.note_folded()
-        checks.nothing_is_lost(self.model, self.run(self.engine.snapshot(STATES)))
+        snap = self.run(self.engine.snapshot(STATES))
+        self.note_folded(snap.stream_ids)
+        checks.nothing_is_lost(self.model, snap)
+        checks.same_second_named(snap)
 
     @invariant()
     @guarded
