@@ -1,7 +1,8 @@
 """The delivery engine against a reference model: random steps, invariants after each one.
 
-A hypothesis state machine publishes events (starts, finishes, duplicates, out of order,
-garbage bytes), lets several simulated workers read, fold, claim, send, settle and die, lets
+A hypothesis state machine publishes events (starts, finishes, deployments, PATCHes of
+deployments, DELETEs of either, duplicates, out of order, garbage bytes), lets several
+simulated workers read, fold, claim, send, settle and die, lets
 a simulated Datadog answer anything (2xx, 400, 403, 429 with headers, 5xx, timeouts, late
 2xx, requests applied after their timeout) and lets time pass (past leases, backoffs, the
 orphan wait, the maximum age, the retention); see ``model_steps.py``. The engine is the real
@@ -10,18 +11,22 @@ afterwards) and the pieces ``workers/delivery/pump.py`` runs, one step at a time
 (``model_engine.py``). Time is the test's own: every script takes ``now_ms``, and Redis'
 expiry is emulated on that clock (each key's PEXPIRETIME is read after every step, and the
 key deleted once the test's clock passes it, as Redis would). The simulated API keeps, per
-incident, the last state it applied; a request may land until its lease ends, never after
-(the guarantee's assumption: the sender's timeout is shorter than the lease).
+id, what its POSTs and PATCHes set (a PATCH or DELETE of an id it does not hold is answered
+404), and the order it applied them in; a request may land until its lease ends, never
+after (the guarantee's assumption: the sender's timeout is shorter than the lease).
 
 After every step:
 - I1 no loss: every valid entry that left the stream is in its incident's stored state, and
   that state is due, in flight, delivered or dead-lettered with a reason (a state may expire
   only once delivered or dead-lettered); every garbage entry is a dead letter with a reason.
-- I3 few duplicates: nothing is claimed while another claim on it is live, and no version
-  lands more often than the attempts in doubt and the lapsed leases explain.
+- I3 few duplicates: nothing is claimed while another claim on it is live, and no request
+  of a version lands more often than the attempts in doubt and the lapsed leases explain.
+- Order, as each request lands: a PATCH after the POST it follows; nothing a DELETE drops
+  after that DELETE (both unless a request in doubt landed late: then the resend repairs).
 Once quiet (everything answered 2xx, time past every lease, backoff and gate, the stream
 drained, each request still in doubt landed as late as it could):
-- I2 the API holds every incident's newest merged state, or that state is a dead letter.
+- I2 the API holds what each id's entries ask for (nothing after a DELETE, else the merged
+  POST and PATCH), or that is a dead letter; and no two deployments in one second.
 
 CI: ``pytest tests/delivery/test_model.py`` (bounded, under a minute). Longer, on demand:
 ``MODEL_EXAMPLES=2000 pytest tests/delivery/test_model.py`` (``MODEL_STEPS`` sets the steps
