@@ -49,7 +49,12 @@ POLICY = SettlementPolicy(
     orphan_wait_ms=ORPHAN_WAIT_MS,
     max_age_ms=MAX_AGE_MS,
     auth_pause_s=60.0,
+    patch_wait_ms=120_000,
 )
+"""A PATCH answered 404 is retried for 2 minutes (longer than a lease, so that a resend after
+a late DELETE comes first): a few rounds of the drain, not the hour's sixty."""
+API_KEY = "model-test-key-0123456789abcdef"
+APP_KEY = "model-test-app-key-0123456789abcdef"
 
 Entry = tuple[bytes, dict[bytes, bytes]]
 
@@ -181,7 +186,8 @@ class Engine:
         self._answer: Callable[[httpx.Request], httpx.Response] = lambda _: httpx.Response(202)
         self.sender = DatadogSender(
             base_url="https://api.example.test",
-            api_key=SecretStr("model-test-key-0123456789abcdef"),
+            api_key=SecretStr(API_KEY),
+            app_key=SecretStr(APP_KEY),
             timeout_s=5.0,
             transport=httpx.MockTransport(self._handle),
         )
@@ -255,20 +261,26 @@ class Engine:
         outcome: Outcome,
         headers: Mapping[str, str],
         jitter: float,
+        *,
+        status: int | None = None,
+        check: Callable[[httpx.Request], None] = lambda _: None,
     ) -> Attempt:
-        """Send request ``rid`` through the real sender; the API answers ``outcome``."""
+        """Send request ``rid`` through the real sender; the API answers ``outcome`` (with
+        ``status`` instead of 202 when given: what the API answered when it processed the
+        request, a 404 for a PATCH or DELETE of an id it does not hold). ``check`` asserts
+        what reached the API is the request the test expects."""
         claim = worker.in_flight.pop(rid)
 
         def answer(request: httpx.Request) -> httpx.Response:
-            sent = json.loads(request.content)["data"]["attributes"]
-            assert sent == claim.attributes, "the request's body is not the claimed state"
+            check(request)
             if outcome is Outcome.TIMEOUT:
                 raise httpx.ReadTimeout("the API held the request", request=request)
             if outcome is Outcome.NOT_SENT:
                 raise httpx.ConnectError("connection refused", request=request)
             assert isinstance(outcome.value, int)
-            body = {"errors": [f"status {outcome.value}"]} if outcome.value >= 300 else {}
-            return httpx.Response(outcome.value, headers=dict(headers), json=body)
+            code = status if outcome.applies and status is not None else outcome.value
+            body: Any = {"errors": [f"status {code}"]} if code >= 300 else {"data": None}
+            return httpx.Response(code, headers=dict(headers), json=body)
 
         self._answer = answer
         request = before_sending(claim, POLICY)  # pure: the request the claim was sent with

@@ -15,13 +15,29 @@ from typing import Any
 
 from hypothesis import strategies as st
 
+from forwarder.protocol import (
+    KIND_DEPLOYMENT,
+    KIND_DEPLOYMENT_DELETE,
+    KIND_DEPLOYMENT_PATCH,
+    KIND_FAILURE,
+    KIND_FAILURE_DELETE,
+)
 from tests.delivery.model import (
+    CLASH_ID,
+    DEPLOYMENT_DURATIONS_S,
+    DEPLOYMENT_IDS,
+    DEPLOYMENT_START_OFFSETS_S,
+    DEPLOYMENT_VERSIONS,
     ENVS,
     FINISH_OFFSETS_S,
     INCIDENTS,
+    REMEDIATIONS,
     SERVICES,
     START_OFFSETS_S,
+    deletion,
+    deployment_event,
     finish_event,
+    patch_event,
     start_event,
 )
 from tests.delivery.model_engine import (
@@ -45,9 +61,11 @@ def exercised(name: str) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class Publish:
-    """A producer publishes a start or a finish (any order, any repetition)."""
+    """A producer publishes an event of ``kind`` (any order, any repetition): an incident's
+    start or finish, a deployment, a PATCH of a deployment, a DELETE of either."""
 
     event: dict[str, Any]
+    kind: str = KIND_FAILURE
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +161,31 @@ _STARTS = st.builds(
     st.sampled_from(ENVS),
 )
 _FINISHES = st.builds(finish_event, st.sampled_from(INCIDENTS), st.sampled_from(FINISH_OFFSETS_S))
+_DEPLOYMENTS = st.builds(
+    deployment_event,
+    st.sampled_from(DEPLOYMENT_IDS),
+    st.sampled_from(DEPLOYMENT_START_OFFSETS_S),
+    st.sampled_from(DEPLOYMENT_DURATIONS_S),
+    st.sampled_from(DEPLOYMENT_VERSIONS),
+)
+_PATCHES = st.builds(
+    patch_event, st.sampled_from(DEPLOYMENT_IDS), st.booleans(), st.sampled_from(REMEDIATIONS)
+)
+_CLASHES = st.builds(
+    deployment_event,
+    st.just(CLASH_ID),
+    st.just(DEPLOYMENT_START_OFFSETS_S[0]),
+    st.sampled_from(DEPLOYMENT_DURATIONS_S),
+    st.sampled_from(DEPLOYMENT_VERSIONS),
+)
+_DELETES = st.one_of(
+    st.builds(
+        Publish,
+        st.sampled_from([*DEPLOYMENT_IDS, CLASH_ID]).map(deletion),
+        st.just(KIND_DEPLOYMENT_DELETE),
+    ),
+    st.builds(Publish, st.sampled_from(INCIDENTS).map(deletion), st.just(KIND_FAILURE_DELETE)),
+)
 _HEADERS = st.sampled_from([name for name in HEADERS if name != "huge" or exercised("headers")])
 _WAITS = st.one_of(
     st.integers(1, 5_000),
@@ -152,6 +195,10 @@ _WAITS = st.one_of(
 
 _KINDS: dict[str, tuple[int, st.SearchStrategy[Step]]] = {
     "publish": (4, st.builds(Publish, st.one_of(_STARTS, _FINISHES))),
+    "deploy": (2, st.builds(Publish, _DEPLOYMENTS, st.just(KIND_DEPLOYMENT))),
+    "patch": (2, st.builds(Publish, _PATCHES, st.just(KIND_DEPLOYMENT_PATCH))),
+    "clash": (1, st.builds(Publish, _CLASHES, st.just(KIND_DEPLOYMENT))),
+    "delete": (1, _DELETES),
     "duplicate": (1, st.builds(Duplicate, _PICK)),
     "garbage": (1, st.builds(Garbage, _garbage())),
     "turn": (6, st.builds(Act, st.just("turn"), _PICK)),

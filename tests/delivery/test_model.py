@@ -1,7 +1,8 @@
 """The delivery engine against a reference model: random steps, invariants after each one.
 
-A hypothesis state machine publishes events (starts, finishes, duplicates, out of order,
-garbage bytes), lets several simulated workers read, fold, claim, send, settle and die, lets
+A hypothesis state machine publishes events (starts, finishes, deployments, PATCHes of
+deployments, DELETEs of either, duplicates, out of order, garbage bytes), lets several
+simulated workers read, fold, claim, send, settle and die, lets
 a simulated Datadog answer anything (2xx, 400, 403, 429 with headers, 5xx, timeouts, late
 2xx, requests applied after their timeout) and lets time pass (past leases, backoffs, the
 orphan wait, the maximum age, the retention); see ``model_steps.py``. The engine is the real
@@ -10,18 +11,22 @@ afterwards) and the pieces ``workers/delivery/pump.py`` runs, one step at a time
 (``model_engine.py``). Time is the test's own: every script takes ``now_ms``, and Redis'
 expiry is emulated on that clock (each key's PEXPIRETIME is read after every step, and the
 key deleted once the test's clock passes it, as Redis would). The simulated API keeps, per
-incident, the last state it applied; a request may land until its lease ends, never after
-(the guarantee's assumption: the sender's timeout is shorter than the lease).
+id, what its POSTs and PATCHes set (a PATCH or DELETE of an id it does not hold is answered
+404), and the order it applied them in; a request may land until its lease ends, never
+after (the guarantee's assumption: the sender's timeout is shorter than the lease).
 
 After every step:
 - I1 no loss: every valid entry that left the stream is in its incident's stored state, and
   that state is due, in flight, delivered or dead-lettered with a reason (a state may expire
   only once delivered or dead-lettered); every garbage entry is a dead letter with a reason.
-- I3 few duplicates: nothing is claimed while another claim on it is live, and no version
-  lands more often than the attempts in doubt and the lapsed leases explain.
+- I3 few duplicates: nothing is claimed while another claim on it is live, and no request
+  of a version lands more often than the attempts in doubt and the lapsed leases explain.
+- Order, as each request lands: a PATCH after the POST it follows; nothing a DELETE drops
+  after that DELETE (both unless a request in doubt landed late: then the resend repairs).
 Once quiet (everything answered 2xx, time past every lease, backoff and gate, the stream
 drained, each request still in doubt landed as late as it could):
-- I2 the API holds every incident's newest merged state, or that state is a dead letter.
+- I2 the API holds what each id's entries ask for (nothing after a DELETE, else the merged
+  POST and PATCH), or that is a dead letter; and no two deployments in one second.
 
 CI: ``pytest tests/delivery/test_model.py`` (bounded, under a minute). Longer, on demand:
 ``MODEL_EXAMPLES=2000 pytest tests/delivery/test_model.py`` (``MODEL_STEPS`` sets the steps
@@ -52,14 +57,27 @@ from hypothesis.stateful import (
 
 from forwarder import to_event
 from forwarder.entry import encode_entry
-from forwarder.protocol import RedisKeys
+from forwarder.protocol import RedisKeys, state_id
 from harness.stack import delete_keys
 from tests.conftest import REDIS_URL
 from tests.delivery import model_checks as checks
-from tests.delivery.model import INCIDENTS, Entry, Lease, Model, Request, normalised
+from tests.delivery.model import (
+    PATCH,
+    POST,
+    STATES,
+    Entry,
+    Lease,
+    Model,
+    Request,
+    patch_part,
+    post_part,
+    second_slots,
+    state_fields,
+)
 from tests.delivery.model_engine import (
     HEADERS,
     LEASE_MS,
+    POLICY,
     PROBE_MS,
     RETENTION_MS,
     Claimed,
@@ -80,6 +98,8 @@ from tests.delivery.model_steps import (
     exercised,
 )
 from workers.delivery.gate import GateUpdate
+from workers.delivery.operations import ApiRequest
+from workers.delivery.settlement import before_sending
 
 EXAMPLES = int(os.environ.get("MODEL_EXAMPLES", "0"))
 """0: the CI profile (``CI_EXAMPLES``). More runs that many (and lifts the timeout to match)."""
@@ -120,7 +140,9 @@ class DeliveryModel(RuleBasedStateMachine):
         self.keys = RedisKeys(f"model-{uuid.uuid4().hex[:12]}")
         self.client = aioredis.Redis.from_url(REDIS_URL)
         self.engine = Engine(self.client, self.keys)
-        self.watched = self.engine.watched(INCIDENTS)
+        self.watched = self.engine.watched(STATES) + [
+            self.keys.second_prefix + slot for slot in second_slots()
+        ]
         self.model = Model()
         self.now_ms = T0_MS
         self.workers = [self.engine.worker(slot) for slot in range(WORKERS)]
@@ -161,15 +183,16 @@ class DeliveryModel(RuleBasedStateMachine):
         in_flight = any(w.in_flight for w in self.workers)
         event(f"{type(step).__name__} with requests in flight: {in_flight}")
         match step:
-            case Publish(data):
-                self.publish(data)
+            case Publish(data, kind):
+                self.publish(data, kind)
             case Duplicate(pick) if self.model.valid():
                 valid = self.model.valid()
-                original = valid[pick % len(valid)].attributes
-                assert original is not None
-                self.publish(dict(original))
+                original = valid[pick % len(valid)]
+                assert original.data is not None
+                assert original.kind is not None
+                self.publish(dict(original.data), original.kind)
             case Garbage(fields):
-                self.xadd(fields, None)
+                self.model.entries.append(Entry(self.xadd(fields), None))
             case Act(action, pick):
                 self.worker_acts(self.workers[pick % WORKERS], action)
             case Answer(pick, outcome, headers, jitter):
@@ -197,17 +220,20 @@ class DeliveryModel(RuleBasedStateMachine):
 
     # --- publishers, workers, the API, the clock -----------------------------------------
 
-    def xadd(self, fields: dict[bytes, bytes], attributes: dict[str, Any] | None) -> None:
+    def xadd(self, fields: dict[bytes, bytes]) -> str:
         entry_id: bytes = self.run(
             self.client.xadd(self.keys.ingest, fields)  # type: ignore[arg-type]
         )
-        incident = None if attributes is None else str(attributes["id"])
-        self.model.entries.append(Entry(entry_id.decode(), incident, attributes))
+        return entry_id.decode()
 
-    def publish(self, data: dict[str, Any]) -> None:
-        """XADD ``data`` as every producer encodes it."""
-        entry = encode_entry(to_event(data))
-        self.xadd({str(k).encode(): str(v).encode() for k, v in entry.items()}, normalised(data))
+    def publish(self, data: dict[str, Any], kind: str) -> None:
+        """XADD ``data`` of ``kind`` as every producer encodes it."""
+        event = to_event(data, kind)
+        entry = encode_entry(event)
+        entry_id = self.xadd({str(k).encode(): str(v).encode() for k, v in entry.items()})
+        fields = state_fields(data, kind, entry_id)
+        state = state_id(kind, event.event_id)
+        self.model.entries.append(Entry(entry_id, state, kind, data, fields))
 
     def worker_acts(self, worker: Worker, action: str) -> None:
         if action in {"read", "ingest", "turn"}:
@@ -242,13 +268,18 @@ class DeliveryModel(RuleBasedStateMachine):
             assert not live, f"I3: {claim.incident_id} claimed while a claim on it is live: {live}"
             self.model.leases.append(Lease(claim.incident_id, worker.token, self.now_ms + LEASE_MS))
         for claim in claimed.to_send:
+            sent = before_sending(claim, POLICY)  # pure: the request the worker sends
+            assert isinstance(sent, ApiRequest)
+            body = {POST: post_part, PATCH: patch_part}.get(sent.step, lambda _: None)
             request = Request(
                 rid=len(self.model.requests) + 1,
                 token=worker.token,
                 incident=claim.incident_id,
                 epoch=self.model.epoch.get(claim.incident_id, 0),
                 version=claim.version,
-                body=claim.attributes,
+                step=str(sent.step),
+                body=body(claim.attributes),
+                claimed=claim.attributes,
                 lease_end_ms=self.now_ms + LEASE_MS,
             )
             self.model.requests.append(request)
@@ -261,7 +292,8 @@ class DeliveryModel(RuleBasedStateMachine):
     def answer(
         self, worker: Worker, rid: int, outcome: Outcome, headers: str, jitter: float
     ) -> None:
-        """The API answers request ``rid`` (a 2xx lands it if it has not landed yet)."""
+        """The API answers request ``rid`` (a 2xx lands it if it has not landed yet; a PATCH
+        or DELETE of an id the API does not hold is answered 404 instead)."""
         request = self.request(rid)
         if request.landed and not outcome.applies and outcome is not Outcome.TIMEOUT:
             outcome = Outcome.ACCEPTED  # an applied request is not refused afterwards
@@ -277,8 +309,19 @@ class DeliveryModel(RuleBasedStateMachine):
         elif not outcome.applies:
             request.never_lands = True
         late = " after its lease" if request.lease_end_ms <= self.now_ms else ""
-        event(f"answer: {outcome.name}{late}")
-        self.run(self.engine.answer(worker, rid, outcome, HEADERS[headers], jitter))
+        status = request.status if outcome.applies else None
+        event(f"answer to {request.step.upper()}: {status or outcome.name}{late}")
+        self.run(
+            self.engine.answer(
+                worker,
+                rid,
+                outcome,
+                HEADERS[headers],
+                jitter,
+                status=status,
+                check=functools.partial(checks.as_sent, request),
+            )
+        )
 
     def settle(self, worker: Worker) -> None:
         for incident in self.run(self.engine.settle(worker, self.now_ms)):
@@ -321,11 +364,14 @@ class DeliveryModel(RuleBasedStateMachine):
     def expire(self, name: str) -> None:
         """Delete ``name`` as Redis would; an incident's state must be quiet by then (I1)."""
         incident = name.removeprefix(self.keys.incident_prefix)
-        if incident in INCIDENTS:
+        if incident in STATES:
             snap = self.run(self.engine.snapshot((incident,)))
             is_dead = checks.quiet_when_expiring(snap, incident)
             event("a quiet state expired")
             self.model.expire(incident, snap.attributes(incident), dead=is_dead)
+        if name.startswith(self.keys.second_prefix):
+            event("the holder of a second was forgotten")
+            self.model.forgotten_seconds.add(name.removeprefix(self.keys.second_prefix))
         self.run(self.engine.expire(name))
 
     # --- quiet, and I2 -------------------------------------------------------------------
@@ -381,14 +427,20 @@ class DeliveryModel(RuleBasedStateMachine):
 
     def check_newest_landed(self) -> None:
         """I2 (see ``model_checks.newest_landed``)."""
-        for case in checks.newest_landed(self.model, self.run(self.engine.snapshot(INCIDENTS))):
+        for case in checks.newest_landed(self.model, self.run(self.engine.snapshot(STATES))):
             event(case)
+        checks.one_per_second(self.model)
+        # Every request has landed or never will, and I2 holds: whatever a late one did to
+        # the order at the API is repaired.
+        self.model.disturbed.clear()
 
     # --- invariants after every step -----------------------------------------------------
 
-    def note_folded(self) -> None:
-        """Entries gone from the stream were folded, into the incident's current state."""
-        stream = self.run(self.engine.snapshot(())).stream_ids
+    def note_folded(self, stream: set[str] | None = None) -> None:
+        """Entries gone from the stream (``stream``: its ids, read now if not given) were
+        folded, into the state's current epoch."""
+        if stream is None:
+            stream = self.run(self.engine.snapshot(())).stream_ids
         for entry in self.model.entries:
             if entry.folded_in is None and entry.entry_id not in stream:
                 entry.folded_in = self.model.epoch.get(entry.incident or "", 0)
@@ -399,8 +451,10 @@ class DeliveryModel(RuleBasedStateMachine):
         """I1 (and note each key's expiry for the next step)."""
         self.since_quiet += 1
         self.run(self.engine.track_expiry(self.now_ms, self.watched))
-        self.note_folded()
-        checks.nothing_is_lost(self.model, self.run(self.engine.snapshot(INCIDENTS)))
+        snap = self.run(self.engine.snapshot(STATES))
+        self.note_folded(snap.stream_ids)
+        checks.nothing_is_lost(self.model, snap)
+        checks.same_second_named(snap)
 
     @invariant()
     @guarded

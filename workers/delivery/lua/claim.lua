@@ -38,10 +38,12 @@ local lapsed = redis.call('ZRANGEBYSCORE', inflight_key, '-inf', ms(now), 'LIMIT
 for _, id in ipairs(lapsed) do
   redis.call('ZREM', inflight_key, id)
   redis.call('ZADD', due_key, ms(now), id)
-  -- Its worker died or hung: a request of any step may have landed, so what Datadog accepted
-  -- before (done:*) is no longer known, and every step owed goes again.
+  -- Its worker died or hung, and its request may have landed unanswered: what done:post,
+  -- done:patch and a finish record's digest say Datadog holds may no longer be so, and a
+  -- state folded back to that content would be taken as delivered. Forgotten, the POST and
+  -- PATCH go again (a DELETE accepted before stays: no later request undoes it).
   if of_type(prefix .. id, 'hash') then
-    redis.call('HDEL', prefix .. id, 'claim', 'done:post', 'done:patch', 'done:delete')
+    redis.call('HDEL', prefix .. id, 'claim', 'done:post', 'done:patch', 'remembered')
   end
 end
 if #lapsed > 0 then add(stats_key, 'leases_lapsed', #lapsed) end
