@@ -135,6 +135,15 @@ def second_slots() -> list[str]:
     ]
 
 
+def version_names() -> list[str]:
+    """Every ``<service> <env> <version>`` a deployment of the test may name (fold.lua's
+    index for PATCH by version)."""
+    return [
+        " ".join(json.dumps(value) for value in (DEPLOYMENT_SERVICE, DEPLOYMENT_ENV, version))
+        for version in DEPLOYMENT_VERSIONS
+    ]
+
+
 def normalised(data: Attributes, kind: str = KIND_FAILURE) -> Attributes:
     """The state fields the engine stores for ``data`` (timestamps in ns, with id; a PATCH's
     as ``patch.*``; a DELETE's mark is set to its position by ``state_fields``)."""

@@ -73,6 +73,7 @@ from tests.delivery.model import (
     post_part,
     second_slots,
     state_fields,
+    version_names,
 )
 from tests.delivery.model_engine import (
     HEADERS,
@@ -140,9 +141,11 @@ class DeliveryModel(RuleBasedStateMachine):
         self.keys = RedisKeys(f"model-{uuid.uuid4().hex[:12]}")
         self.client = aioredis.Redis.from_url(REDIS_URL)
         self.engine = Engine(self.client, self.keys)
-        self.watched = self.engine.watched(STATES) + [
-            self.keys.second_prefix + slot for slot in second_slots()
-        ]
+        self.watched = (
+            self.engine.watched(STATES)
+            + [self.keys.second_prefix + slot for slot in second_slots()]
+            + [self.keys.version_prefix + name for name in version_names()]
+        )
         self.model = Model()
         self.now_ms = T0_MS
         self.workers = [self.engine.worker(slot) for slot in range(WORKERS)]
