@@ -15,8 +15,6 @@ import redis.asyncio as aioredis
 
 from forwarder.protocol import (
     KIND_DEPLOYMENT,
-    KIND_DEPLOYMENT_DELETE,
-    KIND_DEPLOYMENT_PATCH,
     KIND_FAILURE,
     KIND_FAILURE_DELETE,
     RedisKeys,
@@ -27,7 +25,6 @@ from harness.standin import StandinServer
 from tests.delivery.test_operations import (
     API_KEY,
     APP_KEY,
-    DEPLOYMENT,
     DEPLOYMENT_ID,
     INCIDENT,
     INCIDENT_ID,
@@ -64,26 +61,8 @@ def test_a_pending_delete_makes_every_later_request_owed() -> None:
     ]
 
 
-async def test_a_deployment_deleted_and_published_again_unchanged_is_held_again(
-    client: aioredis.Redis, keys: RedisKeys, api: StandinServer
-) -> None:
-    """POST and PATCH delivered; DELETE, then the same POST and PATCH, folded together: the
-    DELETE goes first, then both again, and Datadog holds the deployment, patched."""
-    await publish(client, keys, KIND_DEPLOYMENT, DEPLOYMENT)
-    await publish(client, keys, KIND_DEPLOYMENT_PATCH, PATCH)
-    await run(client, keys, api)
-    await publish(client, keys, KIND_DEPLOYMENT_DELETE, {"id": DEPLOYMENT_ID})
-    await publish(client, keys, KIND_DEPLOYMENT, DEPLOYMENT)
-    await publish(client, keys, KIND_DEPLOYMENT_PATCH, PATCH)
-    await run(client, keys, api)
-    assert calls(api, DEPLOYMENT_ID) == [
-        "POST 202",
-        "PATCH 202",
-        "DELETE 202",
-        "POST 202",
-        "PATCH 202",
-    ]
-    assert api.latest("dora_deployment")[DEPLOYMENT_ID]["change_failure"] is True
+# The same for a deployment, POST and PATCH: tests/delivery/test_operations_review.py
+# (test_the_same_patch_published_again_after_a_pending_delete_is_sent).
 
 
 async def test_an_incident_deleted_and_published_again_unchanged_is_held_again(
