@@ -430,9 +430,10 @@ class DeliveryModel(RuleBasedStateMachine):
 
     def check_newest_landed(self) -> None:
         """I2 (see ``model_checks.newest_landed``)."""
-        for case in checks.newest_landed(self.model, self.run(self.engine.snapshot(STATES))):
+        snap = self.run(self.engine.snapshot(STATES))
+        for case in checks.newest_landed(self.model, snap):
             event(case)
-        checks.one_per_second(self.model)
+        checks.one_per_second(self.model, snap)
         # Every request has landed or never will, and I2 holds: whatever a late one did to
         # the order at the API is repaired.
         self.model.disturbed.clear()
