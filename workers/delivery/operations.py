@@ -36,6 +36,8 @@ from forwarder.protocol import (
 )
 
 API: Final = "/api/v2/dora"
+POST_PATHS: Final = {KIND_FAILURE: f"{API}/failure", KIND_DEPLOYMENT: f"{API}/deployment"}
+"""Where each kind of event is POSTed: the only paths that name no id."""
 PATCH_TYPE: Final = "dora_deployment_patch_request"
 
 
@@ -121,15 +123,14 @@ def split_state(attributes: Mapping[str, Any]) -> StateParts:
     return StateParts(post, patch, delete)
 
 
-def post_attributes(attributes: Mapping[str, Any]) -> dict[str, Any]:
-    """The attributes a POST of this state carries (no PATCH or DELETE fields)."""
-    return split_state(attributes).post
-
-
 def _post(kind: str, attributes: dict[str, Any]) -> ApiRequest:
-    path = f"{API}/failure" if kind == KIND_FAILURE else f"{API}/deployment"
     return ApiRequest(
-        Step.POST, "POST", path, {"data": {"attributes": attributes}}, state_digest(attributes)
+        Step.POST,
+        "POST",
+        # A kind with no POST (a state written by hand) is dead-lettered before sending.
+        POST_PATHS.get(kind, f"{API}/{kind}"),
+        {"data": {"attributes": attributes}},
+        state_digest(attributes),
     )
 
 

@@ -6,20 +6,17 @@ import asyncio
 import json
 import os
 import time
-from collections.abc import Mapping
-from typing import Any, Final, Protocol
+from typing import Final, Protocol
 
 import aiohttp
 import httpx
 from httpx_aiohttp import AiohttpTransport
 from pydantic import SecretStr
 
-from workers.delivery.operations import ApiRequest
+from workers.delivery.operations import POST_PATHS, ApiRequest
 from workers.delivery.records import MAX_BODY_KEPT, Attempt
 
 USER_AGENT: Final = "dora-forwarder/0.1"
-MAX_CACHED_URLS: Final = 64
-"""Parsed URLs a sender keeps (the two POST paths first; PATCH and DELETE paths name ids)."""
 
 NOT_SENT_ERRORS: Final = (
     httpx.ConnectError,
@@ -56,11 +53,6 @@ class Sender(Protocol):
     async def aclose(self) -> None: ...
 
 
-def request_body(attributes: Mapping[str, Any]) -> bytes:
-    """The JSON body Datadog expects for one event's POST attributes."""
-    return json.dumps({"data": {"attributes": attributes}}, separators=(",", ":")).encode()
-
-
 def default_transport(max_connections: int) -> httpx.AsyncBaseTransport:
     """aiohttp under httpx: httpx's own async transport collapses at 32+ requests in flight."""
     return AiohttpTransport(limits=httpx.Limits(max_connections=max_connections))
@@ -88,7 +80,9 @@ class DatadogSender:
         self._timeout_s = timeout_s
         self._transport = transport
         self._base_url = base_url.rstrip("/")
-        self._urls: dict[str, httpx.URL] = {}
+        # The POST URLs, parsed once: every event's request goes to one of them. PATCH and
+        # DELETE paths name their id, and are parsed as they come (they are few).
+        self._post_urls = {path: httpx.URL(self._base_url + path) for path in POST_PATHS.values()}
         self._headers = [
             (b"Host", httpx.URL(self._base_url).netloc),
             (b"DD-API-KEY", api_key.get_secret_value().encode()),
@@ -112,13 +106,7 @@ class DatadogSender:
         return f"DatadogSender(base_url={self._base_url!r})"
 
     def _url(self, path: str) -> httpx.URL:
-        # POST paths are two, PATCH and DELETE paths one per id: parsed once, kept bounded.
-        url = self._urls.get(path)
-        if url is None:
-            url = httpx.URL(self._base_url + path)
-            if len(self._urls) < MAX_CACHED_URLS:
-                self._urls[path] = url
-        return url
+        return self._post_urls.get(path) or httpx.URL(self._base_url + path)
 
     async def send(self, api_request: ApiRequest) -> Attempt:
         """Send one request; transport failures and timeouts come back as ``Attempt.error``,

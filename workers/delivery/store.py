@@ -17,6 +17,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from forwarder.protocol import (
+    ATTRIBUTE_PREFIX,
     CONSUMER_GROUP,
     KIND_DEPLOYMENT,
     STATE_DEPLOYMENT_VERSION,
@@ -53,6 +54,10 @@ from workers.delivery.scripts import (
 )
 
 log = logging.getLogger("dora_forwarder.store")
+
+_VERSION_FIELDS: Final = [ATTRIBUTE_PREFIX + name for name in ("service", "env", "version")]
+"""The fields that name a deployment for a PATCH by version, as claim_rows.version_name reads
+them from the PATCH's side."""
 
 DEFAULT_RETENTION_MS: Final = 30 * 86_400_000
 """How long a quiet state is kept (``FORWARDER_RETENTION_S``'s default)."""
@@ -247,7 +252,7 @@ class Store:
         pipe = self._redis.pipeline(transaction=False)
         for holder in holders:
             state = state_id(KIND_DEPLOYMENT, holder or "")
-            pipe.hmget(self.keys.incident(state), ["a:service", "a:env", "a:version"])
+            pipe.hmget(self.keys.incident(state), _VERSION_FIELDS)
             pipe.zscore(self.keys.due, state)
             pipe.zscore(self.keys.inflight, state)
         found = await pipe.execute(raise_on_error=False)

@@ -9,7 +9,7 @@ from typing import Any
 
 from workers.delivery.backoff import BackoffPolicy
 from workers.delivery.breaker import is_outage
-from workers.delivery.operations import ApiRequest, split_state, state_digest
+from workers.delivery.operations import ApiRequest, Step, split_state, state_digest
 from workers.delivery.records import MAX_BODY_KEPT, Attempt, Claim, Settlement, Verdict
 
 
@@ -46,10 +46,17 @@ def delivered(
         claim.version,
         Verdict.DELIVERED,
         reason=reason,
-        digest=state_digest(split_state(claim.attributes).post),
+        digest=_post_digest(claim, request),
         sent_at_ms=sent_at_ms,
         **step_fields(request),
     )
+
+
+def _post_digest(claim: Claim, request: ApiRequest | None) -> str:
+    """The digest of the POST attributes Datadog holds: a POST request carries it already."""
+    if request is not None and request.step is Step.POST:
+        return request.done
+    return state_digest(split_state(claim.attributes).post)
 
 
 def dead_letter(
