@@ -113,6 +113,16 @@ class Settings(BaseSettings):
     """At most one WARNING per reason per this many seconds for refused requests, with a count."""
     ingest_tls_certfile: str | None = None
     ingest_tls_keyfile: str | None = None
+    alertmanager_source: bool = False
+    """Serve ``POST /sources/alertmanager`` (Alertmanager sends an ingest key as its Bearer)."""
+    pagerduty_webhook_secret: SecretStr | None = None
+    """The secret of the PagerDuty webhook subscription; set, ``/sources/pagerduty`` is on."""
+    github_webhook_secret: SecretStr | None = None
+    """The secret of the GitHub webhook; set, ``/sources/github`` is on."""
+    gitlab_webhook_token: SecretStr | None = None
+    """The secret token of the GitLab hook; set, ``/sources/gitlab`` is on."""
+    sources_file: str | None = None
+    """A TOML file overriding how the sources map their payloads (none: the defaults)."""
 
     @field_validator("dd_api_key")
     @classmethod
@@ -136,6 +146,13 @@ class Settings(BaseSettings):
         for key in text.split(","):
             _refuse_unsendable(key.strip())
         return SecretStr(text)
+
+    @field_validator("pagerduty_webhook_secret", "github_webhook_secret", "gitlab_webhook_token")
+    @classmethod
+    def _webhook_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        # Empty is unset (`FORWARDER_GITHUB_WEBHOOK_SECRET=` in an env file: source off).
+        secret = _datadog_key(value)
+        return secret if secret is not None and secret.get_secret_value() else None
 
     @field_validator("dd_site")
     @classmethod

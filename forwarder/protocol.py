@@ -183,6 +183,13 @@ class RedisKeys:
         return f"{self._tag}:second:"
 
     @property
+    def gitlab_prefix(self) -> str:
+        """Prefix of the hashes ``<deployment id>`` -> ``running``/``success`` -> when GitLab
+        reported that status (ns): ``serve`` sends a GitLab deployment once both are known.
+        Each lives ``GITLAB_STATUS_KEEP_S`` after its last report."""
+        return f"{self._tag}:gitlab:"
+
+    @property
     def app_key_probe(self) -> str:
         """String: the claim token of the one PATCH or DELETE trying an application key
         Datadog refused, once its pause is over (expires with the request's time)."""

@@ -33,6 +33,15 @@ PURE = (
     "workers.ingest.request",
     "workers.ingest.jsonapi",
     "workers.ingest.keys",
+    "workers.ingest.sources.document",
+    "workers.ingest.sources.mapped",
+    "workers.ingest.sources.matchers",
+    "workers.ingest.sources.ids",
+    "workers.ingest.sources.signatures",
+    "workers.ingest.sources.alertmanager",
+    "workers.ingest.sources.pagerduty",
+    "workers.ingest.sources.github",
+    "workers.ingest.sources.gitlab",
 )
 """Policy modules: they decide, others carry the decisions out."""
 

@@ -76,9 +76,12 @@ def serve_keys(settings: Settings) -> IngestKeys:
 
 def cmd_serve(settings: Settings, args: argparse.Namespace, err: IO[str]) -> int:
     """Serve until SIGINT or SIGTERM; refuse to start without ingest keys. An exit code."""
+    from workers.ingest.sources.mapping_file import SourcesFileError, load_mapping  # noqa: PLC0415
+
     try:
         keys = serve_keys(settings)
-    except (IngestKeysError, ServeSettingsError) as exc:
+        mapping = load_mapping(settings.sources_file)
+    except (IngestKeysError, ServeSettingsError, SourcesFileError) as exc:
         print(f"dora-forwarder: {exc}", file=err)
         return EXIT_FAILURE
     certfile, keyfile = settings.ingest_tls_certfile, settings.ingest_tls_keyfile
@@ -86,11 +89,12 @@ def cmd_serve(settings: Settings, args: argparse.Namespace, err: IO[str]) -> int
 
     from workers.ingest.app import ROUTES, create_app  # noqa: PLC0415
     from workers.ingest.guard import UvicornRefusals, guarded_protocol  # noqa: PLC0415
+    from workers.ingest.sources.endpoints import enabled_sources  # noqa: PLC0415
 
     host = args.host or settings.ingest_host
     port = args.port or settings.ingest_port
     _configure_logging(settings, err)
-    app = create_app(settings, keys)
+    app = create_app(settings, keys, mapping=mapping)
     refusals = app.state.ingest.refusals
     # uvicorn's own WARNING per unparsable request goes through the same counts.
     logging.getLogger("uvicorn.error").addFilter(UvicornRefusals(refusals))
@@ -112,7 +116,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace, err: IO[str]) -> int
     logging.getLogger("dora_forwarder.ingest").info(
         "ingest endpoint on %s://%s:%d (%s), %d key(s), into Redis at %s; at most %d "
         "connections, headers within %g s, bodies within %g s; PATCH by version (a Datadog "
-        "preview) %s",
+        "preview) %s; webhook sources: %s",
         scheme,
         host,
         port,
@@ -123,6 +127,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace, err: IO[str]) -> int
         settings.ingest_header_timeout_s,
         settings.ingest_body_timeout_s,
         "on" if settings.patch_by_version else "off (FORWARDER_PATCH_BY_VERSION)",
+        ", ".join(f"POST /sources/{name}" for name in enabled_sources(settings)) or "none",
     )
     server = uvicorn.Server(config)
     try:

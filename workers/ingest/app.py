@@ -52,6 +52,8 @@ from workers.ingest.jsonapi import ApiError, bad_request, plain_errors
 from workers.ingest.keys import IngestKeys
 from workers.ingest.refusals import RefusalLog
 from workers.ingest.request import BadRequestError, parse_request
+from workers.ingest.sources.endpoints import Sources
+from workers.ingest.sources.mapping_file import SourcesMapping
 
 log = logging.getLogger("dora_forwarder.ingest")
 
@@ -161,7 +163,8 @@ class Ingest:
         self.redis: aioredis.Redis | None = None
         self.refusals = RefusalLog(log, settings.ingest_refusal_log_interval_s)
 
-    def _redis(self) -> aioredis.Redis:
+    def redis_client(self) -> aioredis.Redis:
+        """The client the lifespan made (a ``RuntimeError`` outside it: a bug)."""
         if self.redis is None:
             raise RuntimeError("the app's lifespan makes its Redis client: run the app with it")
         return self.redis
@@ -181,7 +184,7 @@ class Ingest:
             return "the Datadog API key itself (producers must use an ingest key)"
         return "a key that is not one of FORWARDER_INGEST_KEYS"
 
-    async def _body(self, request: Request, where: str) -> bytes | Response:
+    async def read_body(self, request: Request, where: str) -> bytes | Response:
         """The request's body, or the answer that refuses it (encoding, size, time)."""
         encoding = request.headers.get("content-encoding", "identity").strip().lower()
         if encoding != "identity":
@@ -226,7 +229,7 @@ class Ingest:
                 HTTPStatus.BAD_REQUEST, bad_request([ApiError(PATCH_BY_VERSION_OFF, None)])
             )
         # Read whatever the method: a DELETE's body is ignored, but bounded like any other.
-        body = await self._body(request, where)
+        body = await self.read_body(request, where)
         if isinstance(body, Response):
             return body
         try:
@@ -235,7 +238,7 @@ class Ingest:
             log.info("rejected %s: HTTP 400 %s", where, exc)
             return _json(HTTPStatus.BAD_REQUEST, bad_request(exc.errors))
         try:
-            await self._redis().xadd(self.stream, encode_entry(event))
+            await self.redis_client().xadd(self.stream, encode_entry(event))
         except RedisError as exc:
             log.warning("answered 503 to %s: Redis did not take the event: %s", where, exc)
             return _unavailable()
@@ -249,7 +252,7 @@ class Ingest:
     async def health(self, _request: Request) -> Response:
         """200 while Redis answers PING within the timeout, else 503 (for load balancers)."""
         try:
-            await self._redis().ping()
+            await self.redis_client().ping()
         except RedisError as exc:
             log.warning("health: Redis does not answer: %s", exc)
             return _unavailable()
@@ -286,10 +289,15 @@ async def _server_error(request: Request, exc: Exception) -> Response:
 
 
 def create_app(
-    settings: Settings, keys: IngestKeys, factory: RedisFactory | None = None
+    settings: Settings,
+    keys: IngestKeys,
+    factory: RedisFactory | None = None,
+    mapping: SourcesMapping | None = None,
 ) -> Starlette:
-    """The ASGI app of the ingest endpoint; ``factory`` builds its Redis client (a seam)."""
+    """The ASGI app of the ingest endpoint and the webhook sources the settings turn on;
+    ``factory`` builds its Redis client (a seam); ``mapping`` is the sources' (defaults)."""
     ingest = Ingest(settings, keys, factory or redis_factory(settings))
+    sources = Sources(ingest, settings, mapping or SourcesMapping())
 
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
@@ -305,6 +313,7 @@ def create_app(
 
     routes = [Route(r.path, _endpoint(ingest, r), methods=[r.method]) for r in ROUTES]
     routes.append(Route(HEALTH_PATH, ingest.health, methods=["GET"]))
+    routes.extend(sources.routes())
     app = Starlette(
         routes=routes,
         exception_handlers={HTTPException: _http_error, Exception: _server_error},

@@ -26,14 +26,20 @@ _PLAIN: Final = (int, float, bool, type(None))
 
 def secrets_of(settings: Settings) -> tuple[str, ...]:
     """The values no log line may contain: the API and application keys, the ingest keys, the
-    Redis password.
+    webhook secrets, the Redis password.
 
     The Redis password (in the URL's user-info or its ``?password=``) is listed as written,
     decoded and encoded again, as a library may show any of them. Longest first, so that a
     secret containing another is hidden whole.
     """
     found: set[str] = set(configured_keys(settings.ingest_keys))
-    for key in (settings.dd_api_key, settings.dd_app_key):
+    for key in (
+        settings.dd_api_key,
+        settings.dd_app_key,
+        settings.pagerduty_webhook_secret,
+        settings.github_webhook_secret,
+        settings.gitlab_webhook_token,
+    ):
         if key is not None:
             found.add(key.get_secret_value())
     found.update(password_forms(settings.redis_url))

@@ -1,0 +1,290 @@
+"""The sources' endpoints of ``serve``: ``POST /sources/<source>``, each off until configured.
+
+A delivery goes: is the source on -> its proof (a Bearer ingest key, a token, or an HMAC
+of the raw body) -> body (the ingest endpoint's limits) -> JSON -> the source's pure
+mapping -> one ``XADD`` per event, in one transaction -> 202 listing what was accepted,
+and what was ignored or refused, by id and reason. Nothing is acknowledged that is not
+stored: when Redis does not answer the source gets a 503 and re-sends, which costs nothing
+(ids come from the source's own ids; an unchanged state sends no request).
+
+Answers: 401 when the proof is missing, 403 when it is wrong (logged through the ingest
+endpoint's ``RefusalLog``, never with what was sent); 415 for a body that is not JSON
+(GitHub's form encoding); 400 naming the member that cannot be mapped; 200 when everything
+the delivery held is deliberately ignored; 404 with what to set when the source is off.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from http import HTTPStatus
+from typing import TYPE_CHECKING, Any, Final
+
+from redis.exceptions import RedisError
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from forwarder import jsontext
+from forwarder.entry import Event, encode_entry
+from forwarder.jsontext import printable
+from forwarder.protocol import RedisKeys
+from workers.ingest.jsonapi import ApiError, bad_request, plain_errors
+from workers.ingest.sources import alertmanager, github, gitlab, pagerduty
+from workers.ingest.sources.document import UnmappableError
+from workers.ingest.sources.mapped import Ignored, Mapped
+from workers.ingest.sources.mapping_file import SourcesMapping
+from workers.ingest.sources.signatures import (
+    Refusal,
+    github_refusal,
+    pagerduty_refusal,
+    token_refusal,
+)
+
+if TYPE_CHECKING:
+    from config import Settings
+    from workers.ingest.app import Ingest
+
+log = logging.getLogger("dora_forwarder.sources")
+
+SOURCES_PATH: Final = "/sources/{source}"
+GITLAB_STATUS_KEEP_S: Final = 7 * 86_400
+"""How long a GitLab deployment's ``running`` (or ``success``) is kept for its other half."""
+RETRY_AFTER_S: Final = 1
+_JSON_TYPES: Final = ("application/json", "text/json", "text/plain")
+
+
+def _error(status: HTTPStatus, message: str, **headers: str) -> JSONResponse:
+    return JSONResponse(plain_errors(message), status_code=status, headers=headers)
+
+
+def _unavailable(where: str, exc: RedisError) -> Response:
+    log.warning("answered 503 to %s: Redis did not answer: %s", where, exc)
+    return _error(
+        HTTPStatus.SERVICE_UNAVAILABLE,
+        f"{HTTPStatus.SERVICE_UNAVAILABLE.phrase}: the forwarder's Redis did not answer; "
+        "send again (a repeat costs nothing)",
+        **{"Retry-After": str(RETRY_AFTER_S)},
+    )
+
+
+def _bearer_refusal(ingest: Ingest, request: Request) -> Refusal | None:
+    """Alertmanager's ``Authorization: Bearer <ingest key>`` (``http_config.authorization``)."""
+    presented = request.headers.getlist("authorization")
+    if not presented:
+        return Refusal("no Authorization header (http_config.authorization in Alertmanager)", True)
+    if len(presented) > 1:
+        return Refusal("more than one Authorization header")
+    scheme, _, credentials = presented[0].strip().partition(" ")
+    if scheme.lower() != "bearer":
+        return Refusal("an Authorization header that is not Bearer <ingest key>")
+    if ingest.keys.accepts(credentials.strip().encode("latin-1")):
+        return None
+    return Refusal("a Bearer key that is not one of FORWARDER_INGEST_KEYS")
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """One source: the setting that turns it on, how its proof is checked, how it maps.
+
+    ``checked_before_body``: the proof is a header alone (refused before reading a byte).
+    """
+
+    name: str
+    refusal: Callable[[Request, bytes], Refusal | None]
+    checked_before_body: bool
+
+
+class Sources:
+    """The sources ``settings`` turn on, mapping as ``mapping`` says, into ``ingest``'s Redis."""
+
+    def __init__(self, ingest: Ingest, settings: Settings, mapping: SourcesMapping) -> None:
+        self.ingest = ingest
+        self.mapping = mapping
+        self.gitlab_prefix = RedisKeys(settings.key_prefix).gitlab_prefix
+        self.on = {source.name: source for source in _sources(ingest, settings)}
+
+    def routes(self) -> list[Route]:
+        """One route for every source, on or off (an off one says what turns it on)."""
+        return [Route(SOURCES_PATH, self.handle, methods=["POST"])]
+
+    def _refused(self, refusal: Refusal, source: Source, where: str) -> Response:
+        self.ingest.refusals.refused(f"{source.name}: {refusal.reason}", where)
+        if refusal.missing:
+            return _error(HTTPStatus.UNAUTHORIZED, f"Unauthorized: {refusal.reason}")
+        return _error(HTTPStatus.FORBIDDEN, "Forbidden")
+
+    async def handle(self, request: Request) -> Response:
+        """One delivery of a source's webhook (see the module's docstring)."""
+        name = request.path_params["source"]
+        client = request.client.host if request.client else "unknown"
+        where = f"POST /sources/{printable(name[:40])} from {client}"
+        source = self.on.get(name)
+        if source is None:
+            return _error(HTTPStatus.NOT_FOUND, _off_reason(name))
+        body = await self._proven_body(source, request, where)
+        if isinstance(body, Response):
+            return body
+        try:
+            mapped = await self._mapped(source.name, request, jsontext.parse(body))
+        except jsontext.JsonTextError as exc:
+            return self._bad(where, [ApiError(f"the body is not valid JSON: {exc}", "")])
+        except UnmappableError as exc:
+            return self._bad(where, [exc.error])
+        except RedisError as exc:  # GitLab's statuses are kept in Redis
+            return _unavailable(where, exc)
+        return await self._answer(mapped, where)
+
+    async def _proven_body(self, source: Source, request: Request, where: str) -> bytes | Response:
+        """The body, once the source's proof is checked; or the answer that refuses it."""
+        if source.checked_before_body and (refusal := source.refusal(request, b"")):
+            return self._refused(refusal, source, where)
+        body = await self.ingest.read_body(request, where)
+        if isinstance(body, Response):
+            return body
+        if not source.checked_before_body and (refusal := source.refusal(request, body)):
+            return self._refused(refusal, source, where)
+        content_type = request.headers.get("content-type", "application/json")
+        if not content_type.split(";")[0].strip().lower().endswith(_JSON_TYPES):
+            log.info("refused %s: Content-Type %s", where, printable(content_type[:80]))
+            return _error(
+                HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
+                "Unsupported Media Type: send application/json (in GitHub, the webhook's "
+                "Content type setting)",
+            )
+        return body
+
+    async def _answer(self, mapped: Mapped, where: str) -> Response:
+        """Enqueue what a delivery maps to, and say what was accepted, ignored, refused."""
+        if mapped.refused and not mapped.events:
+            return self._bad(where, mapped.refused)
+        for error in mapped.refused:
+            log.warning("%s: refused one item, its neighbours kept: %s", where, error.detail)
+        if mapped.events:
+            try:
+                await self._enqueue(mapped.events)
+            except RedisError as exc:
+                return _unavailable(where, exc)
+        status = HTTPStatus.ACCEPTED if mapped.events or mapped.held else HTTPStatus.OK
+        return JSONResponse(mapped.answer(), status_code=status)
+
+    def _bad(self, where: str, errors: list[ApiError]) -> Response:
+        log.info("rejected %s: HTTP 400 %s", where, "; ".join(e.detail for e in errors)[:500])
+        return JSONResponse(bad_request(errors), status_code=HTTPStatus.BAD_REQUEST)
+
+    async def _mapped(self, name: str, request: Request, document: Any) -> Mapped:
+        mapping = self.mapping
+        if name == "alertmanager":
+            return alertmanager.map_notification(document, mapping.alertmanager)
+        if name == "pagerduty":
+            return pagerduty.map_webhook(document, mapping.pagerduty)
+        if name == "github":
+            event_name = request.headers.get("x-github-event", "")
+            return github.map_event(event_name, document, mapping.github)
+        status = gitlab.read_status(
+            request.headers.get("x-gitlab-event", ""), document, mapping.gitlab
+        )
+        if isinstance(status, Mapped):
+            return status
+        return await self._gitlab_deployment(status)
+
+    async def _gitlab_deployment(self, status: gitlab.DeploymentStatus) -> Mapped:
+        """Record this status of the deployment; once its success is known, the deployment.
+
+        The first report of each status is kept (a re-delivery changes nothing); both reads
+        and the write are one transaction, so two deliveries at once agree.
+        """
+        key = self.gitlab_prefix + status.deployment_key
+        async with self.ingest.redis_client().pipeline(transaction=True) as pipe:
+            pipe.hsetnx(key, status.status, status.at_ns)
+            pipe.hgetall(key)
+            pipe.expire(key, GITLAB_STATUS_KEEP_S)
+            _, known, _ = await pipe.execute()
+        times = {field.decode(): int(value) for field, value in known.items()}
+        if gitlab.SUCCESS not in times:
+            what = f"GitLab deployment {status.deployment_key}"
+            reason = f"its start is kept; it is sent when GitLab reports its {gitlab.SUCCESS}"
+            return Mapped(held=[Ignored(what, reason)])
+        event = gitlab.deployment(status, times.get(gitlab.RUNNING), times[gitlab.SUCCESS])
+        return Mapped(events=[event])
+
+    async def _enqueue(self, events: list[Event]) -> None:
+        """Every event of a delivery, or none: one transaction of XADDs."""
+        async with self.ingest.redis_client().pipeline(transaction=True) as pipe:
+            for event in events:
+                pipe.xadd(self.ingest.stream, encode_entry(event))
+            await pipe.execute()
+
+
+def _sources(ingest: Ingest, settings: Settings) -> list[Source]:
+    """The sources the settings turn on, each with the check of its proof."""
+    on = []
+    if settings.alertmanager_source:
+        on.append(
+            Source(
+                "alertmanager",
+                lambda request, _body: _bearer_refusal(ingest, request),
+                checked_before_body=True,
+            )
+        )
+    if (secret := settings.pagerduty_webhook_secret) is not None:
+        pagerduty_secret = secret.get_secret_value().encode()
+        on.append(
+            Source(
+                "pagerduty",
+                lambda request, body: pagerduty_refusal(
+                    pagerduty_secret, body, request.headers.get("x-pagerduty-signature")
+                ),
+                checked_before_body=False,
+            )
+        )
+    if (secret := settings.github_webhook_secret) is not None:
+        github_secret = secret.get_secret_value().encode()
+        on.append(
+            Source(
+                "github",
+                lambda request, body: github_refusal(
+                    github_secret, body, request.headers.get("x-hub-signature-256")
+                ),
+                checked_before_body=False,
+            )
+        )
+    if (secret := settings.gitlab_webhook_token) is not None:
+        gitlab_token = secret.get_secret_value().encode()
+        on.append(
+            Source(
+                "gitlab",
+                lambda request, _body: token_refusal(
+                    gitlab_token, request.headers.get("x-gitlab-token")
+                ),
+                checked_before_body=True,
+            )
+        )
+    return on
+
+
+TURNED_ON_BY: Final = {
+    "alertmanager": "FORWARDER_ALERTMANAGER_SOURCE=true",
+    "pagerduty": "FORWARDER_PAGERDUTY_WEBHOOK_SECRET",
+    "github": "FORWARDER_GITHUB_WEBHOOK_SECRET",
+    "gitlab": "FORWARDER_GITLAB_WEBHOOK_TOKEN",
+}
+"""The setting that turns each source on."""
+
+
+def _off_reason(name: str) -> str:
+    if name in TURNED_ON_BY:
+        return f"Not Found: the {name} source is off on this forwarder: set {TURNED_ON_BY[name]}"
+    return f"Not Found: the sources are {', '.join(TURNED_ON_BY)}"
+
+
+def enabled_sources(settings: Settings) -> tuple[str, ...]:
+    """The names of the sources ``settings`` turn on (``serve``'s first log line says them)."""
+    flags = {
+        "alertmanager": settings.alertmanager_source,
+        "pagerduty": settings.pagerduty_webhook_secret is not None,
+        "github": settings.github_webhook_secret is not None,
+        "gitlab": settings.gitlab_webhook_token is not None,
+    }
+    return tuple(name for name, on in flags.items() if on)
