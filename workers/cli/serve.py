@@ -39,7 +39,11 @@ def add_serve_parser(commands: Any) -> None:
         "FORWARDER_PATCH_BY_VERSION), DELETE /api/v2/dora/deployment/{id} and "
         "/api/v2/dora/failure/{id}, with Datadog's bodies and DD-API-KEY header, and enqueues "
         "each event into Redis for the workers. Producers send one of FORWARDER_INGEST_KEYS, "
-        "never the Datadog key; a DD-APPLICATION-KEY header is ignored.",
+        "never the Datadog key; a DD-APPLICATION-KEY header is ignored. Webhook sources, each "
+        "off until set: POST /sources/alertmanager (FORWARDER_ALERTMANAGER_SOURCE=true), "
+        "/sources/pagerduty (FORWARDER_PAGERDUTY_WEBHOOK_SECRET), /sources/github "
+        "(FORWARDER_GITHUB_WEBHOOK_SECRET), /sources/gitlab (FORWARDER_GITLAB_WEBHOOK_TOKEN); "
+        "FORWARDER_SOURCES_FILE overrides their mapping.",
     )
     serve.add_argument("--host", help="address to listen on (default: FORWARDER_INGEST_HOST)")
     serve.add_argument(
