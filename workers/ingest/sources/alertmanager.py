@@ -24,18 +24,20 @@ SOURCE: Final = "alertmanager"
 WEBHOOK_VERSION: Final = "4"
 FIRING: Final = "firing"
 RESOLVED: Final = "resolved"
+ZERO_TIME: Final = "0001-01-01T00:00:00Z"
+"""Go's zero time: Alertmanager's ``endsAt`` of an alert that has not ended."""
 
 
-def _labels(alert: Node, member: str) -> tuple[dict[str, str], str]:
-    """An alert's labels (or annotations): strings by name, and where they are."""
+def _labels(alert: Node, member: str) -> dict[str, str]:
+    """An alert's labels (or annotations): strings by name."""
     found = alert.get(member)
     if found is None:
-        return {}, f"{alert.pointer}/{member}"
+        return {}
     labels = found.object().value
     for name, value in labels.items():
         if not isinstance(value, str):
             raise UnmappableError(f"{found.pointer}/{name}", "must be a string")
-    return dict(labels), found.pointer
+    return dict(labels)
 
 
 def _first(labels: Mapping[str, str], names: list[str]) -> tuple[str, str] | None:
@@ -47,39 +49,51 @@ def _first(labels: Mapping[str, str], names: list[str]) -> tuple[str, str] | Non
     return None
 
 
+def _resolved_at(alert: Node) -> int:
+    """A resolved alert's ``endsAt``, in nanoseconds; the zero time is not an end."""
+    ends = alert.member("endsAt")
+    if isinstance(ends.value, str) and ends.value.strip() == ZERO_TIME:
+        reason = f"is the zero time {ZERO_TIME}: a resolved alert needs the time it resolved"
+        raise UnmappableError(ends.pointer, reason)
+    return ends.as_instant()
+
+
 def _attributes(
     labels: Mapping[str, str], annotations: Mapping[str, str], mapping: AlertmanagerMapping
 ) -> tuple[dict[str, Any], dict[str, str]]:
-    """The incident fields the labels give, and the label each came from."""
+    """The incident fields the labels give, and where in the alert each came from."""
     attributes: dict[str, Any] = {}
     origin: dict[str, str] = {}
     if found := _first(labels, mapping.services_labels):
         services = [part.strip() for part in found[1].split(",") if part.strip()]
-        attributes["services"], origin["services"] = services, found[0]
+        attributes["services"], origin["services"] = services, f"labels/{found[0]}"
     for field, names in (
         ("team", mapping.team_labels),
         ("env", mapping.env_labels),
         ("severity", mapping.severity_labels),
     ):
         if found := _first(labels, names):
-            attributes[field], origin[field] = found[1], found[0]
+            attributes[field], origin[field] = found[1], f"labels/{found[0]}"
     name = labels.get(mapping.name_label, "").strip()
     summary = annotations.get(mapping.name_annotation, "").strip()
     if name or summary:
         attributes["name"] = f"{name}: {summary}" if name and summary else name or summary
-        origin["name"] = mapping.name_label
+        # A name too long is the summary's doing far more often than the alertname's.
+        origin["name"] = (
+            f"annotations/{mapping.name_annotation}" if summary else f"labels/{mapping.name_label}"
+        )
     tags = [f"{label}:{labels[label]}" for label in mapping.tag_labels if labels.get(label)]
     if tags or mapping.tags:
         attributes["custom_tags"] = [*mapping.tags, *tags]
-        origin["custom_tags"] = ",".join(mapping.tag_labels)
+        origin["custom_tags"] = "labels"  # static tags were checked when the file was read
     return attributes, origin
 
 
 def _alert(alert: Node, mapping: AlertmanagerMapping, mapped: Mapped) -> None:
     """Map one alert into ``mapped``: an incident, or an ignored item; else raise."""
     alert.object()
-    labels, labels_at = _labels(alert, "labels")
-    annotations, _ = _labels(alert, "annotations")
+    labels = _labels(alert, "labels")
+    annotations = _labels(alert, "annotations")
     fingerprint = alert.text("fingerprint")
     what = f"alert {fingerprint} ({labels.get(mapping.name_label, 'no alertname')})"
     status = alert.text("status")
@@ -90,18 +104,18 @@ def _alert(alert: Node, mapping: AlertmanagerMapping, mapped: Mapped) -> None:
         reason = "it does not match the matchers of [alertmanager] in FORWARDER_SOURCES_FILE"
         mapped.ignored.append(Ignored(what, reason))
         return
-    attributes, labels_used = _attributes(labels, annotations, mapping)
+    attributes, found_at = _attributes(labels, annotations, mapping)
     if "services" not in attributes and "team" not in attributes:
         wanted = ", ".join([*mapping.services_labels, *mapping.team_labels])
         reason = f"it has none of the labels that name its services or team ({wanted})"
         mapped.ignored.append(Ignored(what, reason))
         return
-    origin = {field: f"{labels_at}/{label}" for field, label in labels_used.items()}
+    origin = {field: f"{alert.pointer}/{where}" for field, where in found_at.items()}
     origin["finished_at"] = f"{alert.pointer}/endsAt"
     started_at = alert.instant("startsAt")
     attributes["started_at"] = started_at
     if status == RESOLVED:
-        attributes["finished_at"] = alert.instant("endsAt")
+        attributes["finished_at"] = _resolved_at(alert)
     attributes["id"] = source_id(SOURCE, fingerprint, str(started_at))
     mapped.events.append(validated(attributes, KIND_FAILURE, origin))
 

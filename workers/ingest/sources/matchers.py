@@ -46,8 +46,10 @@ class Matcher:
 
 
 def _unquoted(text: str) -> str:
+    # As Alertmanager reads them: \" \\ \n are escapes; any other backslash stays, so that
+    # a regular expression's escapes (\d, \.) mean what they say.
     if len(text) >= 2 and text[0] == text[-1] == '"':
-        return re.sub(r"\\.", lambda m: _ESCAPES.get(m.group(0), m.group(0)[1]), text[1:-1])
+        return re.sub(r"\\.", lambda m: _ESCAPES.get(m.group(0), m.group(0)), text[1:-1])
     return text
 
 
