@@ -35,7 +35,7 @@ def test_no_file_gives_the_documented_defaults(path: str | None) -> None:
     assert mapping == SourcesMapping()
     alertmanager = mapping.alertmanager
     assert alertmanager.matchers == []
-    assert alertmanager.parsed_matchers() == ()
+    assert alertmanager.parsed_matchers == ()
     assert alertmanager.services_labels == ["service", "services", "job"]
     assert alertmanager.team_labels == ["team"]
     assert alertmanager.env_labels == ["env", "environment"]
@@ -82,7 +82,7 @@ service_from = "path_with_namespace"
         tags=["source:alertmanager"],
     )
     assert mapping.alertmanager.team_labels == ["team"]
-    assert [str(m) for m in mapping.alertmanager.parsed_matchers()] == [
+    assert [str(m) for m in mapping.alertmanager.parsed_matchers] == [
         'severity=~"critical|page"',
         'team!=""',
     ]
@@ -118,6 +118,10 @@ def test_the_mapping_is_frozen() -> None:
         ),
         (
             "[pagerduty]\nteam_from_teams = 2\n",
+            "[pagerduty].team_from_teams: Input should be a valid boolean",
+        ),
+        (  # TOML has booleans: a string is a mistake, not a yes
+            '[pagerduty]\nteam_from_teams = "no"\n',
             "[pagerduty].team_from_teams: Input should be a valid boolean",
         ),
         (

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from forwarder.protocol import KIND_FAILURE
-from workers.ingest.sources.document import Node, UnmappableError, shown, validated
+from workers.ingest.sources.document import Node, UnmappableError, cut, shown, validated
 from workers.ingest.sources.ids import source_id
 from workers.ingest.sources.mapped import Ignored, Mapped
 from workers.ingest.sources.mapping_file import AlertmanagerMapping
@@ -95,12 +95,12 @@ def _alert(alert: Node, mapping: AlertmanagerMapping, mapped: Mapped) -> None:
     labels = _labels(alert, "labels")
     annotations = _labels(alert, "annotations")
     fingerprint = alert.text("fingerprint")
-    what = f"alert {fingerprint} ({labels.get(mapping.name_label, 'no alertname')})"
+    what = f"alert {cut(fingerprint)} ({cut(labels.get(mapping.name_label, 'no alertname'))})"
     status = alert.text("status")
     if status not in {FIRING, RESOLVED}:
         reason = f"status {shown(status)} is neither {FIRING} nor {RESOLVED}"
         raise UnmappableError(f"{alert.pointer}/status", reason)
-    if not all_match(mapping.parsed_matchers(), labels):
+    if not all_match(mapping.parsed_matchers, labels):
         reason = "it does not match the matchers of [alertmanager] in FORWARDER_SOURCES_FILE"
         mapped.ignored.append(Ignored(what, reason))
         return

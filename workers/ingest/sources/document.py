@@ -39,11 +39,15 @@ def dotted(pointer: str) -> str:
     return shown
 
 
+def cut(text: str) -> str:
+    """Text from the payload, escaped and cut short: safe in an answer and a log line."""
+    short = text[:MAX_SHOWN_CHARS] + ("..." if len(text) > MAX_SHOWN_CHARS else "")
+    return short.encode("unicode_escape").decode("ascii")
+
+
 def shown(value: object) -> str:
-    """A value from the payload, quoted and cut short: safe in an answer and a log line."""
-    text = value if isinstance(value, str) else repr(value)
-    cut = text[:MAX_SHOWN_CHARS] + ("..." if len(text) > MAX_SHOWN_CHARS else "")
-    return repr(cut.encode("unicode_escape").decode("ascii"))
+    """A value from the payload, quoted and cut short (``cut``)."""
+    return repr(cut(value if isinstance(value, str) else repr(value)))
 
 
 @dataclass(frozen=True, slots=True)

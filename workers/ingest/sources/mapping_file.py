@@ -9,6 +9,7 @@ matcher stops the start with the key and the reason.
 from __future__ import annotations
 
 import tomllib
+from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -35,7 +36,7 @@ Tags = Annotated[list[CustomTag], Field(max_length=MAX_CUSTOM_TAGS)]
 
 
 class _Table(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     tags: Tags = []
     """Static ``key:value`` tags added to every event of the source (``custom_tags``)."""
@@ -57,7 +58,9 @@ class AlertmanagerMapping(_Table):
     tag_labels: LabelNames = []
     """Labels copied to ``custom_tags`` as ``label:value`` (e.g. ``cluster``)."""
 
+    @cached_property
     def parsed_matchers(self) -> tuple[Matcher, ...]:
+        """The matchers, parsed once (they were checked when the file was read)."""
         return tuple(parse_matcher(text) for text in self.matchers)
 
 
@@ -89,7 +92,7 @@ class GitLabMapping(_Table):
 class SourcesMapping(BaseModel):
     """Every source's mapping; a table left out keeps that source's defaults."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     alertmanager: AlertmanagerMapping = AlertmanagerMapping()
     pagerduty: PagerDutyMapping = PagerDutyMapping()
