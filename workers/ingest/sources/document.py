@@ -15,6 +15,7 @@ from typing import Any, Final
 from pydantic_core import PydanticCustomError
 
 from forwarder import Event, InvalidEventError, to_event
+from forwarder.jsontext import printable
 from forwarder.rules import to_nanoseconds
 from workers.ingest.jsonapi import ApiError
 
@@ -26,6 +27,9 @@ class UnmappableError(ValueError):
     """A payload (or one item of it) cannot be mapped; ``error`` names the member and why."""
 
     def __init__(self, pointer: str, reason: str) -> None:
+        # A member's name is whatever was sent: a lone surrogate in it would make the
+        # answer unencodable (a 500), a control character would reach the log as it is.
+        pointer = printable(pointer)
         self.error = ApiError(f"{dotted(pointer) or 'the body'}: {reason}", pointer)
         super().__init__(self.error.detail)
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from forwarder import Event
+from forwarder.jsontext import printable
 from workers.ingest.jsonapi import ApiError
 
 
@@ -17,7 +18,9 @@ class Ignored:
     reason: str
 
     def as_json(self) -> dict[str, str]:
-        return {"what": self.what, "reason": self.reason}
+        # ``what`` quotes the source's own ids and labels: a lone surrogate in one would make
+        # the answer unencodable (a 500), so every unprintable character is escaped.
+        return {"what": printable(self.what), "reason": printable(self.reason)}
 
 
 @dataclass(slots=True)
