@@ -162,3 +162,18 @@ async def test_deployments_are_joined_by_their_own_id(http: httpx.AsyncClient, s
     assert (await deliver(http, "gitlab", other)).status_code == 202
     assert (await deliver(http, "gitlab", hook("success"))).status_code == 202
     assert stream() == [deployment(SUCCESS_NS)]
+
+
+async def test_a_running_that_can_never_be_a_deployment_is_refused_at_once(
+    http: httpx.AsyncClient, stream: Any, sync_redis: redis.Redis, join_key: str
+) -> None:
+    """A project name past the limit is a 400 at the running, not 202 "held" and a 400 at
+    the success: nothing is kept for it."""
+    document = hook("running")
+    document["project"]["name"] = "p" * 1001
+    response = await deliver(http, "gitlab", document)
+    assert response.status_code == 400, response.text
+    (error,) = response.json()["errors"]
+    assert error["source"] == {"pointer": "/project/name"}
+    assert sync_redis.exists(join_key) == 0
+    assert stream() == []

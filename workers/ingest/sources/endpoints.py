@@ -195,6 +195,9 @@ class Sources:
         The first report of each status is kept (a re-delivery changes nothing); both reads
         and the write are one transaction, so two deliveries at once agree.
         """
+        # Checked now, as if it were done: a running that could never become a deployment
+        # (a project name past the limit) is a 400 now, not at its success.
+        gitlab.deployment(status, None, status.at_ns)
         key = self.gitlab_prefix + status.deployment_key
         async with self.ingest.redis_client().pipeline(transaction=True) as pipe:
             pipe.hsetnx(key, status.status, status.at_ns)
