@@ -56,7 +56,7 @@ class AlertmanagerMapping(_Table):
     name_annotation: str = "summary"
     """Appended to the name after a colon when the alert has it."""
     tag_labels: LabelNames = []
-    """Labels copied to ``custom_tags`` as ``label:value`` (e.g. ``cluster``)."""
+    """Labels copied to ``custom_tags`` as ``label:value`` (e.g. ``region``)."""
 
     @cached_property
     def parsed_matchers(self) -> tuple[Matcher, ...]:
