@@ -14,7 +14,14 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from forwarder.protocol import KIND_FAILURE
-from workers.ingest.sources.document import Node, UnmappableError, cut, shown, validated
+from workers.ingest.sources.document import (
+    Node,
+    UnmappableError,
+    cut,
+    name_within_limit,
+    shown,
+    validated,
+)
 from workers.ingest.sources.ids import source_id
 from workers.ingest.sources.mapped import Ignored, Mapped
 from workers.ingest.sources.mapping_file import AlertmanagerMapping
@@ -36,7 +43,9 @@ def _labels(alert: Node, member: str) -> dict[str, str]:
     labels = found.object().value
     for name, value in labels.items():
         if not isinstance(value, str):
-            raise UnmappableError(f"{found.pointer}/{name}", "must be a string")
+            # The name is the payload's: cut and escaped, so that the answer and the log can
+            # hold it (a lone surrogate is valid JSON text, but no UTF-8 encoder takes it).
+            raise UnmappableError(f"{found.pointer}/{cut(name)}", "must be a string")
     return dict(labels)
 
 
@@ -77,8 +86,10 @@ def _attributes(
     name = labels.get(mapping.name_label, "").strip()
     summary = annotations.get(mapping.name_annotation, "").strip()
     if name or summary:
-        attributes["name"] = f"{name}: {summary}" if name and summary else name or summary
-        # A name too long is the summary's doing far more often than the alertname's.
+        attributes["name"] = name_within_limit(
+            f"{name}: {summary}" if name and summary else name or summary
+        )
+        # A name the events refuse (a lone surrogate) is the summary's doing more often.
         origin["name"] = (
             f"annotations/{mapping.name_annotation}" if summary else f"labels/{mapping.name_label}"
         )
@@ -120,6 +131,21 @@ def _alert(alert: Node, mapping: AlertmanagerMapping, mapped: Mapped) -> None:
     mapped.events.append(validated(attributes, KIND_FAILURE, origin))
 
 
+def _truncated(root: Node) -> Ignored | None:
+    """The alerts Alertmanager left out (``max_alerts`` of the webhook config): never sent,
+    so never incidents; said in the answer and the log, where they are not silently lost."""
+    found = root.get("truncatedAlerts")
+    count = found.value if found is not None else 0
+    if not isinstance(count, int) or isinstance(count, bool) or count <= 0:
+        return None
+    what = f"{count} alert{'s' if count != 1 else ''} Alertmanager left out of this notification"
+    reason = (
+        "max_alerts of the receiver's webhook_config cut the group; those alerts are never "
+        "sent, so they are no incidents: leave max_alerts unset (0) for this receiver"
+    )
+    return Ignored(what, reason, loud=True)
+
+
 def map_notification(document: Any, mapping: AlertmanagerMapping) -> Mapped:
     """The incidents of a notification; ``UnmappableError`` when it is not one at all.
 
@@ -132,6 +158,8 @@ def map_notification(document: Any, mapping: AlertmanagerMapping) -> Mapped:
             "/version", f'must be "{WEBHOOK_VERSION}" (Alertmanager\'s webhook format version 4)'
         )
     mapped = Mapped()
+    if truncated := _truncated(root):
+        mapped.ignored.append(truncated)
     for alert in root.member("alerts").items():
         try:
             _alert(alert, mapping, mapped)

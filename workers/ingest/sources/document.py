@@ -16,7 +16,7 @@ from pydantic_core import PydanticCustomError
 
 from forwarder import Event, InvalidEventError, to_event
 from forwarder.jsontext import printable
-from forwarder.rules import to_nanoseconds
+from forwarder.rules import MAX_TEXT_CHARS, to_nanoseconds
 from workers.ingest.jsonapi import ApiError
 
 MAX_SHOWN_CHARS: Final = 80
@@ -47,6 +47,18 @@ def cut(text: str) -> str:
     """Text from the payload, escaped and cut short: safe in an answer and a log line."""
     short = text[:MAX_SHOWN_CHARS] + ("..." if len(text) > MAX_SHOWN_CHARS else "")
     return short.encode("unicode_escape").decode("ascii")
+
+
+def name_within_limit(text: str) -> str:
+    """A free-text name (a title, a summary) cut to the events' limit, marked with ``...``.
+
+    A name is description, not identity: one past the limit would otherwise refuse the
+    whole event, and a refusal loses the incident (PagerDuty drops a 4xx without a retry,
+    and disables the webhook after three in a row; Alertmanager drops the alert).
+    """
+    if len(text) <= MAX_TEXT_CHARS:
+        return text
+    return text[: MAX_TEXT_CHARS - 3] + "..."
 
 
 def shown(value: object) -> str:

@@ -19,9 +19,9 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, cast
 
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, WatchError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -51,6 +51,9 @@ log = logging.getLogger("dora_forwarder.sources")
 SOURCES_PATH: Final = "/sources/{source}"
 GITLAB_STATUS_KEEP_S: Final = 7 * 86_400
 """How long a GitLab deployment's ``running`` (or ``success``) is kept for its other half."""
+GITLAB_JOIN_ATTEMPTS: Final = 5
+"""Tries of a GitLab status's transaction while other deliveries of the deployment change
+what is known (GitLab sends a handful of statuses per deployment)."""
 RETRY_AFTER_S: Final = 1
 _JSON_TYPES: Final = ("application/json", "text/json", "text/plain")
 
@@ -161,7 +164,10 @@ class Sources:
             return self._bad(where, mapped.refused)
         for error in mapped.refused:
             log.warning("%s: refused one item, its neighbours kept: %s", where, error.detail)
-        if mapped.events:
+        for item in mapped.ignored:
+            if item.loud:
+                log.warning("%s: %s: %s", where, item.what, item.reason)
+        if mapped.events and not mapped.enqueued:
             try:
                 await self._enqueue(mapped.events)
             except RedisError as exc:
@@ -190,27 +196,49 @@ class Sources:
         return await self._gitlab_deployment(status)
 
     async def _gitlab_deployment(self, status: gitlab.DeploymentStatus) -> Mapped:
-        """Record this status of the deployment; once its success is known, the deployment.
+        """Record this status of the deployment; once its success is known, enqueue the
+        deployment in the same transaction.
 
-        The first report of each status is kept (a re-delivery changes nothing); both reads
-        and the write are one transaction, so two deliveries at once agree.
+        The first report of each status is kept (a re-delivery changes nothing). Reading what
+        is known, recording this status and the XADD are one optimistic transaction (WATCH):
+        when another delivery of the deployment records a status in between, it is done again.
+        So the entry enqueued last is built from everything known: a ``success`` and its
+        ``running`` handled at once cannot leave the start-less fallback last in the stream,
+        where the workers (the last writer wins) would keep it.
         """
         # Checked now, as if it were done: a running that could never become a deployment
         # (a project name past the limit) is a 400 now, not at its success.
         gitlab.deployment(status, None, status.at_ns)
         key = self.gitlab_prefix + status.deployment_key
         async with self.ingest.redis_client().pipeline(transaction=True) as pipe:
-            pipe.hsetnx(key, status.status, status.at_ns)
-            pipe.hgetall(key)
-            pipe.expire(key, GITLAB_STATUS_KEEP_S)
-            _, known, _ = await pipe.execute()
-        times = {field.decode(): int(value) for field, value in known.items()}
-        if gitlab.SUCCESS not in times:
+            for attempt in range(GITLAB_JOIN_ATTEMPTS):
+                await pipe.watch(key)
+                # In WATCH mode the pipeline answers at once; the client gives bytes.
+                known = cast("dict[bytes, bytes]", await pipe.hgetall(key))
+                times = {field.decode(): int(value) for field, value in known.items()}
+                times.setdefault(status.status, status.at_ns)
+                event = None
+                if gitlab.SUCCESS in times:
+                    event = gitlab.deployment(
+                        status, times.get(gitlab.RUNNING), times[gitlab.SUCCESS]
+                    )
+                pipe.multi()  # type: ignore[no-untyped-call]
+                pipe.hsetnx(key, status.status, status.at_ns)
+                pipe.expire(key, GITLAB_STATUS_KEEP_S)
+                if event is not None:
+                    pipe.xadd(self.ingest.stream, encode_entry(event))
+                try:
+                    await pipe.execute()
+                except WatchError:
+                    if attempt + 1 == GITLAB_JOIN_ATTEMPTS:
+                        raise  # a RedisError: 503, and GitLab's hook log shows it
+                    continue
+                break
+        if event is None:
             what = f"GitLab deployment {status.deployment_key}"
             reason = f"its start is kept; it is sent when GitLab reports its {gitlab.SUCCESS}"
             return Mapped(held=[Ignored(what, reason)])
-        event = gitlab.deployment(status, times.get(gitlab.RUNNING), times[gitlab.SUCCESS])
-        return Mapped(events=[event])
+        return Mapped(events=[event], enqueued=True)
 
     async def _enqueue(self, events: list[Event]) -> None:
         """Every event of a delivery, or none: one transaction of XADDs."""

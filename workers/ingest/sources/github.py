@@ -14,7 +14,7 @@ from typing import Any, Final
 
 from forwarder import jsontext
 from forwarder.protocol import KIND_DEPLOYMENT
-from workers.ingest.sources.document import Node, shown, validated
+from workers.ingest.sources.document import Node, cut, shown, validated
 from workers.ingest.sources.ids import source_id
 from workers.ingest.sources.mapped import Ignored, Mapped
 from workers.ingest.sources.mapping_file import GitHubMapping
@@ -61,7 +61,7 @@ def map_event(event_name: str, document: Any, mapping: GitHubMapping) -> Mapped:
     deployment_id = deployment.identifier("id")
     state = status.text("state")
     if state != SUCCESS:
-        what = f"GitHub deployment {deployment_id} status {shown(state)}"
+        what = f"GitHub deployment {cut(deployment_id)} status {shown(state)}"
         mapped.ignored.append(Ignored(what, "only a status success is a finished deployment"))
         return mapped
     service = _payload_service(deployment, mapping.service_payload_field)

@@ -18,7 +18,7 @@ from typing import Any, Final
 
 from forwarder.entry import Event
 from forwarder.protocol import KIND_DEPLOYMENT
-from workers.ingest.sources.document import Node, shown, validated
+from workers.ingest.sources.document import Node, cut, shown, validated
 from workers.ingest.sources.ids import source_id
 from workers.ingest.sources.mapped import Ignored, Mapped
 from workers.ingest.sources.mapping_file import GitLabMapping
@@ -76,7 +76,7 @@ def read_status(
     deployment_id = root.identifier("deployment_id")
     status = root.text("status")
     if status not in {RUNNING, SUCCESS}:
-        what = f"GitLab deployment {deployment_id} status {shown(status)}"
+        what = f"GitLab deployment {cut(deployment_id)} status {shown(status)}"
         reason = f"only {RUNNING} (its start) and {SUCCESS} (its finish) make a deployment"
         return Mapped(ignored=[Ignored(what, reason)])
     project = root.member("project").object()

@@ -16,6 +16,9 @@ class Ignored:
 
     what: str
     reason: str
+    loud: bool = False
+    """Also a WARNING in the log: something was lost that the operator must hear of (the
+    sender reads no answer; Alertmanager's ``truncatedAlerts``)."""
 
     def as_json(self) -> dict[str, str]:
         # ``what`` quotes the source's own ids and labels: a lone surrogate in one would make
@@ -36,6 +39,8 @@ class Mapped:
     refused: list[ApiError] = field(default_factory=list)
     held: list[Ignored] = field(default_factory=list)
     """Kept in Redis until more is known (a GitLab deployment's start, until its success)."""
+    enqueued: bool = False
+    """The events are in the stream already (GitLab's: in the transaction of the join)."""
 
     def answer(self) -> dict[str, Any]:
         """The body of the answer: what was accepted (by id), ignored and refused."""

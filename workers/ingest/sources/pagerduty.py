@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any, Final
 
 from forwarder.protocol import KIND_FAILURE
-from workers.ingest.sources.document import Node, shown, validated
+from workers.ingest.sources.document import Node, name_within_limit, shown, validated
 from workers.ingest.sources.ids import source_id
 from workers.ingest.sources.mapped import Ignored, Mapped
 from workers.ingest.sources.mapping_file import PagerDutyMapping
@@ -73,8 +73,9 @@ def map_webhook(document: Any, mapping: PagerDutyMapping) -> Mapped:
     if event_type == RESOLVED:
         attributes["finished_at"] = event.instant("occurred_at")
         origin["finished_at"] = f"{event.pointer}/occurred_at"
+    title = incident.optional_text("title")
     found = {
-        "name": (incident.optional_text("title"), f"{incident.pointer}/title"),
+        "name": (title and name_within_limit(title), f"{incident.pointer}/title"),
         "severity": _severity(incident, mapping),
         "team": _first_team(incident) if mapping.team_from_teams else None,
         "env": (mapping.env, "[pagerduty].env"),
