@@ -39,7 +39,7 @@ NAME = "High CPU Temperature: High CPU core temperature"
 SHA = "f95f852bd8fca8fcc58a9a2d6c842781e32a215e"
 GITHUB_DEPLOYMENT = to_event(
     {
-        "id": "github-deployment:145988746",
+        "id": "github-deployment:github.com:145988746",
         "service": "Hello-World",
         "started_at": 1_557_933_653 * S,  # deployment.created_at
         "finished_at": 1_557_933_655 * S,  # deployment_status.created_at
@@ -185,7 +185,7 @@ async def test_github_success_is_a_deployment(http: httpx.AsyncClient, stream: A
     response = await deliver(http, "github", raw("github_deployment_status_success"))
     assert response.status_code == 202, response.text
     assert response.json() == {
-        "accepted": [{"id": "github-deployment:145988746", "kind": "deployment"}],
+        "accepted": [{"id": "github-deployment:github.com:145988746", "kind": "deployment"}],
         "ignored": [],
         "refused": [],
     }

@@ -34,7 +34,7 @@ pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("clean_env")]
 S = 10**9
 RUNNING_NS = 1_619_639_100 * S  # 2021-04-28 21:45:00 +0200
 SUCCESS_NS = 1_619_639_400 * S  # 2021-04-28 21:50:00 +0200
-DEPLOYMENT_ID = "gitlab-deployment:15"
+DEPLOYMENT_ID = "gitlab-deployment:10.126.0.2:15"
 SHA = "279484c09fbe69ededfced8c1bb6e6d24616b468"
 
 

@@ -182,7 +182,7 @@ def test_github_deployment_status_success_is_one_deployment(
     payload: dict[str, Any] = json.loads(body)
     deployment, status = payload["deployment"], payload["deployment_status"]
     repository = payload["repository"]
-    deployment_id = source_id("github", "deployment", str(deployment["id"]))
+    deployment_id = f"github-deployment:github.com:{deployment['id']}"
     headers = github_headers(body, "deployment_status")
 
     tampered = body.replace(b'"production"', b'"tampered"')
@@ -323,7 +323,7 @@ def test_gitlab_running_then_success_is_one_deployment_from_running_to_success(
     )
     payload: dict[str, Any] = json.loads(success)
     project = payload["project"]
-    deployment_id = source_id("gitlab", "deployment", str(payload["deployment_id"]))
+    deployment_id = f"gitlab-deployment:10.126.0.2:{payload['deployment_id']}"
     headers = gitlab_headers()
 
     sources.refused("gitlab", success, gitlab_headers(token=WRONG_TOKEN), 403)

@@ -48,7 +48,7 @@ def test_shown_quotes_and_cuts_what_the_payload_sent() -> None:
 
 def test_source_id_is_readable_when_datadog_takes_it_and_hashed_otherwise() -> None:
     """Joined by ':' when the id rule allows; else the source and 40 hex digits, stable."""
-    assert source_id("github", "deployment", "145988746") == "github-deployment:145988746"
+    assert source_id("github", "deployment", "github.com", "1") == "github-deployment:github.com:1"
     short = source_id("gitlab", "1")
     assert short == source_id("gitlab", "1")
     assert short.startswith("gitlab-")

@@ -17,7 +17,7 @@ from .payloads import load, utc_ns
 DEFAULTS = GitHubMapping()
 SUCCESS = "github_deployment_status_success.json"
 EXPECTED = {
-    "id": "github-deployment:145988746",
+    "id": "github-deployment:github.com:145988746",
     "service": "Hello-World",
     "started_at": utc_ns(2019, 5, 15, 15, 20, 53),
     "finished_at": utc_ns(2019, 5, 15, 15, 20, 55),
@@ -104,7 +104,9 @@ def test_optional_environment_and_ref_are_left_out_when_absent() -> None:
 @pytest.mark.parametrize("deployment_id", [145988746, "145988746"])
 def test_integer_and_string_deployment_ids_give_the_same_id(deployment_id: Any) -> None:
     """GitHub's ids are integers; a string of the same digits is the same deployment."""
-    assert deployed(success_with(id=deployment_id))["id"] == "github-deployment:145988746"
+    assert (
+        deployed(success_with(id=deployment_id))["id"] == "github-deployment:github.com:145988746"
+    )
 
 
 def test_published_in_progress_status_is_ignored() -> None:
@@ -185,3 +187,13 @@ def test_a_success_that_cannot_be_mapped_names_its_member(
         map_event("deployment_status", document, DEFAULTS)
     assert caught.value.error.pointer == pointer
     assert reason in caught.value.error.detail
+
+
+def test_the_same_deployment_id_on_two_github_instances_is_two_deployments() -> None:
+    """github.com and a GitHub Enterprise server count their deployment ids apart."""
+    enterprise = load("github_deployment_status_success.json")
+    enterprise["repository"]["html_url"] = "https://github.example.internal/Codertocat/Hello-World"
+    assert deployed(enterprise)["id"] == "github-deployment:github.example.internal:145988746"
+    assert (
+        deployed(load("github_deployment_status_success.json"))["id"] != deployed(enterprise)["id"]
+    )

@@ -22,7 +22,7 @@ RUNNING_NS = utc_ns(2021, 4, 28, 19, 45, 0)  # "2021-04-28 21:45:00 +0200"
 SHA = "279484c09fbe69ededfced8c1bb6e6d24616b468"
 REPOSITORY = "http://10.126.0.2:3000/root/test-deployment-webhooks"
 ATTRIBUTES = {
-    "id": "gitlab-deployment:15",
+    "id": "gitlab-deployment:10.126.0.2:15",
     "service": "test-deployment-webhooks",
     "env": "staging",
     "git": {"repository_url": REPOSITORY, "commit_sha": SHA},
@@ -52,7 +52,11 @@ def edited(name: str = "gitlab_deployment_success.json", **members: Any) -> Any:
 def test_published_statuses_are_read_field_by_field(name: str, status: str, at_ns: int) -> None:
     """Both statuses give the deployment's key, their time in ns and its attributes."""
     read = status_of(load(name))
-    assert (read.deployment_key, read.status, read.at_ns) == ("gitlab-deployment:15", status, at_ns)
+    assert (read.deployment_key, read.status, read.at_ns) == (
+        "gitlab-deployment:10.126.0.2:15",
+        status,
+        at_ns,
+    )
     assert read.attributes == ATTRIBUTES
 
 
@@ -148,7 +152,10 @@ def test_absent_environment_leaves_env_out_and_a_ref_becomes_the_version() -> No
 @pytest.mark.parametrize("deployment_id", [15, "15"])
 def test_integer_and_string_deployment_ids_are_the_same_deployment(deployment_id: Any) -> None:
     """GitLab's ids are integers; the key is the same for the digits as a string."""
-    assert status_of(edited(deployment_id=deployment_id)).deployment_key == "gitlab-deployment:15"
+    assert (
+        status_of(edited(deployment_id=deployment_id)).deployment_key
+        == "gitlab-deployment:10.126.0.2:15"
+    )
 
 
 @pytest.mark.parametrize("status", ["failed", "canceled", "created", "blocked"])

@@ -3,7 +3,8 @@
 A status ``success`` is a finished deployment: it started when the deployment was created
 and finished when the status was. The service is the repository's name unless the
 deployment's ``payload`` names one; ``git`` is the repository and the deployment's commit;
-``version`` its ref. The id comes from GitHub's deployment id, so a re-delivered webhook
+``version`` its ref. The id comes from GitHub's deployment id (and the host of the
+repository, as ids are counted per GitHub instance), so a re-delivered webhook
 (the same ``X-GitHub-Delivery``, or another status of the same deployment) folds into one
 state. Other states, and every other event but ``ping``, are answered 2xx and ignored.
 """
@@ -15,7 +16,7 @@ from typing import Any, Final
 from forwarder import jsontext
 from forwarder.protocol import KIND_DEPLOYMENT
 from workers.ingest.sources.document import Node, cut, shown, validated
-from workers.ingest.sources.ids import source_id
+from workers.ingest.sources.ids import instance_of, source_id
 from workers.ingest.sources.mapped import Ignored, Mapped
 from workers.ingest.sources.mapping_file import GitHubMapping
 
@@ -67,15 +68,13 @@ def map_event(event_name: str, document: Any, mapping: GitHubMapping) -> Mapped:
     service = _payload_service(deployment, mapping.service_payload_field)
     if service is None:
         service = repository.text("name"), f"{repository.pointer}/name"
+    repository_url = repository.text("html_url")
     attributes: dict[str, Any] = {
-        "id": source_id(SOURCE, "deployment", deployment_id),
+        "id": source_id(SOURCE, "deployment", instance_of(repository_url), deployment_id),
         "service": service[0],
         "started_at": deployment.instant("created_at"),
         "finished_at": status.instant("created_at"),
-        "git": {
-            "repository_url": repository.text("html_url"),
-            "commit_sha": deployment.text("sha"),
-        },
+        "git": {"repository_url": repository_url, "commit_sha": deployment.text("sha")},
     }
     origin = {
         "service": service[1],

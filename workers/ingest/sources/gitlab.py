@@ -6,7 +6,8 @@ start its ``running`` gave. A ``success`` whose ``running`` never came (a hook a
 mid-deployment, a delivery lost) has only one time: the payload's ``status_changed_at``,
 used as both start and finish. If the ``running`` arrives afterwards (GitLab does not
 promise the order of its hooks), the deployment is enqueued again with the true start,
-and the same id updates it. The id comes from GitLab's deployment id.
+and the same id updates it. The id comes from GitLab's deployment id and the host of the
+project's URL (ids are counted per GitLab instance).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any, Final
 from forwarder.entry import Event
 from forwarder.protocol import KIND_DEPLOYMENT
 from workers.ingest.sources.document import Node, cut, shown, validated
-from workers.ingest.sources.ids import source_id
+from workers.ingest.sources.ids import instance_of, source_id
 from workers.ingest.sources.mapped import Ignored, Mapped
 from workers.ingest.sources.mapping_file import GitLabMapping
 
@@ -80,14 +81,15 @@ def read_status(
         reason = f"only {RUNNING} (its start) and {SUCCESS} (its finish) make a deployment"
         return Mapped(ignored=[Ignored(what, reason)])
     project = root.member("project").object()
+    web_url = project.optional_text("web_url")
     attributes: dict[str, Any] = {
-        "id": source_id(SOURCE, "deployment", deployment_id),
+        "id": source_id(SOURCE, "deployment", instance_of(web_url), deployment_id),
         "service": project.text(mapping.service_from),
     }
     origin = {"service": f"{project.pointer}/{mapping.service_from}"}
     if env := root.optional_text("environment"):
         attributes["env"], origin["env"] = env, f"{root.pointer}/environment"
-    if (sha := _commit_sha(root)) and (web_url := project.optional_text("web_url")):
+    if (sha := _commit_sha(root)) and web_url:
         attributes["git"] = {"repository_url": web_url, "commit_sha": sha[0]}
         origin["git"] = sha[1]
     if ref := root.optional_text("ref"):
