@@ -147,12 +147,22 @@ class Settings(BaseSettings):
             _refuse_unsendable(key.strip())
         return SecretStr(text)
 
-    @field_validator("pagerduty_webhook_secret", "github_webhook_secret", "gitlab_webhook_token")
+    @field_validator("pagerduty_webhook_secret", "github_webhook_secret")
     @classmethod
-    def _webhook_secret(cls, value: SecretStr | None) -> SecretStr | None:
-        # Empty is unset (`FORWARDER_GITHUB_WEBHOOK_SECRET=` in an env file: source off).
-        secret = _datadog_key(value)
-        return secret if secret is not None and secret.get_secret_value() else None
+    def _hmac_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        # An HMAC key never travels in a header: any text will do (UTF-8 is what GitHub and
+        # PagerDuty sign with). Surrounding whitespace is a file's newline; empty is unset.
+        if value is None or not value.get_secret_value().strip():
+            return None
+        return SecretStr(value.get_secret_value().strip())
+
+    @field_validator("gitlab_webhook_token")
+    @classmethod
+    def _gitlab_token(cls, value: SecretStr | None) -> SecretStr | None:
+        # GitLab sends the token itself in a header: it must be one a header can carry.
+        # Empty is unset (`FORWARDER_GITLAB_WEBHOOK_TOKEN=` in an env file: source off).
+        token = _datadog_key(value)
+        return token if token is not None and token.get_secret_value() else None
 
     @field_validator("dd_site")
     @classmethod

@@ -189,3 +189,15 @@ def test_ingest_keys_may_be_separated_by_newlines(monkeypatch: pytest.MonkeyPatc
     settings = load_settings()
     assert settings.ingest_keys is not None
     assert settings.ingest_keys.get_secret_value().split(",")[0] == "key-one"
+
+
+def test_hmac_secrets_may_be_any_text_the_gitlab_token_must_fit_a_header() -> None:
+    """GitHub's and PagerDuty's secrets key an HMAC and never travel: non-ASCII is fine.
+    GitLab sends its token in a header, so it is held to what a header can carry."""
+    secrets = {"github_webhook_secret": " clé-secrète\n", "pagerduty_webhook_secret": "ß"}
+    settings = load_settings(**secrets)
+    assert settings.github_webhook_secret is not None
+    assert settings.github_webhook_secret.get_secret_value() == "clé-secrète"
+    assert load_settings(**{"github_webhook_secret": "  "}).github_webhook_secret is None
+    with pytest.raises(SettingsError, match=r"FORWARDER_GITLAB_WEBHOOK_TOKEN: .*non-ASCII"):
+        load_settings(**{"gitlab_webhook_token": "jeton-é"})

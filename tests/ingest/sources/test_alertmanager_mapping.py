@@ -347,11 +347,12 @@ def test_a_fingerprint_datadog_would_refuse_as_an_id_is_hashed_stably() -> None:
     assert len(first) == len("alertmanager-") + 40
 
 
-def test_a_tag_label_too_long_for_datadog_points_at_the_labels() -> None:
-    """A tag made from one of several tag_labels is refused at the alert's labels object."""
-    mapping = AlertmanagerMapping(tag_labels=["cluster", "region"])
-    labels = {"service": "api", "cluster": "eu-1", "region": "r" * 300}
+def test_a_tag_label_datadog_would_refuse_is_left_out_not_the_incident() -> None:
+    """A label value past Datadog's 200 characters for a tag, or with a newline, makes no
+    tag; the incident keeps its other tags and is sent."""
+    mapping = AlertmanagerMapping(tag_labels=["zone", "region", "rack"])
+    labels = {"service": "api", "zone": "eu-1", "region": "r" * 300, "rack": "a\nb"}
     mapped = map_notification(notification(alert(labels)), mapping)
-    [error] = mapped.refused
-    assert error.pointer == "/alerts/0/labels"
-    assert error.detail.startswith("alerts[0].labels: becomes custom_tags[1]: must be at most 200")
+    assert mapped.refused == []
+    [event] = mapped.events
+    assert event.custom_tags == ["zone:eu-1"]

@@ -13,7 +13,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Final
 
+from pydantic import TypeAdapter, ValidationError
+
 from forwarder.protocol import KIND_FAILURE
+from forwarder.rules import CustomTag
 from workers.ingest.sources.document import (
     Node,
     UnmappableError,
@@ -47,6 +50,17 @@ def _labels(alert: Node, member: str) -> dict[str, str]:
             # hold it (a lone surrogate is valid JSON text, but no UTF-8 encoder takes it).
             raise UnmappableError(f"{found.pointer}/{cut(name)}", "must be a string")
     return dict(labels)
+
+
+_TAG: Final = TypeAdapter(CustomTag)
+
+
+def _is_tag(text: str) -> bool:
+    try:
+        _TAG.validate_python(text)
+    except ValidationError:
+        return False
+    return True
 
 
 def _first(labels: Mapping[str, str], names: list[str]) -> tuple[str, str] | None:
@@ -94,6 +108,9 @@ def _attributes(
             f"annotations/{mapping.name_annotation}" if summary else f"labels/{mapping.name_label}"
         )
     tags = [f"{label}:{labels[label]}" for label in mapping.tag_labels if labels.get(label)]
+    # A label that makes no tag (a value past 200 characters, a newline in it) is left out
+    # of the tags rather than costing the incident.
+    tags = [tag for tag in tags if _is_tag(tag)]
     if tags or mapping.tags:
         attributes["custom_tags"] = [*mapping.tags, *tags]
         origin["custom_tags"] = "labels"  # static tags were checked when the file was read

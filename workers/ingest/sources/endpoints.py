@@ -260,7 +260,7 @@ def _sources(ingest: Ingest, settings: Settings) -> list[Source]:
             )
         )
     if (secret := settings.pagerduty_webhook_secret) is not None:
-        pagerduty_secret = secret.get_secret_value().encode()
+        pagerduty_secret = secret.get_secret_value().encode("utf-8", "surrogateescape")
         on.append(
             Source(
                 "pagerduty",
@@ -271,7 +271,7 @@ def _sources(ingest: Ingest, settings: Settings) -> list[Source]:
             )
         )
     if (secret := settings.github_webhook_secret) is not None:
-        github_secret = secret.get_secret_value().encode()
+        github_secret = secret.get_secret_value().encode("utf-8", "surrogateescape")
         on.append(
             Source(
                 "github",
