@@ -355,4 +355,5 @@ def test_a_tag_label_datadog_would_refuse_is_left_out_not_the_incident() -> None
     mapped = map_notification(notification(alert(labels)), mapping)
     assert mapped.refused == []
     [event] = mapped.events
+    assert isinstance(event, IncidentEvent)
     assert event.custom_tags == ["zone:eu-1"]
