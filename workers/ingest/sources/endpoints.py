@@ -55,7 +55,10 @@ GITLAB_JOIN_ATTEMPTS: Final = 5
 """Tries of a GitLab status's transaction while other deliveries of the deployment change
 what is known (GitLab sends a handful of statuses per deployment)."""
 RETRY_AFTER_S: Final = 1
-_JSON_TYPES: Final = ("application/json", "text/json", "text/plain")
+MAX_ITEM_LINES: Final = 5
+"""WARNING lines one delivery writes for its refused items; the rest are counted in one."""
+_JSON_TYPES: Final = frozenset({"application/json", "text/json", "text/plain"})
+"""What a JSON body may be labelled (plus any ``+json`` type); a missing type is taken too."""
 
 
 def _error(status: HTTPStatus, message: str, **headers: str) -> JSONResponse:
@@ -89,14 +92,17 @@ def _bearer_refusal(ingest: Ingest, request: Request) -> Refusal | None:
 
 @dataclass(frozen=True, slots=True)
 class Source:
-    """One source: the setting that turns it on, how its proof is checked, how it maps.
+    """One source that is on: its name (the path's last part) and the check of its proof.
 
     ``checked_before_body``: the proof is a header alone (refused before reading a byte).
+    ``challenge``: what a 401's ``WWW-Authenticate`` names (RFC 9110 wants one): Bearer, or
+    the header the system signs in, as no registered scheme fits a webhook signature.
     """
 
     name: str
     refusal: Callable[[Request, bytes], Refusal | None]
     checked_before_body: bool
+    challenge: str
 
 
 class Sources:
@@ -115,7 +121,11 @@ class Sources:
     def _refused(self, refusal: Refusal, source: Source, where: str) -> Response:
         self.ingest.refusals.refused(f"{source.name}: {refusal.reason}", where)
         if refusal.missing:
-            return _error(HTTPStatus.UNAUTHORIZED, f"Unauthorized: {refusal.reason}")
+            return _error(
+                HTTPStatus.UNAUTHORIZED,
+                f"Unauthorized: {refusal.reason}",
+                **{"WWW-Authenticate": source.challenge},
+            )
         return _error(HTTPStatus.FORBIDDEN, "Forbidden")
 
     async def handle(self, request: Request) -> Response:
@@ -149,7 +159,8 @@ class Sources:
         if not source.checked_before_body and (refusal := source.refusal(request, body)):
             return self._refused(refusal, source, where)
         content_type = request.headers.get("content-type", "application/json")
-        if not content_type.split(";")[0].strip().lower().endswith(_JSON_TYPES):
+        media_type = content_type.split(";")[0].strip().lower()
+        if media_type not in _JSON_TYPES and not media_type.endswith("+json"):
             log.info("refused %s: Content-Type %s", where, printable(content_type[:80]))
             return _error(
                 HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
@@ -162,8 +173,11 @@ class Sources:
         """Enqueue what a delivery maps to, and say what was accepted, ignored, refused."""
         if mapped.refused and not mapped.events:
             return self._bad(where, mapped.refused)
-        for error in mapped.refused:
+        for error in mapped.refused[:MAX_ITEM_LINES]:
             log.warning("%s: refused one item, its neighbours kept: %s", where, error.detail)
+        if len(mapped.refused) > MAX_ITEM_LINES:
+            more = len(mapped.refused) - MAX_ITEM_LINES
+            log.warning("%s: refused %d more item(s) (the answer lists them all)", where, more)
         for item in mapped.ignored:
             if item.loud:
                 log.warning("%s: %s: %s", where, item.what, item.reason)
@@ -257,6 +271,7 @@ def _sources(ingest: Ingest, settings: Settings) -> list[Source]:
                 "alertmanager",
                 lambda request, _body: _bearer_refusal(ingest, request),
                 checked_before_body=True,
+                challenge="Bearer",
             )
         )
     if (secret := settings.pagerduty_webhook_secret) is not None:
@@ -268,6 +283,7 @@ def _sources(ingest: Ingest, settings: Settings) -> list[Source]:
                     pagerduty_secret, body, request.headers.get("x-pagerduty-signature")
                 ),
                 checked_before_body=False,
+                challenge="X-PagerDuty-Signature",
             )
         )
     if (secret := settings.github_webhook_secret) is not None:
@@ -279,6 +295,7 @@ def _sources(ingest: Ingest, settings: Settings) -> list[Source]:
                     github_secret, body, request.headers.get("x-hub-signature-256")
                 ),
                 checked_before_body=False,
+                challenge="X-Hub-Signature-256",
             )
         )
     if (secret := settings.gitlab_webhook_token) is not None:
@@ -290,6 +307,7 @@ def _sources(ingest: Ingest, settings: Settings) -> list[Source]:
                     gitlab_token, request.headers.get("x-gitlab-token")
                 ),
                 checked_before_body=True,
+                challenge="X-Gitlab-Token",
             )
         )
     return on
