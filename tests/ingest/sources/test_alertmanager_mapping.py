@@ -295,7 +295,7 @@ def edited(change: dict[str, Any]) -> dict[str, Any]:
             "/alerts/0/labels/service",
             "becomes services[0]: String should have at most 1000 characters",
         ),
-        # A name past the limit is cut, not refused: tests/ingest/test_sources_review.py.
+        # A name past the limit is cut, not refused: tests/ingest/sources/test_review.py.
     ],
 )
 def test_an_alert_that_cannot_be_mapped_names_its_member(

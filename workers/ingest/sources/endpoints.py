@@ -18,9 +18,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, Final, cast
 
+from pydantic import SecretStr
 from redis.exceptions import RedisError, WatchError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -59,6 +61,12 @@ MAX_ITEM_LINES: Final = 5
 """WARNING lines one delivery writes for its refused items; the rest are counted in one."""
 _JSON_TYPES: Final = frozenset({"application/json", "text/json", "text/plain"})
 """What a JSON body may be labelled (plus any ``+json`` type); a missing type is taken too."""
+
+
+ProofCheck = Callable[[Request, bytes], Refusal | None]
+"""Why a delivery's proof (its headers, its raw body) is refused, or None."""
+HmacCheck = Callable[[bytes, bytes, str | None], Refusal | None]
+"""Why a signature (the header's value) is not the body's under the key, or None."""
 
 
 def _error(status: HTTPStatus, message: str, **headers: str) -> JSONResponse:
@@ -100,7 +108,7 @@ class Source:
     """
 
     name: str
-    refusal: Callable[[Request, bytes], Refusal | None]
+    refusal: ProofCheck
     checked_before_body: bool
     challenge: str
 
@@ -262,52 +270,39 @@ class Sources:
             await pipe.execute()
 
 
+def _signed(check: HmacCheck, secret: SecretStr, header: str) -> ProofCheck:
+    """The proof of a source that signs the body with ``secret`` in ``header``."""
+    # The HMAC key is the secret's bytes as the system has them (UTF-8, any text).
+    key = secret.get_secret_value().encode("utf-8", "surrogateescape")
+    return lambda request, body: check(key, body, request.headers.get(header))
+
+
 def _sources(ingest: Ingest, settings: Settings) -> list[Source]:
     """The sources the settings turn on, each with the check of its proof."""
     on = []
     if settings.alertmanager_source:
-        on.append(
-            Source(
-                "alertmanager",
-                lambda request, _body: _bearer_refusal(ingest, request),
-                checked_before_body=True,
-                challenge="Bearer",
-            )
-        )
-    if (secret := settings.pagerduty_webhook_secret) is not None:
-        pagerduty_secret = secret.get_secret_value().encode("utf-8", "surrogateescape")
-        on.append(
-            Source(
-                "pagerduty",
-                lambda request, body: pagerduty_refusal(
-                    pagerduty_secret, body, request.headers.get("x-pagerduty-signature")
-                ),
-                checked_before_body=False,
-                challenge="X-PagerDuty-Signature",
-            )
-        )
-    if (secret := settings.github_webhook_secret) is not None:
-        github_secret = secret.get_secret_value().encode("utf-8", "surrogateescape")
-        on.append(
-            Source(
-                "github",
-                lambda request, body: github_refusal(
-                    github_secret, body, request.headers.get("x-hub-signature-256")
-                ),
-                checked_before_body=False,
-                challenge="X-Hub-Signature-256",
-            )
-        )
-    if (secret := settings.gitlab_webhook_token) is not None:
-        gitlab_token = secret.get_secret_value().encode()
+        bearer = partial(_bearer_refusal, ingest)
+        on.append(Source("alertmanager", lambda request, _: bearer(request), True, "Bearer"))
+    signed: list[tuple[str, SecretStr | None, HmacCheck, str]] = [
+        (
+            "pagerduty",
+            settings.pagerduty_webhook_secret,
+            pagerduty_refusal,
+            "X-PagerDuty-Signature",
+        ),
+        ("github", settings.github_webhook_secret, github_refusal, "X-Hub-Signature-256"),
+    ]
+    for name, secret, check, header in signed:
+        if secret is not None:
+            on.append(Source(name, _signed(check, secret, header), False, header))
+    if (token := settings.gitlab_webhook_token) is not None:
+        expected = token.get_secret_value().encode()
         on.append(
             Source(
                 "gitlab",
-                lambda request, _body: token_refusal(
-                    gitlab_token, request.headers.get("x-gitlab-token")
-                ),
-                checked_before_body=True,
-                challenge="X-Gitlab-Token",
+                lambda request, _: token_refusal(expected, request.headers.get("x-gitlab-token")),
+                True,
+                "X-Gitlab-Token",
             )
         )
     return on

@@ -30,7 +30,7 @@ from harness import streams
 from workers.ingest.app import create_app
 from workers.ingest.keys import IngestKeys
 
-DATA: Final = Path(__file__).resolve().parents[1] / "data" / "sources"
+DATA: Final = Path(__file__).resolve().parents[2] / "data" / "sources"
 
 INGEST_KEY: Final = f"ingest-key-{uuid.uuid4().hex}"
 DATADOG_KEY: Final = f"datadog-key-{uuid.uuid4().hex}"

@@ -4,33 +4,25 @@ Every delivery goes through the app in-process against real Redis; each test rea
 ingest stream and decodes it as a worker does. What is deliberately ignored is a 200 that
 says why; what cannot be mapped is a 400 naming the member; a re-sent notification makes
 the same entry again (the fold merges it: the same id, the same state). Refusals and
-secrets: test_sources_refusals.py; GitLab's join in Redis: test_sources_gitlab.py.
+secrets: test_refusals.py; GitLab's join in Redis: test_gitlab_join.py.
 """
 
 from __future__ import annotations
 
-import logging
-from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
 import pytest
-import redis
 
-from config import Settings
 from forwarder import Event, to_event
 from forwarder.protocol import KIND_DEPLOYMENT
-from tests.ingest.sources_support import (
+from tests.ingest.sources.support import (
     deliver,
-    enqueued,
     payload,
     raw,
-    secrets_logged,
-    serving,
-    source_settings,
 )
 
-pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("clean_env")]
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("clean_env", "no_secret_logged")]
 
 S = 10**9
 FIRING_NS = 1_580_948_278_432_911_000
@@ -49,31 +41,6 @@ GITHUB_DEPLOYMENT = to_event(
     },
     KIND_DEPLOYMENT,
 )
-
-
-@pytest.fixture(autouse=True)
-def no_secret_logged(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
-    """Everything logged, at every level, is searched for the secrets afterwards."""
-    caplog.set_level(logging.DEBUG)
-    yield
-    assert not secrets_logged(caplog)
-
-
-@pytest.fixture
-def settings(redis_url: str, prefix: str) -> Settings:
-    return source_settings(redis_url, prefix)
-
-
-@pytest.fixture
-async def http(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    async with serving(settings) as client:
-        yield client
-
-
-@pytest.fixture
-def stream(sync_redis: redis.Redis, prefix: str) -> Any:
-    """What the ingest stream holds, decoded, each time it is called."""
-    return lambda: enqueued(sync_redis, prefix)
 
 
 def firing(**labels: str) -> dict[str, Any]:

@@ -4,28 +4,15 @@ types a JSON body may be labelled with, and how loud one bad item among many is.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
 
-from config import Settings
-from tests.ingest.sources_support import deliver, payload, serving, source_settings
+from tests.ingest.sources.support import deliver, payload
 from workers.ingest.sources.endpoints import MAX_ITEM_LINES
 
-pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("clean_env")]
-
-
-@pytest.fixture
-def settings(redis_url: str, prefix: str) -> Settings:
-    return source_settings(redis_url, prefix)
-
-
-@pytest.fixture
-async def http(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    async with serving(settings) as client:
-        yield client
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("clean_env", "no_secret_logged")]
 
 
 @pytest.mark.parametrize(

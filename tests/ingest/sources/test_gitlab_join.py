@@ -8,58 +8,27 @@ for ``GITLAB_STATUS_KEEP_S``), so that a re-delivery changes nothing.
 
 from __future__ import annotations
 
-import logging
-from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
 import pytest
 import redis
 
-from config import Settings
 from forwarder import Event, to_event
 from forwarder.protocol import KIND_DEPLOYMENT, RedisKeys
-from tests.ingest.sources_support import (
+from tests.ingest.sources.support import (
     deliver,
-    enqueued,
     payload,
-    secrets_logged,
-    serving,
-    source_settings,
 )
 from workers.ingest.sources.endpoints import GITLAB_STATUS_KEEP_S
 
-pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("clean_env")]
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("clean_env", "no_secret_logged")]
 
 S = 10**9
 RUNNING_NS = 1_619_639_100 * S  # 2021-04-28 21:45:00 +0200
 SUCCESS_NS = 1_619_639_400 * S  # 2021-04-28 21:50:00 +0200
 DEPLOYMENT_ID = "gitlab-deployment:10.126.0.2:15"
 SHA = "279484c09fbe69ededfced8c1bb6e6d24616b468"
-
-
-@pytest.fixture(autouse=True)
-def no_secret_logged(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
-    caplog.set_level(logging.DEBUG)
-    yield
-    assert not secrets_logged(caplog)
-
-
-@pytest.fixture
-def settings(redis_url: str, prefix: str) -> Settings:
-    return source_settings(redis_url, prefix)
-
-
-@pytest.fixture
-async def http(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    async with serving(settings) as client:
-        yield client
-
-
-@pytest.fixture
-def stream(sync_redis: redis.Redis, prefix: str) -> Any:
-    """What the ingest stream holds, decoded, each time it is called."""
-    return lambda: enqueued(sync_redis, prefix)
 
 
 @pytest.fixture

@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 
 from forwarder.protocol import RedisKeys
 from harness.stack import delete_keys
-from tests.ingest.sources_support import (
+from tests.ingest.sources.support import (
     GITHUB_SECRET,
     GITLAB_HOOK,
     GITLAB_TOKEN,

@@ -35,7 +35,7 @@ from workers.ingest.sources.mapped import Mapped
 from workers.ingest.sources.mapping_file import SourcesMapping
 from workers.ingest.sources.pagerduty import map_webhook
 
-from .sources.payloads import load
+from .payloads import load
 
 KEY = f"ingest-key-{uuid.uuid4().hex}"
 GITHUB_SECRET = f"github-secret-{uuid.uuid4().hex}"

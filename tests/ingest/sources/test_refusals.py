@@ -9,19 +9,17 @@ parsed: a body that is not JSON, or very large, with a wrong proof is still a 40
 from __future__ import annotations
 
 import base64
-import logging
 import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import urlencode
 
 import httpx
 import pytest
-import redis
 from pydantic import SecretStr
 
 from config import Settings, load_settings
-from tests.ingest.sources_support import (
+from tests.ingest.sources.support import (
     DATADOG_KEY,
     GITHUB_SECRET,
     GITLAB_TOKEN,
@@ -30,7 +28,6 @@ from tests.ingest.sources_support import (
     SECRETS,
     SOURCES,
     deliver,
-    enqueued,
     hmac_hex,
     proof,
     raw,
@@ -39,7 +36,7 @@ from tests.ingest.sources_support import (
     source_settings,
 )
 
-pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("clean_env")]
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("clean_env", "no_secret_logged")]
 
 LIMIT_BYTES = 2048
 VALID: dict[str, bytes] = {
@@ -58,29 +55,9 @@ MISSING_HEADER = {
 OTHER_BODY = raw("github_deployment_status_in_progress")
 
 
-@pytest.fixture(autouse=True)
-def no_secret_logged(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
-    """Everything logged, at every level, is searched for the secrets afterwards."""
-    caplog.set_level(logging.DEBUG)
-    yield
-    assert not secrets_logged(caplog)
-
-
 @pytest.fixture
 def settings(redis_url: str, prefix: str) -> Settings:
     return source_settings(redis_url, prefix, ingest_max_body_bytes=LIMIT_BYTES * 16)
-
-
-@pytest.fixture
-async def http(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    async with serving(settings) as client:
-        yield client
-
-
-@pytest.fixture
-def stream(sync_redis: redis.Redis, prefix: str) -> Any:
-    """What the ingest stream holds, decoded, each time it is called."""
-    return lambda: enqueued(sync_redis, prefix)
 
 
 def _basic(secret: str) -> str:
