@@ -125,8 +125,7 @@ class Publisher:
         valid = to_event(event)
         if not isinstance(valid, IncidentEvent):  # incidents, the hot path, need no more
             self._check(valid)
-        with _redis_errors():
-            self._redis.xadd(self._stream, encode_entry(valid))
+        self._enqueue([valid])
         return valid.event_id
 
     def publish_many(self, events: Iterable[EventLike]) -> list[str]:
@@ -147,14 +146,22 @@ class Publisher:
             except InvalidEventError as exc:
                 failures.append(InvalidEventError(exc.errors, index=index))
         if valid:
-            with _redis_errors():
-                pipe = self._redis.pipeline(transaction=False)
-                for item in valid:
-                    pipe.xadd(self._stream, encode_entry(item))
-                pipe.execute()
+            self._enqueue(valid)
         if failures:
             raise InvalidEventsError(failures, published=[e.event_id for e in valid])
         return [item.event_id for item in valid]
+
+    def _enqueue(self, events: Sequence[Event]) -> None:
+        """One XADD per event, in one round trip (a pipeline); ``PublishError`` if Redis
+        does not take them within the timeout."""
+        with _redis_errors():
+            if len(events) == 1:
+                self._redis.xadd(self._stream, encode_entry(events[0]))
+                return
+            pipe = self._redis.pipeline(transaction=False)
+            for item in events:
+                pipe.xadd(self._stream, encode_entry(item))
+            pipe.execute()
 
     def incident_started(
         self,
