@@ -4,13 +4,17 @@ A password can sit in a URL's user-info (``redis://:pw@host/0``, ``unix://:pw@/p
 its query (``redis://host/0?password=pw``, ``unix:///path?password=pw``), percent-encoded or
 not. redis-py reads both (the user-info wins); kombu, Celery's transport, reads only the
 user-info, does not know ``unix://`` and fails on ``?password=``: ``broker_url`` rewrites a
-URL into the form kombu reads. Pure functions, no I/O.
+URL into the form kombu reads. Celery's Sentinel form is a ``;``-separated list of
+``sentinel://`` URLs, each of which may carry a password: every function here reads each
+part. Pure functions, no I/O.
 """
 
 from __future__ import annotations
 
 from typing import Final
 from urllib.parse import SplitResult, parse_qsl, quote, quote_plus, unquote, unquote_plus, urlsplit
+
+from forwarder.sentinel_url import is_sentinel_url, parse_sentinel_url, sentinel_parts
 
 MASK: Final = "***"
 CREDENTIAL_PARAMS: Final = frozenset({"password"})
@@ -42,6 +46,12 @@ def _is_credential(name: str) -> bool:
 
 def written_passwords(url: str) -> list[str]:
     """Every password in ``url`` as written (user-info and query), possibly percent-encoded."""
+    if is_sentinel_url(url):
+        return [found for part in sentinel_parts(url) for found in _written_passwords(part)]
+    return _written_passwords(url)
+
+
+def _written_passwords(url: str) -> list[str]:
     parts = urlsplit(url)
     _, password, _ = _split_netloc(parts.netloc)
     found = [password] if password else []
@@ -50,7 +60,16 @@ def written_passwords(url: str) -> list[str]:
 
 
 def redis_password(url: str) -> str | None:
-    """The password a client connects with: the user-info's, else the query's; decoded."""
+    """The password a client connects with: the user-info's, else the query's; decoded.
+
+    For a Sentinel URL, the first part's that has one (the primary's password).
+    """
+    if is_sentinel_url(url):
+        return next(filter(None, map(_redis_password, sentinel_parts(url))), None)
+    return _redis_password(url)
+
+
+def _redis_password(url: str) -> str | None:
     parts = urlsplit(url)
     _, password, _ = _split_netloc(parts.netloc)
     if password:
@@ -81,8 +100,14 @@ def mask_url_password(url: str) -> str:
     """``url`` with every password (user-info and query) replaced by ``***``; safe to print.
 
     User names stay, to help debugging. Works on any text with a scheme, even one whose
-    port is not a number.
+    port is not a number. Each part of a Sentinel URL is masked.
     """
+    if is_sentinel_url(url):
+        return ";".join(_mask_one(part) for part in sentinel_parts(url))
+    return _mask_one(url)
+
+
+def _mask_one(url: str) -> str:
     parts = urlsplit(url)
     user, password, hostport = _split_netloc(parts.netloc)
     netloc = parts.netloc
@@ -101,7 +126,11 @@ def broker_url(url: str) -> str:
     ``unix:///path?db=N`` becomes ``redis+socket:///path?virtual_host=N``, and a password in
     the query moves into the user-info, percent-encoded (kombu ignores it in a socket URL's
     query and fails on it in a ``redis://`` one). Other query parameters are kept.
+    A Sentinel URL is rebuilt with the primary's password and database in its first part,
+    the only one kombu reads them from (``ValueError`` if its parts disagree).
     """
+    if is_sentinel_url(url):
+        return _sentinel_broker_url(url)
     parts = urlsplit(url)
     user, _, hostport = _split_netloc(parts.netloc)
     password = redis_password(url)
@@ -122,6 +151,21 @@ def broker_url(url: str) -> str:
         netloc = f"{user}@{hostport}" if user else hostport
     rebuilt = "&".join(f"{name}={value}" if value else name for name, value in query)
     return _unsplit(parts._replace(scheme=scheme, netloc=netloc, query=rebuilt))
+
+
+def _sentinel_broker_url(url: str) -> str:
+    address = parse_sentinel_url(url)
+    login = ""
+    if address.password is not None:
+        login = f"{quote(address.username or '', safe='')}:{quote(address.password, safe='')}@"
+    rebuilt = []
+    for index, (host, port) in enumerate(address.sentinels):
+        shown = f"[{host}]" if ":" in host else host
+        if index == 0:
+            rebuilt.append(f"sentinel://{login}{shown}:{port}/{address.db}")
+        else:
+            rebuilt.append(f"sentinel://{shown}:{port}")
+    return ";".join(rebuilt)
 
 
 def _unsplit(parts: SplitResult) -> str:

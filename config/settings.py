@@ -21,6 +21,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from config.redis_url import mask_url_password
+from forwarder.sentinel_url import is_sentinel_url, parse_sentinel_url
 
 _KEY_PREFIX_PATTERN = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 
@@ -53,7 +54,11 @@ class Settings(BaseSettings):
     )
     api_url: str | None = None
     redis_url: str = Field(default="redis://localhost:6379/0", repr=False)
-    """The Redis; a password in its user-info or its ``?password=`` (never printed)."""
+    """The Redis; a password in its user-info or its ``?password=`` (never printed). Or
+    Celery's Sentinel form, ``sentinel://[:password@]host:26379[/db];sentinel://host2:26379``,
+    with ``FORWARDER_REDIS_SENTINEL_MASTER``."""
+    redis_sentinel_master: str | None = None
+    """The name under which the sentinels monitor the primary (required with a sentinel URL)."""
     key_prefix: str = "dora"
 
     ingest_batch: int = Field(default=500, ge=1, le=10_000)
@@ -185,9 +190,21 @@ class Settings(BaseSettings):
     @field_validator("redis_url")
     @classmethod
     def _redis_url(cls, value: str) -> str:
+        if is_sentinel_url(value):
+            parse_sentinel_url(value)  # its errors never show the password
+            return value
         if urlsplit(value).scheme not in {"redis", "rediss", "unix"}:
-            raise ValueError("must start with redis://, rediss:// or unix://")
+            raise ValueError("must start with redis://, rediss://, unix:// or sentinel://")
         return value
+
+    @field_validator("redis_sentinel_master")
+    @classmethod
+    def _sentinel_master(cls, value: str | None) -> str | None:
+        # Empty is unset (`FORWARDER_REDIS_SENTINEL_MASTER=` in an env file).
+        name = (value or "").strip()
+        if any(c.isspace() or ord(c) < 0x20 for c in name):
+            raise ValueError("must be a master name as Sentinel knows it, without spaces")
+        return name or None
 
     @field_validator("key_prefix")
     @classmethod
@@ -283,6 +300,12 @@ def inconsistencies(settings: Settings) -> list[str]:
             f"FORWARDER_FINISHED_RETENTION_S ({_s(s.finished_retention_s)}) must be at least "
             f"FORWARDER_RETENTION_S ({_s(s.retention_s)}): the record of a delivered finish "
             "is what protects it once the state has expired"
+        )
+    if is_sentinel_url(s.redis_url) and s.redis_sentinel_master is None:
+        problems.append(
+            f"FORWARDER_REDIS_URL ({s.redis_url_for_logs}) is a sentinel:// URL: set "
+            "FORWARDER_REDIS_SENTINEL_MASTER to the name under which the sentinels monitor "
+            "the primary (their `sentinel monitor <name> ...`)"
         )
     return problems
 

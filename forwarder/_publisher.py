@@ -18,6 +18,7 @@ from pydantic import TypeAdapter, ValidationError
 from forwarder._errors import FieldError, InvalidEventError, PublishError
 from forwarder._models import DeploymentEvent, GitInfo, IncidentEvent
 from forwarder._operations import DeploymentPatchByVersion, Remediation
+from forwarder.connection import redis_client
 from forwarder.entry import Event, encode_entry, to_event
 from forwarder.jsontext import printable
 from forwarder.protocol import (
@@ -107,10 +108,19 @@ class Publisher:
         key_prefix: str = DEFAULT_KEY_PREFIX,
         timeout_s: float = DEFAULT_TIMEOUT_S,
         patch_by_version: bool | None = None,
+        sentinel_master: str | None = None,
     ) -> Self:
-        """A publisher on its own connection pool; Redis calls give up after ``timeout_s``."""
-        client = redis.Redis.from_url(
-            url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
+        """A publisher on its own connection pool; Redis calls give up after ``timeout_s``.
+
+        ``url`` may be Celery's Sentinel form (``sentinel://host:26379;sentinel://...``) with
+        ``sentinel_master`` naming the monitored primary: the publisher then follows the
+        primary through a failover.
+        """
+        client = redis_client(
+            url,
+            sentinel_master=sentinel_master,
+            socket_timeout=timeout_s,
+            socket_connect_timeout=timeout_s,
         )
         return cls(client, key_prefix=key_prefix, patch_by_version=patch_by_version)
 

@@ -28,6 +28,7 @@ PURE = (
     "workers.delivery.window",
     "workers.delivery.poison",
     "forwarder.jsontext",
+    "forwarder.sentinel_url",
     "workers.delivery.breaker",
     "workers.delivery.window",
     "workers.ingest.request",

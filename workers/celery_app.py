@@ -16,6 +16,7 @@ from celery.utils.log import get_multiprocessing_logger
 from config import Settings
 from config.redis_url import broker_url
 from forwarder.protocol import RedisKeys
+from forwarder.sentinel_url import is_sentinel_url
 from workers.ops.logs import configure_handlers
 from workers.tasks import PUMP_TASK, QUEUE, TICK_DROPPED_RESULT, ForwarderCelery, register
 
@@ -35,14 +36,25 @@ class _QuietTicks(logging.Filter):
         return not (message.endswith("received") or f"'{TICK_DROPPED_RESULT}'" in message)
 
 
+def broker_transport_options(settings: Settings) -> dict[str, Any]:
+    """kombu's options: the deployment's key prefix, and the primary's name with Sentinel.
+
+    kombu's Sentinel transport gives the URL's password (and database) to the primary only
+    and asks the sentinels without one, as ``forwarder.connection`` does.
+    """
+    options: dict[str, Any] = {"global_keyprefix": RedisKeys(settings.key_prefix).celery_prefix}
+    if is_sentinel_url(settings.redis_url):
+        options["master_name"] = settings.redis_sentinel_master
+    return options
+
+
 def create_app(settings: Settings) -> ForwarderCelery:
     """The Celery app for ``settings``: broker keys under the deployment's prefix."""
-    keys = RedisKeys(settings.key_prefix)
     # kombu reads a password only from the user-info and knows no unix://: say it its way.
     app = ForwarderCelery(settings, broker=broker_url(settings.redis_url))
     app.conf.update(
         broker_connection_retry_on_startup=True,
-        broker_transport_options={"global_keyprefix": keys.celery_prefix},
+        broker_transport_options=broker_transport_options(settings),
         task_default_queue=QUEUE,
         task_ignore_result=True,
         task_acks_late=False,

@@ -25,6 +25,7 @@ from celery.signals import before_task_publish, worker_init, worker_shutdown, wo
 from kombu.exceptions import OperationalError
 
 from config import Settings
+from forwarder.connection import redis_client
 from forwarder.protocol import RedisKeys
 from workers.delivery.records import TickCheck
 from workers.delivery.runtime import Runtime
@@ -71,15 +72,18 @@ def _process_runtime(app: ForwarderCelery) -> Runtime:
 class _RedisClock:
     """Redis' clock, read from whichever process sends ticks (beat, a pool process)."""
 
-    def __init__(self, redis_url: str) -> None:
-        self._redis_url = redis_url
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
         self._client: redis.Redis | None = None
 
     def now_ms(self) -> int:
         """Redis ``TIME`` in ms (connects on first use; redis-py reconnects after a fork)."""
         if self._client is None:
-            self._client = redis.Redis.from_url(
-                self._redis_url, socket_timeout=5, socket_connect_timeout=5
+            self._client = redis_client(
+                self._settings.redis_url,
+                sentinel_master=self._settings.redis_sentinel_master,
+                socket_timeout=5,
+                socket_connect_timeout=5,
             )
         seconds, micros = self._client.time()
         return int(seconds) * 1000 + int(micros) // 1000
@@ -92,7 +96,7 @@ def _date_ticks(app: ForwarderCelery) -> None:
     worker's, so a sender 10 s behind had every tick discarded. A tick already dated keeps
     its stamp. One app a process: the last call wins.
     """
-    clock = _RedisClock(app.settings.redis_url)
+    clock = _RedisClock(app.settings)
 
     def on_publish(sender: Any = None, headers: dict[str, Any] | None = None, **_: Any) -> None:
         if sender != PUMP_TASK or headers is None or headers.get(TICK_SENT_HEADER) is not None:
@@ -258,7 +262,12 @@ def _judge_redis_now(settings: Settings) -> Findings | None:
 
     Lifts an auth pause on the way: a refused key is tried again at once.
     """
-    client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=5, socket_timeout=5)
+    client = redis_client(
+        settings.redis_url,
+        sentinel_master=settings.redis_sentinel_master,
+        socket_connect_timeout=5,
+        socket_timeout=5,
+    )
     try:
         info = client.info()
         try:

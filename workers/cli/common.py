@@ -8,6 +8,7 @@ from typing import Final
 import redis
 
 from config import Settings
+from forwarder import connection
 
 EXIT_BAD_INPUT: Final = 1
 """Some input was rejected (a bad line, an unknown dead letter, a missing --yes)."""
@@ -18,8 +19,9 @@ EXIT_FAILURE: Final = 2
 
 def redis_client(settings: Settings) -> redis.Redis:
     """A client for the CLI's short commands, giving up after the publish timeout."""
-    return redis.Redis.from_url(
+    return connection.redis_client(
         settings.redis_url,
+        sentinel_master=settings.redis_sentinel_master,
         socket_timeout=settings.publish_timeout_s,
         socket_connect_timeout=settings.publish_timeout_s,
     )

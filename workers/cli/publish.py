@@ -93,6 +93,7 @@ def cmd_publish(settings: Settings, path: str, err: IO[str], kind: str = KIND_FA
         key_prefix=settings.key_prefix,
         timeout_s=settings.publish_timeout_s,
         patch_by_version=settings.patch_by_version,
+        sentinel_master=settings.redis_sentinel_master,
     )
     published = bad = 0
     chunk: list[Event] = []

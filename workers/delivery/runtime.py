@@ -12,9 +12,8 @@ import os
 import socket
 from collections.abc import Callable
 
-import redis.asyncio as aioredis
-
 from config import Settings
+from forwarder.connection import async_redis_client
 from forwarder.protocol import RedisKeys
 from workers.delivery.backoff import BackoffPolicy
 from workers.delivery.breaker import BreakerPolicy
@@ -110,8 +109,9 @@ class Runtime:
         self.pid = os.getpid()
         self.running = False
         self.loop = asyncio.new_event_loop()
-        client = aioredis.Redis.from_url(
+        client = async_redis_client(
             settings.redis_url,
+            sentinel_master=settings.redis_sentinel_master,
             socket_timeout=REDIS_SOCKET_TIMEOUT_S,
             socket_connect_timeout=REDIS_SOCKET_TIMEOUT_S,
             health_check_interval=30,

@@ -36,6 +36,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from config import Settings
+from forwarder.connection import async_redis_client
 from forwarder.entry import encode_entry
 from forwarder.jsontext import printable
 from forwarder.protocol import (
@@ -110,8 +111,9 @@ def redis_factory(settings: Settings) -> RedisFactory:
     """
 
     def build() -> aioredis.Redis:
-        return aioredis.Redis.from_url(
+        return async_redis_client(
             settings.redis_url,
+            sentinel_master=settings.redis_sentinel_master,
             socket_timeout=settings.publish_timeout_s,
             socket_connect_timeout=settings.publish_timeout_s,
             retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),

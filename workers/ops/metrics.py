@@ -26,6 +26,7 @@ from prometheus_client.exposition import start_http_server
 from prometheus_client.registry import Collector
 
 from config import Settings
+from forwarder.connection import redis_client
 from forwarder.protocol import RedisKeys
 from workers.delivery.gate import REASON_AUTH, REASON_RATE_LIMIT
 from workers.delivery.records import Attempt, Claim, Settlement, Verdict
@@ -130,8 +131,9 @@ class FleetCollector(Collector):
         self._settings = settings
         self._keys = RedisKeys(settings.key_prefix)
         # One pooled client for every scrape (redis-py's are thread-safe and reconnect).
-        self._client = redis.Redis.from_url(
+        self._client = redis_client(
             settings.redis_url,
+            sentinel_master=settings.redis_sentinel_master,
             socket_timeout=SCRAPE_REDIS_TIMEOUT_S,
             socket_connect_timeout=SCRAPE_REDIS_TIMEOUT_S,
         )
