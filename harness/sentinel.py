@@ -236,12 +236,34 @@ class SentinelCluster:
         self._kill(port)
         return port
 
+    def advertised_primary(self) -> int | None:
+        """The primary's port as clients are told it: a sentinel whose ``SENTINEL MASTERS``
+        shows it up (neither subjectively nor objectively down), as redis-py requires.
+
+        Not ``get-master-addr-by-name``: mid-failover that already names the replica being
+        promoted while ``SENTINEL MASTERS`` still shows the old primary down, and redis-py's
+        clients find no master (``MasterNotFoundError``) for about half a second more.
+        """
+        for port in self.sentinel_ports:
+            if port not in self.processes:
+                continue
+            client = self._client(port, data=False)
+            try:
+                state = client.sentinel_master(MASTER_NAME)
+            except redis.RedisError:
+                continue
+            finally:
+                client.close()
+            if state.get("is_master") and not (state.get("is_sdown") or state.get("is_odown")):
+                return int(state["port"])
+        return None
+
     def wait_failover(self, old_port: int, timeout_s: float = 30.0) -> float:
-        """Seconds until the sentinels name a new primary that answers as a master."""
+        """Seconds until a sentinel tells clients of a new primary that answers as a master."""
         started = time.monotonic()
 
         def promoted() -> bool:
-            port = self.primary_port()
+            port = self.advertised_primary()
             return port is not None and port != old_port and self.is_master(port)
 
         wait_until(promoted, timeout_s=timeout_s, what="the sentinels to promote the replica")
