@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import Final, Self
+from typing import Any, Final, Self, cast
 from urllib.parse import quote
 
 import redis
@@ -48,7 +48,8 @@ class SentinelCluster:
         sentinel = sentinel_binary()
         if binary is None or sentinel is None:
             raise RuntimeError("needs redis-server and redis-sentinel (apt-get install both)")
-        self.server_binary, self.sentinel_binary = binary, sentinel
+        self.server_binary: str = binary
+        self.sentinel_binary: str = sentinel
         self.password = password
         self.appendonly = appendonly
         self.directory = Path(tempfile.mkdtemp(prefix="dora-sentinel-"))
@@ -81,7 +82,8 @@ class SentinelCluster:
         return ["--port", str(port), "--bind", "127.0.0.1", "--dir", str(workdir)]
 
     def _start_data_node(self, port: int, *extra: str) -> None:
-        auth = ["--requirepass", self.password, "--masterauth", self.password]
+        password = self.password
+        auth = ["--requirepass", password, "--masterauth", password] if password else []
         argv = [
             self.server_binary,
             *self._common(port, f"redis-{port}"),
@@ -89,7 +91,7 @@ class SentinelCluster:
             *("--appendfsync", "everysec", "--maxmemory-policy", "noeviction"),
             # Redis waits 5 s for more replicas before a first (diskless) sync: not here.
             *("--repl-diskless-sync-delay", "0"),
-            *(auth if self.password else []),
+            *auth,
             *extra,
         ]
         self._spawn(port, argv, f"redis-{port}.log")
@@ -173,7 +175,7 @@ class SentinelCluster:
                 continue
             client = self._client(port, data=False)
             try:
-                return client.execute_command(*command)
+                return client.execute_command(*command)  # type: ignore[no-untyped-call]
             except redis.RedisError:
                 continue
             finally:
@@ -194,7 +196,7 @@ class SentinelCluster:
         for port in self.sentinel_ports:
             client = self._client(port, data=False)
             try:
-                master = client.sentinel_master(MASTER_NAME)
+                master = cast(dict[str, Any], client.sentinel_master(MASTER_NAME))
                 replicas = client.sentinel_slaves(MASTER_NAME)
             except redis.RedisError:
                 return False
@@ -219,7 +221,7 @@ class SentinelCluster:
         """Whether the server on ``port`` answers ``ROLE`` as a master."""
         client = self._client(port)
         try:
-            role = client.execute_command("ROLE")
+            role = client.execute_command("ROLE")  # type: ignore[no-untyped-call]
         except redis.RedisError:
             return False
         finally:
@@ -249,7 +251,7 @@ class SentinelCluster:
                 continue
             client = self._client(port, data=False)
             try:
-                state = client.sentinel_master(MASTER_NAME)
+                state = cast(dict[str, Any], client.sentinel_master(MASTER_NAME))
             except redis.RedisError:
                 continue
             finally:
