@@ -60,7 +60,10 @@ def parse_sentinel_url(url: str) -> SentinelAddress:
         if not is_sentinel_url(part):
             raise ValueError(f"{where} must start with sentinel://")
         if ";" in part:
-            raise ValueError(f"{where} contains ';': write it %3B in a password")
+            raise ValueError(
+                f"{where} contains ';': parts are separated by ';sentinel://', "
+                "and a ';' in a password is written %3B"
+            )
         parts = urlsplit(part)
         userinfo, at, _ = parts.netloc.rpartition("@")
         try:
