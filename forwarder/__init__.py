@@ -7,7 +7,14 @@ events, the workers' pure policy among it, imports no Redis client.
 
 from typing import TYPE_CHECKING, Any
 
-from forwarder._errors import FieldError, ForwarderError, InvalidEventError, PublishError
+from forwarder._errors import (
+    FieldError,
+    ForwarderError,
+    InvalidEventError,
+    InvalidEventsError,
+    PublishError,
+    SpoolFullError,
+)
 from forwarder._identity import derive_deployment_id, derive_incident_id
 from forwarder._models import DeploymentEvent, GitInfo, IncidentEvent
 from forwarder._operations import (
@@ -19,6 +26,7 @@ from forwarder._operations import (
     Remediation,
     RemediationType,
 )
+from forwarder._published import DrainReport, Published
 from forwarder.entry import Event, to_event
 
 __all__ = [
@@ -26,6 +34,7 @@ __all__ = [
     "DeploymentEvent",
     "DeploymentPatch",
     "DeploymentPatchByVersion",
+    "DrainReport",
     "Event",
     "FieldError",
     "ForwarderError",
@@ -36,18 +45,20 @@ __all__ = [
     "InvalidEventsError",
     "Operation",
     "PublishError",
+    "Published",
     "Publisher",
     "Remediation",
     "RemediationType",
+    "SpoolFullError",
     "derive_deployment_id",
     "derive_incident_id",
     "to_event",
 ]
 
 if TYPE_CHECKING:
-    from forwarder._publisher import InvalidEventsError, Publisher
+    from forwarder._publisher import Publisher
 
-_LAZY = frozenset({"InvalidEventsError", "Publisher"})
+_LAZY = frozenset({"Publisher"})
 
 
 def __getattr__(name: str) -> Any:

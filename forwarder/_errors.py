@@ -2,7 +2,9 @@
 
 ForwarderError
 ├── InvalidEventError   (also a ValueError: the event breaks a rule; nothing was enqueued)
+│   └── InvalidEventsError  (some events of a batch were invalid; the valid ones were enqueued)
 └── PublishError        (Redis did not take the event in time; retry or fail loudly)
+    └── SpoolFullError  (Redis was away and the producer spool had no room: nothing kept)
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from pydantic import ValidationError
 
 from forwarder.jsontext import printable
 
+MESSAGE_FAILURES: Final = 5
+"""Invalid events named in an ``InvalidEventsError`` message; ``failures`` has them all."""
 MAX_FIELD_NAME_SHOWN: Final = 100
 """Characters of a field's name an error shows (a hostile name may be megabytes long)."""
 
@@ -42,6 +46,24 @@ class InvalidEventError(ForwarderError, ValueError):
         self.index = index
         where = f"event {index}: " if index is not None else ""
         super().__init__(where + "; ".join(str(error) for error in self.errors))
+
+
+class InvalidEventsError(InvalidEventError):
+    """Some events of a ``publish_many`` were invalid; the valid ones were enqueued."""
+
+    def __init__(self, failures: Sequence[InvalidEventError], *, published: Sequence[str]) -> None:
+        self.failures = tuple(failures)
+        self.published = tuple(published)
+        first = self.failures[0]
+        super().__init__(first.errors, index=first.index)
+        shown = " | ".join(str(failure) for failure in self.failures[:MESSAGE_FAILURES])
+        more = len(self.failures) - MESSAGE_FAILURES
+        if more > 0:
+            shown += f" | ... and {more} more (all in .failures)"
+        self.args = (
+            f"{len(self.failures)} invalid event(s) not enqueued "
+            f"({len(self.published)} valid ones were): {shown}",
+        )
 
 
 class PublishError(ForwarderError):
@@ -79,3 +101,8 @@ def field_errors(exc: ValidationError) -> list[FieldError]:
         reason = printable(reason)
         errors.append(FieldError(field, reason))
     return errors
+
+
+class SpoolFullError(PublishError):
+    """Redis did not answer and the producer spool has no room for the event(s): neither
+    Redis nor the spool holds them."""

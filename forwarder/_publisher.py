@@ -10,14 +10,15 @@ import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from types import TracebackType
-from typing import Any, Final, Self
+from typing import TYPE_CHECKING, Any, Final, Self
 
 import redis
 from pydantic import TypeAdapter, ValidationError
 
-from forwarder._errors import FieldError, InvalidEventError, PublishError
+from forwarder._errors import FieldError, InvalidEventError, InvalidEventsError, PublishError
 from forwarder._models import DeploymentEvent, GitInfo, IncidentEvent
 from forwarder._operations import DeploymentPatchByVersion, Remediation
+from forwarder._published import DEFAULT_SPOOL_MAX_BYTES, DrainReport, Published
 from forwarder.connection import redis_client
 from forwarder.entry import Event, encode_entry, to_event
 from forwarder.jsontext import printable
@@ -32,6 +33,9 @@ from forwarder.protocol import (
     RedisKeys,
 )
 
+if TYPE_CHECKING:
+    from forwarder._spooler import Spooler
+
 log = logging.getLogger("dora_forwarder.publish")
 
 EventLike = Event | Mapping[str, Any]
@@ -41,8 +45,6 @@ RemediationLike = Remediation | Mapping[str, Any]
 """A ``Remediation``, or its mapping: ``{"id": ..., "type": "rollback"}`` (or ``version``)."""
 
 DEFAULT_TIMEOUT_S = 1.0
-MESSAGE_FAILURES = 5
-"""Invalid events named in an ``InvalidEventsError`` message; ``failures`` has them all."""
 
 PATCH_BY_VERSION_REFUSAL: Final = (
     f"PATCH by version is a Datadog preview: set {PATCH_BY_VERSION_VARIABLE}=true to send it"
@@ -88,9 +90,13 @@ class Publisher:
         *,
         key_prefix: str = DEFAULT_KEY_PREFIX,
         patch_by_version: bool | None = None,
+        spool_dir: str | os.PathLike[str] | None = None,
+        spool_max_bytes: int = DEFAULT_SPOOL_MAX_BYTES,
     ) -> None:
         """``patch_by_version`` lets Datadog's preview PATCH by version through; None reads
-        ``FORWARDER_PATCH_BY_VERSION`` (a ``ValueError`` if it is neither true nor false)."""
+        ``FORWARDER_PATCH_BY_VERSION`` (a ``ValueError`` if it is neither true nor false).
+        ``spool_dir``: while Redis does not answer, events wait on disk there (README,
+        "Producer spool"), at most ``spool_max_bytes``; POSIX only."""
         self._redis = client
         self._stream = RedisKeys(key_prefix).ingest
         self._patch_by_version = (
@@ -99,6 +105,15 @@ class Publisher:
         self._warned: set[bytes] = set()
         self._warned_full = False
         self._warned_lock = threading.Lock()
+        self._spooler: Spooler | None = None
+        if spool_dir is not None:
+            from forwarder._spooler import Spooler  # noqa: PLC0415 - fcntl: POSIX only
+
+            timeout_s = client.get_connection_kwargs().get("socket_timeout") or DEFAULT_TIMEOUT_S
+            join_s = 2 * timeout_s + 1  # a drain under way ends within its Redis timeout
+            self._spooler = Spooler(
+                spool_dir, spool_max_bytes, self._enqueue, join_timeout_s=join_s
+            )
 
     @classmethod
     def from_url(
@@ -109,12 +124,15 @@ class Publisher:
         timeout_s: float = DEFAULT_TIMEOUT_S,
         patch_by_version: bool | None = None,
         sentinel_master: str | None = None,
+        spool_dir: str | os.PathLike[str] | None = None,
+        spool_max_bytes: int = DEFAULT_SPOOL_MAX_BYTES,
     ) -> Self:
         """A publisher on its own connection pool; Redis calls give up after ``timeout_s``.
 
         ``url`` may be Celery's Sentinel form (``sentinel://host:26379;sentinel://...``) with
         ``sentinel_master`` naming the monitored primary: the publisher then follows the
-        primary through a failover.
+        primary through a failover. ``spool_dir`` and ``spool_max_bytes`` as for the
+        constructor.
         """
         client = redis_client(
             url,
@@ -122,10 +140,17 @@ class Publisher:
             socket_timeout=timeout_s,
             socket_connect_timeout=timeout_s,
         )
-        return cls(client, key_prefix=key_prefix, patch_by_version=patch_by_version)
+        return cls(
+            client,
+            key_prefix=key_prefix,
+            patch_by_version=patch_by_version,
+            spool_dir=spool_dir,
+            spool_max_bytes=spool_max_bytes,
+        )
 
-    def publish(self, event: EventLike) -> str:
-        """Validate and enqueue one event; return its id (given, or derived).
+    def publish(self, event: EventLike) -> Published:
+        """Validate and enqueue one event; return its id (given, or derived), a ``str``
+        whose ``spooled`` says it waits in the spool (Redis was away) rather than in Redis.
 
         A mapping is an incident's attributes; publish a ``DeploymentEvent`` (or call
         ``deployment``) for a deployment, an operation object (``DeploymentPatch`` ...) or
@@ -135,10 +160,9 @@ class Publisher:
         valid = to_event(event)
         if not isinstance(valid, IncidentEvent):  # incidents, the hot path, need no more
             self._check(valid)
-        self._enqueue([valid])
-        return valid.event_id
+        return Published(valid.event_id, self._send([valid]))
 
-    def publish_many(self, events: Iterable[EventLike]) -> list[str]:
+    def publish_many(self, events: Iterable[EventLike]) -> list[Published]:
         """Validate every event, enqueue the valid ones in one pipeline, return their ids.
 
         If any event is invalid, the valid ones are still enqueued and then an
@@ -155,11 +179,26 @@ class Publisher:
                 valid.append(item)
             except InvalidEventError as exc:
                 failures.append(InvalidEventError(exc.errors, index=index))
-        if valid:
-            self._enqueue(valid)
+        spooled = self._send(valid) if valid else False
         if failures:
             raise InvalidEventsError(failures, published=[e.event_id for e in valid])
-        return [item.event_id for item in valid]
+        return [Published(item.event_id, spooled) for item in valid]
+
+    def _send(self, events: Sequence[Event]) -> bool:
+        """Enqueue, or (with a spool) spool while Redis is away; True when spooled."""
+        if self._spooler is None:
+            self._enqueue(events)
+            return False
+        return self._spooler.send(events)
+
+    @property
+    def spooled(self) -> int:
+        """Events waiting in the spool for Redis (0 without a spool); reads the spool file."""
+        return 0 if self._spooler is None else self._spooler.waiting
+
+    def drain_spool(self) -> DrainReport | None:
+        """``Spooler.drain``: send what the spool holds now, in this thread."""
+        return None if self._spooler is None else self._spooler.drain()
 
     def _enqueue(self, events: Sequence[Event]) -> None:
         """One XADD per event, in one round trip (a pipeline); ``PublishError`` if Redis
@@ -336,7 +375,9 @@ class Publisher:
         )
 
     def close(self) -> None:
-        """Release the Redis connections."""
+        """Stop the spool's drainer (what waits stays on disk); release the connections."""
+        if self._spooler is not None:
+            self._spooler.close()
         self._redis.close()
 
     def __enter__(self) -> Self:
@@ -349,24 +390,6 @@ class Publisher:
         traceback: TracebackType | None,
     ) -> None:
         self.close()
-
-
-class InvalidEventsError(InvalidEventError):
-    """Some events of a ``publish_many`` were invalid; the valid ones were enqueued."""
-
-    def __init__(self, failures: Sequence[InvalidEventError], *, published: Sequence[str]) -> None:
-        self.failures = tuple(failures)
-        self.published = tuple(published)
-        first = self.failures[0]
-        super().__init__(first.errors, index=first.index)
-        shown = " | ".join(str(failure) for failure in self.failures[:MESSAGE_FAILURES])
-        more = len(self.failures) - MESSAGE_FAILURES
-        if more > 0:
-            shown += f" | ... and {more} more (all in .failures)"
-        self.args = (
-            f"{len(self.failures)} invalid event(s) not enqueued "
-            f"({len(self.published)} valid ones were): {shown}",
-        )
 
 
 def _drop_none(**values: Any) -> dict[str, Any]:
