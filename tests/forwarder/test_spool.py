@@ -47,7 +47,7 @@ def test_a_record_round_trips() -> None:
         (b"00000000 {}", "checksum mismatch"),
         (encode_record(entry(1))[:-5], "checksum mismatch"),
         (b"%08x [1]" % __import__("zlib").crc32(b"[1]"), "not an object"),
-        (b"%08x {\"a\": 1}" % __import__("zlib").crc32(b'{"a": 1}'), "not an object"),
+        (b'%08x {"a": 1}' % __import__("zlib").crc32(b'{"a": 1}'), "not an object"),
         (b"%08x {nope" % __import__("zlib").crc32(b"{nope"), "not JSON"),
     ],
 )
@@ -113,7 +113,7 @@ def test_a_torn_tail_is_skipped_with_a_warning(spool: Spool, caplog) -> None:
 
 
 def test_an_append_after_a_torn_tail_is_not_glued_to_it(spool: Spool, caplog) -> None:
-    """A producer appending after a crash mid-write: its record survives; the torn one is skipped."""
+    """Appending after a crash mid-write: the new record survives, the torn one is skipped."""
     spool.append([entry(1), entry(2)])
     path = spool.directory / DATA_FILE
     os.truncate(path, path.stat().st_size - 3)
