@@ -101,6 +101,11 @@ class Settings(BaseSettings):
     """Print each request instead of sending it (``dora-forwarder run --dry-run``)."""
     dry_run_fd: int = Field(default=1, ge=1)
     """The file descriptor a dry run writes its requests to (``run`` sets it)."""
+    spool_dir: str | None = None
+    """Where ``publish`` spools events while Redis does not answer (``--spool`` overrides it);
+    none: an unanswered publish fails. Producers in Python pass ``spool_dir`` themselves."""
+    spool_max_bytes: int = Field(default=64 * 1_048_576, ge=4_096, le=1 << 40)
+    """The spool file's largest size; past it a publish fails with ``SpoolFullError``."""
     data_dir: str | None = None
     """Where ``run`` keeps an embedded Redis' data, password and socket (made mode 0700)."""
     ingest_keys: SecretStr | None = None

@@ -95,6 +95,8 @@ class Spool:
         self._append_lock = threading.Lock()
         self._drain_lock = threading.Lock()
         self._closed = False
+        self.skipped_total = 0
+        """Torn or bad records this object's drains skipped (each with a WARNING)."""
 
     def append(self, entries: Sequence[Mapping[str, str]]) -> None:
         """Write ``entries`` in order and fsync them; whole, or not at all.
@@ -175,6 +177,7 @@ class Spool:
                         self._write_offset(0)
                     return DrainReport(sent=sent, skipped=skipped)
             skipped += bad
+            self.skipped_total += bad
             if entries:
                 send(entries)  # outside append.lock: producers keep spooling meanwhile
                 sent += len(entries)

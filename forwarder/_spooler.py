@@ -64,6 +64,7 @@ class Spooler:
         declares the spool empty: no batch of this process can slip between the two."""
         self._behind = not spool.is_empty()  # a previous run (or a crashed one) left events
         self._wake = threading.Event()
+        self._sent_total = 0  # only drains add to it, one at a time (the spool's drain lock)
         self._stop = threading.Event()
         self._thread = threading.Thread(
             target=self._drain_forever, name=f"dora-spool-{spool.directory}", daemon=True
@@ -104,10 +105,17 @@ class Spooler:
 
     def drain(self) -> DrainReport | None:
         """Send what waits now, in the calling thread; None if another process drains it.
-        Raises the ``PublishError`` that stopped it (what was sent before is committed)."""
+        Raises the ``PublishError`` that stopped it (what was sent before is committed).
+
+        The counts are this publisher's since it opened the spool (its background drainer's
+        included: it may have started first), and what waits now."""
         report = self.spool.drain(self._send_entries, stop=self._stop)
         self._settle(report)
-        return report
+        if report is None:
+            return None
+        return DrainReport(
+            sent=self._sent_total, skipped=self.spool.skipped_total, waiting=self.spool.waiting()
+        )
 
     def close(self) -> None:
         """Stop the drainer (within ``join_timeout_s``; what waits stays on disk)."""
@@ -137,6 +145,7 @@ class Spooler:
                 )
         if events:
             self._enqueue(events)
+        self._sent_total += len(events)
 
     def _settle(self, report: DrainReport | None) -> bool:
         """After a drain: when the spool is empty, send directly again. True if it is."""

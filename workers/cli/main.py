@@ -14,6 +14,7 @@ from workers.cli.dead_letters import cmd_dead_letters
 from workers.cli.publish import cmd_publish
 from workers.cli.run import RunOptions, cmd_run, default_data_dir
 from workers.cli.serve import add_serve_parser, cmd_serve
+from workers.cli.spool import cmd_spool_drain
 from workers.cli.status import cmd_status
 from workers.cli.worker import cmd_worker
 
@@ -53,6 +54,22 @@ def build_parser() -> argparse.ArgumentParser:
         f"{PATCH_BY_VERSION_VARIABLE}=true), deployment_delete or failure_delete "
         '({"id"})',
     )
+    publish.add_argument(
+        "--spool",
+        metavar="DIR",
+        help="when Redis does not answer, keep the events in a spool in DIR (made if missing) "
+        "and say so; what waits there is sent first, in order (default: "
+        "FORWARDER_SPOOL_DIR, else none: the command fails)",
+    )
+    spool = commands.add_parser(
+        "spool",
+        help="send what a producer spool holds (publish --spool, Publisher(spool_dir=...))",
+    )
+    spool_actions = spool.add_subparsers(dest="action", required=True, metavar="ACTION")
+    drain = spool_actions.add_parser(
+        "drain", help="send the spool's events to Redis now, in order; print the counts"
+    )
+    drain.add_argument("directory", metavar="DIR", help="the spool's directory")
     status = commands.add_parser(
         "status", help="show backlog, due, in flight, dead letters, gate, live workers"
     )
@@ -140,7 +157,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILURE
     result: Any
     if args.command == "publish":
-        result = cmd_publish(settings, args.file, sys.stderr, args.kind)
+        result = cmd_publish(settings, args.file, sys.stderr, args.kind, args.spool)
+    elif args.command == "spool":
+        result = cmd_spool_drain(settings, args.directory, sys.stdout, sys.stderr)
     elif args.command == "status":
         result = cmd_status(settings, args.json, args.watch, sys.stdout, sys.stderr)
     elif args.command == "dead-letters":

@@ -77,8 +77,17 @@ def _open(path: str) -> IO[bytes]:
     return io.BytesIO(sys.stdin.read().encode("utf-8", "surrogateescape"))
 
 
-def cmd_publish(settings: Settings, path: str, err: IO[str], kind: str = KIND_FAILURE) -> int:
-    """Enqueue every valid line of ``path``; report each bad one with its line number."""
+def cmd_publish(
+    settings: Settings,
+    path: str,
+    err: IO[str],
+    kind: str = KIND_FAILURE,
+    spool_dir: str | None = None,
+) -> int:
+    """Enqueue every valid line of ``path``; report each bad one with its line number.
+
+    With a spool (``spool_dir``, else ``FORWARDER_SPOOL_DIR``), what an earlier run left
+    there is sent first, and events Redis does not take in time wait there."""
     if kind == KIND_DEPLOYMENT_PATCH_BY_VERSION and not settings.patch_by_version:
         # Refused before a line is read: every line of the file would be refused alike.
         print(
@@ -88,14 +97,23 @@ def cmd_publish(settings: Settings, path: str, err: IO[str], kind: str = KIND_FA
             file=err,
         )
         return EXIT_FAILURE
-    publisher = Publisher.from_url(
-        settings.redis_url,
-        key_prefix=settings.key_prefix,
-        timeout_s=settings.publish_timeout_s,
-        patch_by_version=settings.patch_by_version,
-        sentinel_master=settings.redis_sentinel_master,
-    )
-    published = bad = 0
+    spool_dir = spool_dir or settings.spool_dir
+    try:
+        publisher = Publisher.from_url(
+            settings.redis_url,
+            key_prefix=settings.key_prefix,
+            timeout_s=settings.publish_timeout_s,
+            patch_by_version=settings.patch_by_version,
+            sentinel_master=settings.redis_sentinel_master,
+            spool_dir=spool_dir,
+            spool_max_bytes=settings.spool_max_bytes,
+        )
+    except OSError as exc:
+        print(f"dora-forwarder: cannot open the spool {spool_dir}: {exc}", file=err)
+        return EXIT_FAILURE
+    if spool_dir is not None:
+        drain_first(publisher, spool_dir, err)
+    published = bad = spooled = 0
     chunk: list[Event] = []
     name = "stdin" if path == "-" else path
     try:
@@ -107,10 +125,12 @@ def cmd_publish(settings: Settings, path: str, err: IO[str], kind: str = KIND_FA
                     continue
                 chunk.append(item)
                 if len(chunk) >= PUBLISH_CHUNK:
-                    published += len(publisher.publish_many(chunk))
+                    spooled += _publish(publisher, chunk)
+                    published += len(chunk)
                     chunk.clear()
             if chunk:
-                published += len(publisher.publish_many(chunk))
+                spooled += _publish(publisher, chunk)
+                published += len(chunk)
     except OSError as exc:
         print(f"dora-forwarder: cannot read {name}: {exc.strerror or exc}", file=err)
         return EXIT_FAILURE
@@ -118,6 +138,38 @@ def cmd_publish(settings: Settings, path: str, err: IO[str], kind: str = KIND_FA
         print(f"dora-forwarder: {exc} ({published} events were enqueued before)", file=err)
         return EXIT_FAILURE
     finally:
+        waiting = publisher.spooled
         publisher.close()
     print(f"published {published} event(s) from {name}; {bad} line(s) rejected", file=err)
+    if spooled or waiting:
+        print(
+            f"Redis did not answer: {spooled} of them spooled to {spool_dir}; {waiting} "
+            "event(s) wait there (sent by the next `publish --spool` or `spool drain`)",
+            file=err,
+        )
     return EXIT_BAD_INPUT if bad else 0
+
+
+def _publish(publisher: Publisher, chunk: list[Event]) -> int:
+    """Publish ``chunk``; how many of its events were spooled."""
+    return sum(item.spooled for item in publisher.publish_many(chunk))
+
+
+def drain_first(publisher: Publisher, spool_dir: str, err: IO[str]) -> None:
+    """Send what the spool holds before anything new (which would otherwise queue behind)."""
+    waiting = publisher.spooled
+    if not waiting:
+        return
+    try:
+        report = publisher.drain_spool()
+    except PublishError as exc:
+        print(f"dora-forwarder: {waiting} spooled event(s) in {spool_dir} wait: {exc}", file=err)
+        return
+    if report is None:
+        print(f"another process is draining {spool_dir}; new events go behind it", file=err)
+        return
+    print(
+        f"drained {report.sent} spooled event(s) from {spool_dir} first; "
+        f"{report.skipped} torn or bad record(s) skipped; {report.waiting} waiting",
+        file=err,
+    )
