@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Final, Self
 
 DEFAULT_SPOOL_MAX_BYTES: Final = 64 * 1_048_576
-"""64 MiB: about 200,000 incident events of a typical size."""
+"""64 MiB: about 300,000 incident events of a typical size (200 bytes a record)."""
 
 
 class Published(str):
