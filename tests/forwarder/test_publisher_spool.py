@@ -196,7 +196,6 @@ class Producer:
         self.process.stdin.flush()
 
 
-@pytest.mark.slow
 def test_a_killed_producer_and_a_stopped_redis_lose_nothing(
     server: RedisServer, tmp_path: Path
 ) -> None:
