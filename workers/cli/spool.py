@@ -24,6 +24,7 @@ def cmd_spool_drain(settings: Settings, directory: str, out: IO[str], err: IO[st
             settings.redis_url,
             key_prefix=settings.key_prefix,
             timeout_s=settings.publish_timeout_s,
+            sentinel_master=settings.redis_sentinel_master,
             spool_dir=directory,
             spool_max_bytes=settings.spool_max_bytes,
         )
