@@ -66,6 +66,18 @@ class Settings(BaseSettings):
     lease_s: float = Field(default=60.0, gt=0, le=3_600)
     http_timeout_s: float = Field(default=10.0, gt=0, le=300)
     publish_timeout_s: float = Field(default=1.0, gt=0, le=60)
+    publish_replicas: int = Field(default=0, ge=0, le=100)
+    """Replicas that must hold each write before it counts (``WAIT``): 0, the primary's word
+    is enough. Producers (``Publisher``, ``publish``, ``serve``) refuse to acknowledge an
+    event short of it; workers count and log a shortfall (their state is stored anyway)."""
+    publish_replicas_timeout_s: float = Field(default=0.5, gt=0, le=5)
+    """How long a write waits for ``FORWARDER_PUBLISH_REPLICAS`` acknowledgements.
+
+    A setting of its own rather than ``FORWARDER_PUBLISH_TIMEOUT_S``: that one is the
+    producers' socket timeout, which bounds each reply, the WAIT's included, so the WAIT must
+    end first (a rule below) and leave room for the round trip; a replica that is up answers
+    in about a round trip, so half a second only ever runs out when one is down or far behind.
+    """
     reclaim_idle_s: float = Field(default=60.0, gt=0)
     orphan_wait_s: float = Field(default=6 * 3600.0, ge=0)
     patch_wait_s: float = Field(default=3600.0, gt=0)
@@ -300,6 +312,12 @@ def inconsistencies(settings: Settings) -> list[str]:
     # The retention no longer races the max age or the orphan wait: a state still to send
     # never expires (the scripts clear its expiry while it is scheduled), so a short
     # retention only shortens the dedupe horizon. The finish record must outlive the state.
+    if s.publish_replicas and s.publish_replicas_timeout_s >= s.publish_timeout_s:
+        problems.append(
+            f"FORWARDER_PUBLISH_REPLICAS_TIMEOUT_S ({_s(s.publish_replicas_timeout_s)}) must be "
+            f"less than FORWARDER_PUBLISH_TIMEOUT_S ({_s(s.publish_timeout_s)}): the socket "
+            "would give up on Redis before its WAIT could say how many replicas hold the event"
+        )
     if s.finished_retention_s < s.retention_s:
         problems.append(
             f"FORWARDER_FINISHED_RETENTION_S ({_s(s.finished_retention_s)}) must be at least "

@@ -13,6 +13,7 @@ from forwarder._errors import (
     InvalidEventError,
     InvalidEventsError,
     PublishError,
+    ReplicaShortfallError,
     SpoolFullError,
 )
 from forwarder._identity import derive_deployment_id, derive_incident_id
@@ -49,6 +50,7 @@ __all__ = [
     "Publisher",
     "Remediation",
     "RemediationType",
+    "ReplicaShortfallError",
     "SpoolFullError",
     "derive_deployment_id",
     "derive_incident_id",

@@ -4,6 +4,7 @@ ForwarderError
 ├── InvalidEventError   (also a ValueError: the event breaks a rule; nothing was enqueued)
 │   └── InvalidEventsError  (some events of a batch were invalid; the valid ones were enqueued)
 └── PublishError        (Redis did not take the event in time; retry or fail loudly)
+    ├── ReplicaShortfallError  (Redis stored it, but too few replicas acknowledged it)
     └── SpoolFullError  (Redis was away and the producer spool had no room: nothing kept)
 """
 
@@ -68,6 +69,30 @@ class InvalidEventsError(InvalidEventError):
 
 class PublishError(ForwarderError):
     """Redis could not be reached or refused the write within the publish timeout."""
+
+
+class ReplicaShortfallError(PublishError):
+    """The primary stored the events, but fewer replicas than asked acknowledged them in time.
+
+    Publishing again is harmless (the same id folds into the same state), and is how to get
+    the acknowledgement; spooling the events for later is not needed: Redis holds them.
+    ``acknowledged`` replicas of ``wanted`` did, within ``timeout_ms``.
+    """
+
+    def __init__(self, acknowledged: int, wanted: int, timeout_ms: int) -> None:
+        self.acknowledged = acknowledged
+        self.wanted = wanted
+        self.timeout_ms = timeout_ms
+        super().__init__(shortfall_message(acknowledged, wanted, timeout_ms))
+
+
+def shortfall_message(acknowledged: int, wanted: int, timeout_ms: int) -> str:
+    """What a producer is told when ``WAIT`` counted too few replicas."""
+    return (
+        f"Redis stored the event but only {acknowledged} of {wanted} replica(s) acknowledged "
+        f"it within {timeout_ms} ms (FORWARDER_PUBLISH_REPLICAS): a failover now could lose "
+        "it; publish again: a repeat is harmless (the same id folds into the same state)"
+    )
 
 
 def _location(part: object) -> str:

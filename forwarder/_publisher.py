@@ -32,6 +32,7 @@ from forwarder.protocol import (
     PATCH_BY_VERSION_VARIABLE,
     RedisKeys,
 )
+from forwarder.replicas import DEFAULT_REPLICAS_TIMEOUT_S, Replicas, xadd_acknowledged
 
 if TYPE_CHECKING:
     from forwarder._spooler import Spooler
@@ -92,12 +93,19 @@ class Publisher:
         patch_by_version: bool | None = None,
         spool_dir: str | os.PathLike[str] | None = None,
         spool_max_bytes: int = DEFAULT_SPOOL_MAX_BYTES,
+        replicas: int = 0,
+        replicas_timeout_s: float = DEFAULT_REPLICAS_TIMEOUT_S,
     ) -> None:
         """``patch_by_version`` lets Datadog's preview PATCH by version through; None reads
         ``FORWARDER_PATCH_BY_VERSION`` (a ``ValueError`` if it is neither true nor false).
         ``spool_dir``: while Redis does not answer, events wait on disk there (README,
-        "Producer spool"), at most ``spool_max_bytes``; POSIX only."""
+        "Producer spool"), at most ``spool_max_bytes``; POSIX only.
+        ``replicas`` (``FORWARDER_PUBLISH_REPLICAS``): a publish returns only once that many
+        replicas hold the events, waiting at most ``replicas_timeout_s``, which must be
+        shorter than ``client``'s socket timeout; else ``ReplicaShortfallError``.
+        """
         self._redis = client
+        self._replicas = Replicas.of(replicas, replicas_timeout_s)
         self._stream = RedisKeys(key_prefix).ingest
         self._patch_by_version = (
             patch_by_version_from_env() if patch_by_version is None else patch_by_version
@@ -126,14 +134,18 @@ class Publisher:
         sentinel_master: str | None = None,
         spool_dir: str | os.PathLike[str] | None = None,
         spool_max_bytes: int = DEFAULT_SPOOL_MAX_BYTES,
+        replicas: int = 0,
+        replicas_timeout_s: float = DEFAULT_REPLICAS_TIMEOUT_S,
     ) -> Self:
-        """A publisher on its own connection pool; Redis calls give up after ``timeout_s``.
+        """A publisher on its own connection pool; Redis calls give up after ``timeout_s``,
+        which must outlast ``replicas_timeout_s`` when ``replicas`` are wanted.
 
         ``url`` may be Celery's Sentinel form (``sentinel://host:26379;sentinel://...``) with
         ``sentinel_master`` naming the monitored primary: the publisher then follows the
         primary through a failover. ``spool_dir`` and ``spool_max_bytes`` as for the
         constructor.
         """
+        Replicas.of(replicas, replicas_timeout_s).check_socket_timeout(timeout_s)
         client = redis_client(
             url,
             sentinel_master=sentinel_master,
@@ -146,6 +158,8 @@ class Publisher:
             patch_by_version=patch_by_version,
             spool_dir=spool_dir,
             spool_max_bytes=spool_max_bytes,
+            replicas=replicas,
+            replicas_timeout_s=replicas_timeout_s,
         )
 
     def publish(self, event: EventLike) -> Published:
@@ -202,8 +216,13 @@ class Publisher:
 
     def _enqueue(self, events: Sequence[Event]) -> None:
         """One XADD per event, in one round trip (a pipeline); ``PublishError`` if Redis
-        does not take them within the timeout."""
+        does not take them within the timeout, ``ReplicaShortfallError`` (one) if too few
+        replicas acknowledged them (with their ``WAIT`` in the same round trip)."""
         with _redis_errors():
+            if self._replicas.wanted:
+                entries = [encode_entry(item) for item in events]
+                xadd_acknowledged(self._redis, self._stream, entries, self._replicas)
+                return
             if len(events) == 1:
                 self._redis.xadd(self._stream, encode_entry(events[0]))
                 return

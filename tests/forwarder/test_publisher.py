@@ -134,6 +134,7 @@ def test_exported_names_do_not_drift() -> None:
         "PublishError",
         "Published",
         "Publisher",
+        "ReplicaShortfallError",
         "SpoolFullError",
         "derive_deployment_id",
         "derive_incident_id",

@@ -105,6 +105,8 @@ def cmd_publish(
             timeout_s=settings.publish_timeout_s,
             patch_by_version=settings.patch_by_version,
             sentinel_master=settings.redis_sentinel_master,
+            replicas=settings.publish_replicas,
+            replicas_timeout_s=settings.publish_replicas_timeout_s,
             spool_dir=spool_dir,
             spool_max_bytes=settings.spool_max_bytes,
         )

@@ -36,6 +36,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from config import Settings
+from forwarder import PublishError
 from forwarder.connection import async_redis_client
 from forwarder.entry import encode_entry
 from forwarder.jsontext import printable
@@ -49,6 +50,8 @@ from forwarder.protocol import (
     PATCH_BY_VERSION_VARIABLE,
     RedisKeys,
 )
+from forwarder.replicas import Replicas
+from workers.ingest.acknowledged import enqueue
 from workers.ingest.jsonapi import ApiError, bad_request, plain_errors
 from workers.ingest.keys import IngestKeys
 from workers.ingest.refusals import RefusalLog
@@ -63,6 +66,11 @@ JSONAPI_TYPE: Final = "application/vnd.api+json"
 API_KEY_HEADER: Final = "dd-api-key"
 HEALTH_PATH: Final = "/health"
 RETRY_AFTER_S: Final = 1
+UNREPLICATED: Final = (
+    "answered 503: Redis stored the event but too few replicas acknowledged it "
+    "(FORWARDER_PUBLISH_REPLICAS); is a replica down or far behind?"
+)
+"""Why a request got a 503 for a replica shortfall (logged at most once per interval)."""
 MAX_PATH_SHOWN: Final = 200
 """Characters of a request's path a log line shows (an id in it can be anything sent)."""
 PATCH_BY_VERSION_OFF: Final = (
@@ -130,8 +138,8 @@ def _error(status: HTTPStatus, message: str | None = None, **headers: str) -> JS
     return _json(status, plain_errors(message or status.phrase), headers)
 
 
-def _unavailable() -> JSONResponse:
-    return _error(HTTPStatus.SERVICE_UNAVAILABLE, **{"Retry-After": str(RETRY_AFTER_S)})
+def _unavailable(message: str | None = None) -> JSONResponse:
+    return _error(HTTPStatus.SERVICE_UNAVAILABLE, message, **{"Retry-After": str(RETRY_AFTER_S)})
 
 
 async def _read_body(request: Request, limit_bytes: int) -> bytes:
@@ -161,6 +169,7 @@ class Ingest:
         self.settings = settings
         self.keys = keys
         self.stream = RedisKeys(settings.key_prefix).ingest
+        self.replicas = Replicas.of(settings.publish_replicas, settings.publish_replicas_timeout_s)
         self.factory = factory
         self.redis: aioredis.Redis | None = None
         self.refusals = RefusalLog(log, settings.ingest_refusal_log_interval_s)
@@ -240,16 +249,24 @@ class Ingest:
             log.info("rejected %s: HTTP 400 %s", where, exc)
             return _json(HTTPStatus.BAD_REQUEST, bad_request(exc.errors))
         try:
-            await self.redis_client().xadd(self.stream, encode_entry(event))
-        except RedisError as exc:
-            log.warning("answered 503 to %s: Redis did not take the event: %s", where, exc)
-            return _unavailable()
+            await enqueue(self.redis_client(), self.stream, [event], self.replicas)
+        except (RedisError, PublishError) as exc:
+            return self._not_stored(where, exc)
         data = None
         if route.response_type is not None:
             data = {"id": event.event_id, "type": route.response_type}
         return JSONResponse(
             {"data": data}, status_code=HTTPStatus.ACCEPTED, media_type=JSONAPI_TYPE
         )
+
+    def _not_stored(self, where: str, exc: RedisError | PublishError) -> Response:
+        """503: Redis did not take the event, or stored it but too few replicas acknowledged
+        it (said in the body; logged once per interval). A retry is harmless either way."""
+        if isinstance(exc, RedisError):
+            log.warning("answered 503 to %s: Redis did not take the event: %s", where, exc)
+            return _unavailable()
+        self.refusals.refused(UNREPLICATED, where)
+        return _unavailable(f"{HTTPStatus.SERVICE_UNAVAILABLE.phrase}: {exc}")
 
     async def health(self, _request: Request) -> Response:
         """200 while Redis answers PING within the timeout, else 503 (for load balancers)."""

@@ -28,10 +28,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from forwarder import jsontext
+from forwarder import PublishError, jsontext
 from forwarder.entry import Event, encode_entry
 from forwarder.jsontext import printable
 from forwarder.protocol import RedisKeys
+from workers.ingest.acknowledged import confirm, enqueue
 from workers.ingest.jsonapi import ApiError, bad_request, plain_errors
 from workers.ingest.sources import alertmanager, github, gitlab, pagerduty
 from workers.ingest.sources.document import UnmappableError
@@ -57,6 +58,10 @@ GITLAB_JOIN_ATTEMPTS: Final = 5
 """Tries of a GitLab status's transaction while other deliveries of the deployment change
 what is known (GitLab sends a handful of statuses per deployment)."""
 RETRY_AFTER_S: Final = 1
+UNREPLICATED: Final = (
+    "answered 503: Redis stored the events but too few replicas acknowledged them "
+    "(FORWARDER_PUBLISH_REPLICAS); is a replica down or far behind?"
+)
 MAX_ITEM_LINES: Final = 5
 """WARNING lines one delivery writes for its refused items; the rest are counted in one."""
 _JSON_TYPES: Final = frozenset({"application/json", "text/json", "text/plain"})
@@ -153,9 +158,21 @@ class Sources:
             return self._bad(where, [ApiError(f"the body is not valid JSON: {exc}", "")])
         except UnmappableError as exc:
             return self._bad(where, [exc.error])
-        except RedisError as exc:  # GitLab's statuses are kept in Redis
-            return _unavailable(where, exc)
+        except (RedisError, PublishError) as exc:  # GitLab's statuses are kept in Redis
+            return self._not_kept(where, exc)
         return await self._answer(mapped, where)
+
+    def _not_kept(self, where: str, exc: RedisError | PublishError) -> Response:
+        """503: Redis did not answer, or stored it but too few replicas acknowledged it;
+        either way a re-send costs nothing. Shortfalls are logged once per interval."""
+        if isinstance(exc, RedisError):
+            return _unavailable(where, exc)
+        self.ingest.refusals.refused(UNREPLICATED, where)
+        return _error(
+            HTTPStatus.SERVICE_UNAVAILABLE,
+            f"{HTTPStatus.SERVICE_UNAVAILABLE.phrase}: {exc}",
+            **{"Retry-After": str(RETRY_AFTER_S)},
+        )
 
     async def _proven_body(self, source: Source, request: Request, where: str) -> bytes | Response:
         """The body, once the source's proof is checked; or the answer that refuses it."""
@@ -192,8 +209,8 @@ class Sources:
         if mapped.events and not mapped.enqueued:
             try:
                 await self._enqueue(mapped.events)
-            except RedisError as exc:
-                return _unavailable(where, exc)
+            except (RedisError, PublishError) as exc:
+                return self._not_kept(where, exc)
         status = HTTPStatus.ACCEPTED if mapped.events or mapped.held else HTTPStatus.OK
         return JSONResponse(mapped.answer(), status_code=status)
 
@@ -256,6 +273,7 @@ class Sources:
                         raise  # a RedisError: 503, and GitLab's hook log shows it
                     continue
                 break
+        await confirm(self.ingest.redis_client(), key, GITLAB_STATUS_KEEP_S, self.ingest.replicas)
         if event is None:
             what = f"GitLab deployment {status.deployment_key}"
             reason = f"its start is kept; it is sent when GitLab reports its {gitlab.SUCCESS}"
@@ -263,11 +281,8 @@ class Sources:
         return Mapped(events=[event], enqueued=True)
 
     async def _enqueue(self, events: list[Event]) -> None:
-        """Every event of a delivery, or none: one transaction of XADDs."""
-        async with self.ingest.redis_client().pipeline(transaction=True) as pipe:
-            for event in events:
-                pipe.xadd(self.ingest.stream, encode_entry(event))
-            await pipe.execute()
+        """Every event of a delivery, or none: one transaction of XADDs (then ``WAIT``)."""
+        await enqueue(self.ingest.redis_client(), self.ingest.stream, events, self.ingest.replicas)
 
 
 def _signed(check: HmacCheck, secret: SecretStr, header: str) -> ProofCheck:
