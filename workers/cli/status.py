@@ -12,6 +12,7 @@ import redis
 from config import Settings
 from forwarder.protocol import RedisKeys
 from workers.cli.common import EXIT_FAILURE, redis_client, when
+from workers.ops.replication import describe
 from workers.ops.status import Status, live_window_ms, read_status
 
 CLEAR_SCREEN = "\x1b[H\x1b[2J"
@@ -71,6 +72,7 @@ def format_status(status: Status) -> str:
         ("PATCH/DELETE (app key)", _app_key(status)),
         ("same-second deployments", f"{status.same_second_total} dead-lettered (total)"),
         ("live workers", _workers(status)),
+        *describe(status.replication),
         ("delivered (total)", str(status.delivered_total)),
         ("retries (total)", str(status.retries_total)),
         ("last success", when(status.last_success_ms)),
@@ -95,7 +97,7 @@ def cmd_status(
     try:
         while True:
             try:
-                status = read_status(client, keys, window_ms)
+                status = read_status(client, keys, window_ms, settings.publish_replicas)
                 frame = (
                     json.dumps(status.as_dict(), sort_keys=True)
                     if as_json

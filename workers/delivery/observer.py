@@ -19,6 +19,9 @@ class PumpObserver(Protocol):
     def tick_dropped(self) -> None:
         """A tick that waited too long was dropped unrun."""
 
+    def replica_shortfall(self, operation: str) -> None:
+        """A ``fold`` or ``settle`` was stored, but fewer replicas than wanted acknowledged it."""
+
 
 class NoObserver:
     """Observes nothing: tests, and workers with metrics turned off."""
@@ -31,3 +34,6 @@ class NoObserver:
 
     def tick_dropped(self) -> None:
         """Ignore the dropped tick."""
+
+    def replica_shortfall(self, operation: str) -> None:
+        """Ignore the shortfall."""

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from config import Settings
 from forwarder.connection import async_redis_client
 from forwarder.protocol import RedisKeys
+from forwarder.replicas import Replicas
 from workers.delivery.backoff import BackoffPolicy
 from workers.delivery.breaker import BreakerPolicy
 from workers.delivery.observer import NoObserver, PumpObserver
@@ -116,8 +117,13 @@ class Runtime:
             socket_connect_timeout=REDIS_SOCKET_TIMEOUT_S,
             health_check_interval=30,
         )
-        self.store = Store(client, RedisKeys(settings.key_prefix))
         self.observer = _observer(settings)
+        self.store = Store(
+            client,
+            RedisKeys(settings.key_prefix),
+            Replicas.of(settings.publish_replicas, settings.publish_replicas_timeout_s),
+            self.observer.replica_shortfall,
+        )
         self.pump = Pump(
             self.store, sender or datadog_sender(settings), pump_config(settings), self.observer
         )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Final, cast
 
 import redis
@@ -24,6 +24,7 @@ from forwarder.protocol import (
     RedisKeys,
     state_id,
 )
+from forwarder.replicas import Replicas
 from workers.delivery.breaker import BreakerPolicy, BreakerUpdate
 from workers.delivery.claim_rows import claim_from_row, version_name
 from workers.delivery.fold import FoldPlan
@@ -36,6 +37,7 @@ from workers.delivery.records import (
     SettleResult,
     TickCheck,
 )
+from workers.delivery.replication import ReplicatedScripts
 from workers.delivery.scripts import (
     CLAIM,
     FOLD,
@@ -72,9 +74,18 @@ NO_ANSWERS: Final = BreakerUpdate()
 class Store:
     """The Redis operations of one worker process (async, one connection pool)."""
 
-    def __init__(self, client: aioredis.Redis, keys: RedisKeys) -> None:
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        keys: RedisKeys,
+        replicas: Replicas | None = None,
+        on_shortfall: Callable[[str], None] | None = None,
+    ) -> None:
+        """``replicas``: folds and settlements wait for them (see ``replication``);
+        ``on_shortfall`` is told of each one that fell short (``"fold"``, ``"settle"``)."""
         self._redis = client
         self.keys = keys
+        self._replicated = ReplicatedScripts(client, replicas or Replicas(), on_shortfall)
         self._fold = client.register_script(FOLD.text())
         self._claim = client.register_script(CLAIM.text())
         self._settle = client.register_script(SETTLE.text())
@@ -187,7 +198,8 @@ class Store:
             ),
             [update.incident_id for update in plan.updates],
         )
-        changed, unchanged, poison_count = await self._fold(keys=keys, args=args)
+        reply = await self._replicated.run(self._fold, keys, args, "fold")
+        changed, unchanged, poison_count = reply
         return FoldResult(int(changed), int(unchanged), int(poison_count))
 
     async def claim(
@@ -314,7 +326,7 @@ class Store:
                 settlements=tuple(settlements),
             ),
         )
-        reply = await self._settle(keys=keys, args=args)
+        reply = await self._replicated.run(self._settle, keys, args, "settle")
         delivered, retried, dead, stale, newly_closed, breaker_change, app_key_paused = (
             int(x) for x in reply
         )

@@ -99,6 +99,15 @@ class PrometheusObserver:
             registry=registry,
         )
 
+        self.replica_shortfalls = Counter(
+            "replica_shortfalls",
+            "Folds and settlements stored on the primary but acknowledged by fewer replicas "
+            "than FORWARDER_PUBLISH_REPLICAS within its timeout (work went on)",
+            ["operation"],
+            namespace=NAMESPACE,
+            registry=registry,
+        )
+
     def folded(self, entries: int, poison: int) -> None:
         """Count a folded batch."""
         self.entries.inc(entries - poison)
@@ -123,6 +132,10 @@ class PrometheusObserver:
         """Count a tick dropped unrun."""
         self.ticks_dropped.inc()
 
+    def replica_shortfall(self, operation: str) -> None:
+        """Count a write too few replicas acknowledged."""
+        self.replica_shortfalls.labels(operation).inc()
+
 
 class FleetCollector(Collector):
     """Gauges of the whole fleet's state, read from Redis at each scrape."""
@@ -144,7 +157,12 @@ class FleetCollector(Collector):
             f"{NAMESPACE}_redis_up", "Whether this scrape could read the fleet's state from Redis"
         )
         try:
-            status = read_status(self._client, self._keys, live_window_ms(self._settings))
+            status = read_status(
+                self._client,
+                self._keys,
+                live_window_ms(self._settings),
+                self._settings.publish_replicas,
+            )
         except redis.RedisError as exc:
             log.warning("metrics: cannot read the fleet's state from Redis: %s", exc)
             up.add_metric([], 0)
@@ -183,6 +201,16 @@ class FleetCollector(Collector):
                 "gate_open",
                 "1 while the fleet may send, 0 while the gate is closed",
                 int(status.gate_open),
+            ),
+            (
+                "connected_replicas",
+                "Replicas connected to the Redis in use (INFO replication: connected_slaves)",
+                status.replication.connected_replicas,
+            ),
+            (
+                "replicas_wanted",
+                "Replicas each write waits for (FORWARDER_PUBLISH_REPLICAS)",
+                status.replication.wanted,
             ),
         ):
             yield GaugeMetricFamily(f"{NAMESPACE}_{name}", text, value=value)

@@ -9,6 +9,7 @@ import redis
 
 from config import Settings
 from forwarder.protocol import CONSUMER_GROUP, GateField, RedisKeys, StatsField
+from workers.ops.replication import Replication, from_info, server_address
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +52,8 @@ class Status:
     live_workers: tuple[str, ...]
     """Worker processes (``host:pid``) that reported within the live window."""
     now_ms: int
+    replication: Replication
+    """The Redis in use, its replicas, and how many each write waits for."""
 
     @property
     def gate_open(self) -> bool:
@@ -97,10 +100,13 @@ def _stat(stats: dict[bytes, bytes], field: StatsField) -> bytes | None:
     return stats.get(field.encode())
 
 
-def read_status(client: redis.Redis, keys: RedisKeys, live_window_ms: int) -> Status:
+def read_status(
+    client: redis.Redis, keys: RedisKeys, live_window_ms: int, replicas_wanted: int = 0
+) -> Status:
     """Read every figure in one pipelined round trip.
 
-    A worker process counts as live if it reported within ``live_window_ms``.
+    A worker process counts as live if it reported within ``live_window_ms``;
+    ``replicas_wanted`` is ``FORWARDER_PUBLISH_REPLICAS`` (shown beside the replicas).
     """
     now_s, now_us = client.time()
     now_ms = int(now_s) * 1000 + int(now_us) // 1000
@@ -115,6 +121,7 @@ def read_status(client: redis.Redis, keys: RedisKeys, live_window_ms: int) -> St
     pipe.hmget(keys.gate, GATE_FIELDS)
     pipe.zrangebyscore(keys.workers, now_ms - live_window_ms, "+inf")
     pipe.zcard(keys.app_key_waits)
+    pipe.info("replication")
     (
         backlog,
         stream_exists,
@@ -126,6 +133,7 @@ def read_status(client: redis.Redis, keys: RedisKeys, live_window_ms: int) -> St
         gate,
         live,
         app_key_waiting,
+        replication,
     ) = pipe.execute()
     pending = 0
     if stream_exists:
@@ -160,4 +168,5 @@ def read_status(client: redis.Redis, keys: RedisKeys, live_window_ms: int) -> St
         same_second_total=_int(_stat(stats, StatsField.SAME_SECOND)) or 0,
         live_workers=tuple(sorted(name.decode() for name in live)),
         now_ms=now_ms,
+        replication=from_info(server_address(client), replication, replicas_wanted),
     )
