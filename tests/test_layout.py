@@ -29,6 +29,7 @@ PURE = (
     "workers.delivery.poison",
     "forwarder.jsontext",
     "forwarder.sentinel_url",
+    "forwarder.replicas",
     "workers.delivery.breaker",
     "workers.delivery.window",
     "workers.ingest.request",

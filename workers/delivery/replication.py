@@ -14,9 +14,11 @@ leaves its incident claimed, so it is sent again once the lease ends (a duplicat
 Datadog's upsert by id absorbs).
 
 While replicas fall short, waiting the full timeout on every write would slow a worker to a
-few writes per second. So after a shortfall the ``WAIT``\\ s are short (``DEGRADED_WAIT_MS``),
-with one full ``WAIT`` per ``PROBE_EVERY_S`` (a replica far away needs more than the short
-one); the first write that all replicas acknowledge ends it.
+few writes per second. A short ``WAIT`` does not help: Redis ends a blocked ``WAIT`` on its
+clock's tick (``hz``, 100 ms by default), so even ``WAIT 1 1`` takes about 100 ms. So after a
+shortfall, writes go without ``WAIT`` (each counted as a shortfall: nothing confirmed it),
+bar one per ``PROBE_EVERY_S`` that waits the full timeout; the first probe that enough
+replicas acknowledge ends it.
 """
 
 from __future__ import annotations
@@ -35,11 +37,8 @@ from forwarder.replicas import Replicas
 
 log = logging.getLogger("dora_forwarder.replication")
 
-DEGRADED_WAIT_MS: Final = 10
-"""A ``WAIT``'s timeout while replicas fall short (a replica that is back answers in a
-round trip); the full timeout returns with the first write all replicas acknowledge."""
 PROBE_EVERY_S: Final = 1.0
-"""While replicas fall short, one ``WAIT`` per this many seconds gets the full timeout."""
+"""While replicas fall short, one write per this many seconds waits for them (a probe)."""
 SHORTFALL_LOG_INTERVAL_S: Final = 60.0
 """At most one WARNING per this many seconds about replica shortfalls, with their count."""
 
@@ -57,13 +56,13 @@ class ReplicaWaits:
     counts: dict[str, int] = field(default_factory=dict)
     """Shortfalls per operation since the last line."""
 
-    def timeout_ms(self, now: float) -> int:
-        """The full timeout, or a short one while replicas fall short (bar one probe a second)."""
-        full = self.replicas.timeout_ms
+    def timeout_ms(self, now: float) -> int | None:
+        """The next write's ``WAIT`` timeout; None: no ``WAIT`` (replicas fall short, and
+        this write is no probe)."""
         if self.short_since is None or now - self.last_probe >= PROBE_EVERY_S:
             self.last_probe = now
-            return full
-        return min(full, DEGRADED_WAIT_MS)
+            return self.replicas.timeout_ms
+        return None
 
     def record(self, acknowledged: int, operation: str, now: float) -> str | None:
         """Note what ``WAIT`` answered; the WARNING to write now, if one is due."""
@@ -109,13 +108,18 @@ class ReplicatedScripts:
         wanted = self._waits.replicas.wanted
         if not wanted:
             return await script(keys=keys, args=args)
+        timeout_ms = self._waits.timeout_ms(self._clock())
+        if timeout_ms is None:
+            reply = await script(keys=keys, args=args)
+            self._note(0, operation)
+            return reply
         for _ in range(2):
             pipe = self._redis.pipeline(transaction=False)
             # EVALSHA rather than the script object: in a pipeline that would ask SCRIPT
             # EXISTS first, a second round trip on every call. NOSCRIPT (a restarted or
             # failed-over Redis) loads it and runs the pair again: the script never ran.
             pipe.evalsha(script.sha, len(keys), *keys, *args)
-            pipe.wait(wanted, self._waits.timeout_ms(self._clock()))
+            pipe.wait(wanted, timeout_ms)
             reply, acknowledged = await pipe.execute(raise_on_error=False)
             if not isinstance(reply, NoScriptError):
                 break
