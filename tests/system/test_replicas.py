@@ -10,7 +10,6 @@ the writes would miss (it would count the replica as up to date).
 from __future__ import annotations
 
 import io
-import json
 import logging
 import time
 import uuid
