@@ -2,26 +2,23 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
-import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import redis
-from pydantic import TypeAdapter, ValidationError
 
-from forwarder._errors import FieldError, InvalidEventError, InvalidEventsError, PublishError
-from forwarder._models import DeploymentEvent, GitInfo, IncidentEvent
-from forwarder._operations import DeploymentPatchByVersion, Remediation
+from forwarder._errors import InvalidEventError, InvalidEventsError, PublishError
+from forwarder._models import GitInfo, IncidentEvent
+from forwarder._operations import Remediation
+from forwarder._producer_checks import EventChecks, patch_by_version_from_env
 from forwarder._published import DEFAULT_SPOOL_MAX_BYTES, DrainReport, Published
 from forwarder.connection import redis_client
 from forwarder.entry import Event, encode_entry, to_event
-from forwarder.jsontext import printable
 from forwarder.protocol import (
     DEFAULT_KEY_PREFIX,
     KIND_DEPLOYMENT,
@@ -29,7 +26,6 @@ from forwarder.protocol import (
     KIND_DEPLOYMENT_PATCH,
     KIND_DEPLOYMENT_PATCH_BY_VERSION,
     KIND_FAILURE_DELETE,
-    PATCH_BY_VERSION_VARIABLE,
     RedisKeys,
 )
 from forwarder.replicas import DEFAULT_REPLICAS_TIMEOUT_S, Replicas, xadd_acknowledged
@@ -46,32 +42,6 @@ RemediationLike = Remediation | Mapping[str, Any]
 """A ``Remediation``, or its mapping: ``{"id": ..., "type": "rollback"}`` (or ``version``)."""
 
 DEFAULT_TIMEOUT_S = 1.0
-
-PATCH_BY_VERSION_REFUSAL: Final = (
-    f"PATCH by version is a Datadog preview: set {PATCH_BY_VERSION_VARIABLE}=true to send it"
-)
-MAX_WARNED_SERVICES: Final = 10_000
-"""Services a publisher remembers having warned about (unversioned deployments): a stream
-of made-up names cannot grow its memory past this, nor its warnings."""
-_SHOWN_SERVICE_CHARS: Final = 100
-_BOOL: Final = TypeAdapter(bool)
-
-
-def patch_by_version_from_env() -> bool:
-    """``FORWARDER_PATCH_BY_VERSION`` read as the settings read it (true/1/yes/on, any case).
-
-    Unset or empty is off; any other value is a ``ValueError`` naming the variable.
-    """
-    text = os.environ.get(PATCH_BY_VERSION_VARIABLE, "").strip()
-    if not text:
-        return False
-    try:
-        return _BOOL.validate_python(text)
-    except ValidationError:
-        raise ValueError(
-            f"{PATCH_BY_VERSION_VARIABLE} must be true or false (1/0, yes/no, on/off), "
-            f"not {printable(text[:20])!r}"
-        ) from None
 
 
 class Publisher:
@@ -107,12 +77,9 @@ class Publisher:
         self._redis = client
         self._replicas = Replicas.of(replicas, replicas_timeout_s)
         self._stream = RedisKeys(key_prefix).ingest
-        self._patch_by_version = (
+        self._checks = EventChecks(
             patch_by_version_from_env() if patch_by_version is None else patch_by_version
         )
-        self._warned: set[bytes] = set()
-        self._warned_full = False
-        self._warned_lock = threading.Lock()
         self._spooler: Spooler | None = None
         if spool_dir is not None:
             from forwarder._spooler import Spooler  # noqa: PLC0415 - fcntl: POSIX only
@@ -360,38 +327,7 @@ class Publisher:
         return self.publish(to_event({"id": id}, KIND_FAILURE_DELETE))
 
     def _check(self, event: Event) -> None:
-        """Refuse a PATCH by version while it is off; warn of an unversioned deployment."""
-        if isinstance(event, DeploymentEvent):
-            if event.version is None and event.git is None:
-                self._warn_unversioned(event.service)
-        elif isinstance(event, DeploymentPatchByVersion) and not self._patch_by_version:
-            raise InvalidEventError([FieldError("kind", PATCH_BY_VERSION_REFUSAL)])
-
-    def _warn_unversioned(self, service: str) -> None:
-        """One WARNING per service (per publisher): its deployments cannot be rolled back."""
-        digest = hashlib.blake2b(service.encode("utf-8", "surrogatepass"), digest_size=16)
-        key = digest.digest()
-        with self._warned_lock:
-            if self._warned_full or key in self._warned:
-                return
-            full = self._warned_full = len(self._warned) >= MAX_WARNED_SERVICES
-            if not full:
-                self._warned.add(key)
-        if full:
-            log.warning(
-                "deployments without version or git came from more than %d services; "
-                "this publisher warns of no more of them",
-                MAX_WARNED_SERVICES,
-            )
-            return
-        shown = printable(service[:_SHOWN_SERVICE_CHARS])
-        log.warning(
-            "deployment of service '%s' has neither version nor git: Datadog identifies a "
-            "deployment by env + service + version and detects rollbacks by commit SHA (git) "
-            "or by version, so rollback and rollforward change failure detection cannot work "
-            "for it; publish its version or git (said once per service)",
-            shown + ("..." if len(service) > _SHOWN_SERVICE_CHARS else ""),
-        )
+        self._checks.check(event)
 
     def close(self) -> None:
         """Stop the spool's drainer (what waits stays on disk); release the connections."""

@@ -25,7 +25,7 @@ from forwarder import (
     Remediation,
     RemediationType,
 )
-from forwarder import _publisher as publisher_module
+from forwarder import _producer_checks as producer_checks
 from forwarder.entry import decode_entry
 from forwarder.protocol import PATCH_BY_VERSION_VARIABLE, RedisKeys
 from harness import streams
@@ -305,7 +305,7 @@ def test_remembered_services_are_bounded(
     make_publisher: MakePublisher, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Past the cap: one line saying so, then silence; memory stops growing."""
-    monkeypatch.setattr(publisher_module, "MAX_WARNED_SERVICES", 3)
+    monkeypatch.setattr(producer_checks, "MAX_WARNED_SERVICES", 3)
     caplog.set_level(logging.WARNING, logger=LOGGER)
     publisher = make_publisher()
     events = [
@@ -319,7 +319,7 @@ def test_remembered_services_are_bounded(
         "deployments without version or git came from more than 3 services; "
         "this publisher warns of no more of them"
     )
-    assert len(publisher._warned) == 3
+    assert len(publisher._checks.warned) == 3
 
 
 def test_a_hostile_service_name_is_shown_escaped_and_cut(

@@ -38,7 +38,6 @@ from starlette.routing import Route
 from config import Settings
 from forwarder import PublishError
 from forwarder.connection import async_redis_client
-from forwarder.entry import encode_entry
 from forwarder.jsontext import printable
 from forwarder.protocol import (
     KIND_DEPLOYMENT,
