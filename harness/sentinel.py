@@ -238,6 +238,50 @@ class SentinelCluster:
         self._kill(port)
         return port
 
+    def replica_port(self) -> int:
+        """The data node that is not the primary."""
+        primary = self.primary_port()
+        return next(port for port in self.data_ports if port != primary)
+
+    def pause(self, port: int, paused: bool = True) -> None:
+        """SIGSTOP (or SIGCONT) the server on ``port``: a replica that stops reading its
+        primary's stream, as a slow or partitioned one does, while its socket stays open."""
+        os.killpg(self.processes[port].pid, signal.SIGSTOP if paused else signal.SIGCONT)
+
+    def cut_replication(self) -> None:
+        """Close the primary's connections to its replicas (``CLIENT KILL TYPE replica``): what
+        the primary writes next reaches no replica until one reconnects. With the replica
+        paused first, it cannot, as when the network between them fails."""
+        primary = self.primary_port()
+        if primary is None:
+            raise RuntimeError("no sentinel names a primary")
+        client = self._client(primary)
+        try:
+            client.client_kill_filter(_type="replica")
+        finally:
+            client.close()
+
+    def restart_as_replica(self, port: int, timeout_s: float = 30.0) -> None:
+        """Start the killed node on ``port`` again as a replica of the current primary (as a
+        supervisor would restart it); return once it is in sync. With one replica wanted
+        (``FORWARDER_PUBLISH_REPLICAS=1``), writes are acknowledged again only from then."""
+        primary = self.primary_port()
+        if primary is None or primary == port:
+            raise RuntimeError("no other primary to follow")
+        self._start_data_node(port, "--replicaof", "127.0.0.1", str(primary))
+
+        def in_sync() -> bool:
+            client = self._client(port)
+            try:
+                info = client.info("replication")
+            except redis.RedisError:
+                return False
+            finally:
+                client.close()
+            return bool(info.get("master_link_status") == "up")
+
+        wait_until(in_sync, timeout_s=timeout_s, what=f"redis-server :{port} to sync as a replica")
+
     def advertised_primary(self) -> int | None:
         """The primary's port as clients are told it: a sentinel whose ``SENTINEL MASTERS``
         shows it up (neither subjectively nor objectively down), as redis-py requires.
