@@ -18,7 +18,8 @@ from forwarder import InvalidEventError, Publisher, PublishError, SpoolFullError
 from forwarder._published import DEFAULT_SPOOL_MAX_BYTES
 from forwarder._spool import Spool
 from forwarder.protocol import RedisKeys
-from harness.stack import RedisServer, wait_until
+from harness.stack import RedisServer, Worker, wait_until, worker_env
+from harness.standin import StandinServer
 from tests.forwarder.spool_producer import incident_id
 
 REPO = Path(__file__).resolve().parents[2]
@@ -197,11 +198,12 @@ class Producer:
 
 
 def test_a_killed_producer_and_a_stopped_redis_lose_nothing(
-    server: RedisServer, tmp_path: Path
+    server: RedisServer, tmp_path: Path, standin: StandinServer, api_key: str
 ) -> None:
     """1,000 incidents (a start and a finish each): Redis SIGKILLed after 200, the producer
     SIGKILLed mid-way through the outage and restarted, Redis back after 700. Every incident
-    reaches the stream, and each one's start comes before its finish."""
+    reaches the stream, each one's start before its finish, and a real worker delivers all
+    1,000, finished."""
     spool_dir = tmp_path / "spool"
     producer = Producer(server.url, spool_dir, 0, 1_000, pause=200)
     try:
@@ -241,3 +243,19 @@ def test_a_killed_producer_and_a_stopped_redis_lose_nothing(
     assert set(finishes) == expected
     late = [name for name in expected if starts[name] > finishes[name]]
     assert not late, f"{len(late)} incidents finished before they started, e.g. {late[:3]}"
+
+    worker = Worker(
+        ["worker", "--beat", "--concurrency=1"],
+        worker_env(server.url, PREFIX, standin.url, api_key),
+        tmp_path / "worker.log",
+        tmp_path,
+    )
+    try:
+
+        def all_finished() -> bool:
+            held = standin.latest()
+            return all("finished_at" in held.get(name, {}) for name in expected)
+
+        wait_until(all_finished, timeout_s=90, what="the worker to deliver all 1,000, finished")
+    finally:
+        worker.stop()
