@@ -14,7 +14,12 @@ from __future__ import annotations
 from typing import Final
 from urllib.parse import SplitResult, parse_qsl, quote, quote_plus, unquote, unquote_plus, urlsplit
 
-from forwarder.sentinel_url import is_sentinel_url, parse_sentinel_url, sentinel_parts
+from forwarder.sentinel_url import (
+    at_after_host,
+    is_sentinel_url,
+    parse_sentinel_url,
+    sentinel_parts,
+)
 
 MASK: Final = "***"
 CREDENTIAL_PARAMS: Final = frozenset({"password"})
@@ -109,6 +114,8 @@ def mask_url_password(url: str) -> str:
 
 def _mask_one(url: str) -> str:
     parts = urlsplit(url)
+    if at_after_host(url):  # all before the last '@' may be a password: show none of it
+        return _mask_one(f"{parts.scheme}://{MASK}@{url.rpartition('@')[2]}")
     user, password, hostport = _split_netloc(parts.netloc)
     netloc = parts.netloc
     if password is not None:

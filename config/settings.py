@@ -21,7 +21,12 @@ from pydantic import (
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from config.redis_url import mask_url_password
-from forwarder.sentinel_url import is_sentinel_url, parse_sentinel_url
+from forwarder.sentinel_url import (
+    AT_AFTER_HOST_REASON,
+    at_after_host,
+    is_sentinel_url,
+    parse_sentinel_url,
+)
 
 _KEY_PREFIX_PATTERN = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 
@@ -212,6 +217,8 @@ class Settings(BaseSettings):
             return value
         if urlsplit(value).scheme not in {"redis", "rediss", "unix"}:
             raise ValueError("must start with redis://, rediss://, unix:// or sentinel://")
+        if at_after_host(value):  # redis-py's error would show the password's first half
+            raise ValueError(AT_AFTER_HOST_REASON)
         return value
 
     @field_validator("redis_sentinel_master")

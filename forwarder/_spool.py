@@ -172,9 +172,11 @@ class Spool:
                 entries, end, bad = self._read_batch(start, batch)
                 if not entries and end == start:
                     if start:  # all drained: empty the file for the next outage
+                        # The offset first: dying in between then sends it all again
+                        # (harmless), where a stale offset past the end would hide appends.
+                        self._write_offset(0)
                         os.ftruncate(self._data_fd, 0)
                         os.fsync(self._data_fd)
-                        self._write_offset(0)
                     return DrainReport(sent=sent, skipped=skipped)
             skipped += bad
             self.skipped_total += bad
@@ -192,11 +194,11 @@ class Spool:
         bad = 0
         position = start
         while position < size and len(entries) < batch:
-            chunk = os.pread(self._data_fd, min(_READ_CHUNK_BYTES, size - position), position)
+            chunk = self._read_to_newline(position, size)
             lines = chunk.split(b"\n")
             tail = lines.pop()  # after the last newline: a partial line, or b""
             if not lines:  # no newline at all
-                if position + len(chunk) < size:  # a line longer than a chunk: no record is
+                if position + len(chunk) < size:  # a line longer than the bound: no record is
                     bad += 1
                     log.warning(
                         "spool %s: skipped an oversized line at byte %d", self._data, position
@@ -233,6 +235,19 @@ class Spool:
                     continue
                 entries.append(record)
         return entries, position, bad
+
+    def _read_to_newline(self, position: int, size: int) -> bytes:
+        """A chunk from ``position``, read on until it holds a newline: a valid event's record
+        can be longer than a chunk (1,000 emoji escaped take 12 KB). At most ``max_bytes``
+        (an append never writes a longer record), or the file's end."""
+        chunk = b""
+        while position + len(chunk) < size and len(chunk) < self.max_bytes:
+            start = position + len(chunk)
+            more = os.pread(self._data_fd, min(_READ_CHUNK_BYTES, size - start), start)
+            chunk += more
+            if not more or b"\n" in more:
+                break
+        return chunk
 
     def _skip_line(self, position: int, size: int) -> int:
         while position < size:

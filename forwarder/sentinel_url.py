@@ -16,6 +16,10 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 DEFAULT_SENTINEL_PORT: Final = 26379
 SENTINEL_MASTER_VARIABLE: Final = "FORWARDER_REDIS_SENTINEL_MASTER"
 SENTINEL_SCHEME: Final = "sentinel"
+AT_AFTER_HOST_REASON: Final = (
+    "has an '@' after its host: percent-encode '/', '?', '#' and '@' in a password "
+    "(%2F %3F %23 %40)"
+)
 _PART_SEPARATOR: Final = re.compile(r";(?=sentinel://)", re.IGNORECASE)
 """Split only where a new part starts: a stray ``;`` stays in its part (and is refused),
 so that a password containing one is never cut in two and half of it shown."""
@@ -41,6 +45,15 @@ def is_sentinel_url(url: str) -> bool:
     return url[: len(SENTINEL_SCHEME) + 3].lower() == f"{SENTINEL_SCHEME}://"
 
 
+def at_after_host(url: str) -> bool:
+    """An ``@`` after a host that has none: a password with an unencoded ``/``, ``?`` or
+    ``#`` (the host part ends at the first of those), whose rest then sits in the path,
+    query or fragment. Such a URL is refused, and masked whole up to its last ``@``. (No
+    host at all, ``unix:///run/redis@1.sock``: a socket's path may hold an ``@``.)"""
+    netloc = urlsplit(url).netloc
+    return bool(netloc) and "@" not in netloc and "@" in url.partition("//")[2][len(netloc) :]
+
+
 def sentinel_parts(url: str) -> list[str]:
     """The ``;``-separated parts of a Sentinel URL, each one ``sentinel://...``."""
     return _PART_SEPARATOR.split(url)
@@ -64,6 +77,8 @@ def parse_sentinel_url(url: str) -> SentinelAddress:
                 f"{where} contains ';': parts are separated by ';sentinel://', "
                 "and a ';' in a password is written %3B"
             )
+        if at_after_host(part):
+            raise ValueError(f"{where} {AT_AFTER_HOST_REASON}")
         parts = urlsplit(part)
         userinfo, at, _ = parts.netloc.rpartition("@")
         try:
