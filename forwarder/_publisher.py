@@ -76,6 +76,9 @@ class Publisher:
         """
         self._redis = client
         self._replicas = Replicas.of(replicas, replicas_timeout_s)
+        socket_timeout_s = client.get_connection_kwargs().get("socket_timeout")
+        if socket_timeout_s:  # a cut WAIT would read as "Redis away": spooled, sent again
+            self._replicas.check_socket_timeout(socket_timeout_s)
         self._stream = RedisKeys(key_prefix).ingest
         self._checks = EventChecks(
             patch_by_version_from_env() if patch_by_version is None else patch_by_version

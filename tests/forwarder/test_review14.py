@@ -6,7 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
+import redis
 
+from forwarder import Publisher
 from forwarder._spool import Spool, encode_record
 from forwarder.entry import encode_entry, to_event
 
@@ -76,3 +78,16 @@ def test_a_valid_event_larger_than_a_read_chunk_is_drained(tmp_path: Path) -> No
         assert spool.skipped_total == 0
     finally:
         spool.close()
+
+
+def test_a_publisher_on_a_given_client_refuses_a_wait_its_socket_would_cut() -> None:
+    """As ``from_url`` does: else every WAIT of a lagging replica ends in a socket timeout,
+    which reads as "Redis away", so the events, stored already, are spooled and sent again."""
+    client = redis.Redis.from_url("redis://127.0.0.1:1/15", socket_timeout=0.2)
+    try:
+        with pytest.raises(ValueError, match="must be less than the socket timeout"):
+            Publisher(client, replicas=1, replicas_timeout_s=0.5)
+        Publisher(client, replicas=1, replicas_timeout_s=0.1)
+        Publisher(client, replicas=0, replicas_timeout_s=0.5)
+    finally:
+        client.close()
