@@ -264,12 +264,26 @@ class Spool:
         except FileNotFoundError:
             return 0
         try:
-            return max(0, int(text))
+            offset = max(0, int(text))
         except ValueError:
             log.warning(
                 "spool %s: unreadable offset %r; draining from the start", self._offset, text[:20]
             )
             return 0
+        size = os.fstat(self._data_fd).st_size
+        if offset > size:
+            # The file was emptied or replaced from outside (the spool only ever empties it
+            # after resetting the offset): an offset past its end would hide every append.
+            log.warning(
+                "spool %s: offset %d is past the end of %s (%d bytes), which was emptied or "
+                "replaced by hand; draining it from the start",
+                self._offset,
+                offset,
+                DATA_FILE,
+                size,
+            )
+            return 0
+        return offset
 
     def _write_offset(self, offset: int) -> None:
         temporary = self._offset.with_suffix(f".{os.getpid()}.tmp")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 
 import pytest
@@ -91,3 +92,39 @@ def test_a_publisher_on_a_given_client_refuses_a_wait_its_socket_would_cut() -> 
         Publisher(client, replicas=0, replicas_timeout_s=0.5)
     finally:
         client.close()
+
+
+def test_a_data_file_emptied_by_hand_does_not_hide_later_appends(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An operator deletes spool.jsonl but leaves spool.offset: the offset is past the end
+    of the new file, which is then drained from its start, with a warning saying why."""
+    directory = tmp_path / "spool"
+    first = Spool(directory, 1_048_576)
+    first.append([entry(n) for n in range(5)])
+    assert len(drain_all_but_keep_offset(first)) == 5
+    first.close()
+    (directory / "spool.jsonl").unlink()
+
+    restarted = Spool(directory, 1_048_576)
+    try:
+        restarted.append([entry(20)])
+        assert not restarted.is_empty()
+        assert drain_all(restarted) == [entry(20)]
+    finally:
+        restarted.close()
+    assert any("emptied or replaced by hand" in r.getMessage() for r in caplog.records)
+
+
+def drain_all_but_keep_offset(spool: Spool) -> list[dict[str, str]]:
+    """Send the waiting records and record the offset, without the final emptying (as a
+    drain that stopped after its last batch leaves it)."""
+    sent: list[dict[str, str]] = []
+    stop = threading.Event()
+
+    def send(entries: list[dict[str, str]]) -> None:
+        sent.extend(entries)
+        stop.set()  # stop between batches: the offset is written, the file not emptied
+
+    spool.drain(send, stop=stop)
+    return sent
