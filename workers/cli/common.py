@@ -8,7 +8,7 @@ from typing import Final
 import redis
 
 from config import Settings
-from forwarder import connection
+from forwarder import Publisher, connection
 
 EXIT_BAD_INPUT: Final = 1
 """Some input was rejected (a bad line, an unknown dead letter, a missing --yes)."""
@@ -24,6 +24,22 @@ def redis_client(settings: Settings) -> redis.Redis:
         sentinel_master=settings.redis_sentinel_master,
         socket_timeout=settings.publish_timeout_s,
         socket_connect_timeout=settings.publish_timeout_s,
+    )
+
+
+def publisher(settings: Settings, spool_dir: str | None = None) -> Publisher:
+    """The CLI's publisher: the settings' Redis (Sentinel too), replicas, and ``spool_dir``
+    (with its size limit) when given. ``OSError`` when the spool cannot be opened."""
+    return Publisher.from_url(
+        settings.redis_url,
+        key_prefix=settings.key_prefix,
+        timeout_s=settings.publish_timeout_s,
+        patch_by_version=settings.patch_by_version,
+        sentinel_master=settings.redis_sentinel_master,
+        replicas=settings.publish_replicas,
+        replicas_timeout_s=settings.publish_replicas_timeout_s,
+        spool_dir=spool_dir,
+        spool_max_bytes=settings.spool_max_bytes,
     )
 
 

@@ -15,6 +15,7 @@ from forwarder.protocol import (
     PATCH_BY_VERSION_VARIABLE,
 )
 from workers.cli.common import EXIT_BAD_INPUT, EXIT_FAILURE
+from workers.cli.common import publisher as cli_publisher
 
 PUBLISH_CHUNK = 500
 """Events sent to Redis per pipeline by ``publish``."""
@@ -99,17 +100,7 @@ def cmd_publish(
         return EXIT_FAILURE
     spool_dir = spool_dir or settings.spool_dir
     try:
-        publisher = Publisher.from_url(
-            settings.redis_url,
-            key_prefix=settings.key_prefix,
-            timeout_s=settings.publish_timeout_s,
-            patch_by_version=settings.patch_by_version,
-            sentinel_master=settings.redis_sentinel_master,
-            replicas=settings.publish_replicas,
-            replicas_timeout_s=settings.publish_replicas_timeout_s,
-            spool_dir=spool_dir,
-            spool_max_bytes=settings.spool_max_bytes,
-        )
+        publisher = cli_publisher(settings, spool_dir)
     except OSError as exc:
         print(f"dora-forwarder: cannot open the spool {spool_dir}: {exc}", file=err)
         return EXIT_FAILURE

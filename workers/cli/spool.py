@@ -6,8 +6,9 @@ from pathlib import Path
 from typing import IO
 
 from config import Settings
-from forwarder import Publisher, PublishError
+from forwarder import PublishError
 from workers.cli.common import EXIT_FAILURE
+from workers.cli.common import publisher as cli_publisher
 
 
 def cmd_spool_drain(settings: Settings, directory: str, out: IO[str], err: IO[str]) -> int:
@@ -20,14 +21,7 @@ def cmd_spool_drain(settings: Settings, directory: str, out: IO[str], err: IO[st
         print(f"dora-forwarder: {directory} is no directory: there is no spool to drain", file=err)
         return EXIT_FAILURE
     try:
-        publisher = Publisher.from_url(
-            settings.redis_url,
-            key_prefix=settings.key_prefix,
-            timeout_s=settings.publish_timeout_s,
-            sentinel_master=settings.redis_sentinel_master,
-            spool_dir=directory,
-            spool_max_bytes=settings.spool_max_bytes,
-        )
+        publisher = cli_publisher(settings, directory)
     except OSError as exc:
         print(f"dora-forwarder: cannot open the spool {directory}: {exc}", file=err)
         return EXIT_FAILURE
