@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from http import HTTPStatus
-from typing import Any, Final
+from typing import Final
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -51,7 +51,8 @@ from forwarder.protocol import (
 )
 from forwarder.replicas import Replicas
 from workers.ingest.acknowledged import enqueue
-from workers.ingest.jsonapi import ApiError, bad_request, plain_errors
+from workers.ingest.answers import UNREPLICATED, error_answer, json_answer, unavailable
+from workers.ingest.jsonapi import ApiError, bad_request
 from workers.ingest.keys import IngestKeys
 from workers.ingest.refusals import RefusalLog
 from workers.ingest.request import BadRequestError, parse_request
@@ -64,12 +65,6 @@ JSONAPI_TYPE: Final = "application/vnd.api+json"
 """What Datadog answers a 202 with."""
 API_KEY_HEADER: Final = "dd-api-key"
 HEALTH_PATH: Final = "/health"
-RETRY_AFTER_S: Final = 1
-UNREPLICATED: Final = (
-    "answered 503: Redis stored the event but too few replicas acknowledged it "
-    "(FORWARDER_PUBLISH_REPLICAS); is a replica down or far behind?"
-)
-"""Why a request got a 503 for a replica shortfall (logged at most once per interval)."""
 MAX_PATH_SHOWN: Final = 200
 """Characters of a request's path a log line shows (an id in it can be anything sent)."""
 PATCH_BY_VERSION_OFF: Final = (
@@ -127,18 +122,6 @@ def redis_factory(settings: Settings) -> RedisFactory:
         )
 
     return build
-
-
-def _json(status: int, body: Any, headers: Mapping[str, str] | None = None) -> JSONResponse:
-    return JSONResponse(body, status_code=status, headers=dict(headers or {}))
-
-
-def _error(status: HTTPStatus, message: str | None = None, **headers: str) -> JSONResponse:
-    return _json(status, plain_errors(message or status.phrase), headers)
-
-
-def _unavailable(message: str | None = None) -> JSONResponse:
-    return _error(HTTPStatus.SERVICE_UNAVAILABLE, message, **{"Retry-After": str(RETRY_AFTER_S)})
 
 
 async def _read_body(request: Request, limit_bytes: int) -> bytes:
@@ -199,7 +182,7 @@ class Ingest:
         encoding = request.headers.get("content-encoding", "identity").strip().lower()
         if encoding != "identity":
             log.info("refused %s: Content-Encoding %s", where, encoding)
-            return _error(
+            return error_answer(
                 HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
                 f"Unsupported Media Type: Content-Encoding {encoding} is not supported; "
                 "send the body uncompressed",
@@ -211,7 +194,7 @@ class Ingest:
                 return await _read_body(request, limit)
         except TimeoutError:
             log.info("refused %s: body not complete within %g s", where, body_timeout_s)
-            return _error(
+            return error_answer(
                 HTTPStatus.REQUEST_TIMEOUT,
                 f"Request Timeout: the body did not arrive within {body_timeout_s:g} s "
                 "(FORWARDER_INGEST_BODY_TIMEOUT_S)",
@@ -219,10 +202,10 @@ class Ingest:
             )
         except ClientDisconnect:  # no one is left to answer; not a server error
             log.info("dropped %s: the client closed the connection before its body ended", where)
-            return _error(HTTPStatus.BAD_REQUEST)
+            return error_answer(HTTPStatus.BAD_REQUEST)
         except _TooLargeError:
             log.info("refused %s: body larger than %d bytes", where, limit)
-            return _error(
+            return error_answer(
                 HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
                 f"Payload Too Large: the body exceeds {limit} bytes",
             )
@@ -232,10 +215,10 @@ class Ingest:
         where = f"{request.method} {_shown_path(request)} from {_client(request)}"
         if (refusal := self._refusal(request)) is not None:
             self.refusals.refused(refusal, where)
-            return _error(HTTPStatus.FORBIDDEN)
+            return error_answer(HTTPStatus.FORBIDDEN)
         if route.kind == KIND_DEPLOYMENT_PATCH_BY_VERSION and not self.settings.patch_by_version:
             log.info("rejected %s: HTTP 400 %s is off", where, PATCH_BY_VERSION_VARIABLE)
-            return _json(
+            return json_answer(
                 HTTPStatus.BAD_REQUEST, bad_request([ApiError(PATCH_BY_VERSION_OFF, None)])
             )
         # Read whatever the method: a DELETE's body is ignored, but bounded like any other.
@@ -246,11 +229,11 @@ class Ingest:
             event = parse_request(route.kind, body, request.path_params)
         except BadRequestError as exc:
             log.info("rejected %s: HTTP 400 %s", where, exc)
-            return _json(HTTPStatus.BAD_REQUEST, bad_request(exc.errors))
+            return json_answer(HTTPStatus.BAD_REQUEST, bad_request(exc.errors))
         try:
             await enqueue(self.redis_client(), self.stream, [event], self.replicas)
         except (RedisError, PublishError) as exc:
-            return self._not_stored(where, exc)
+            return self.not_stored(where, exc)
         data = None
         if route.response_type is not None:
             data = {"id": event.event_id, "type": route.response_type}
@@ -258,14 +241,17 @@ class Ingest:
             {"data": data}, status_code=HTTPStatus.ACCEPTED, media_type=JSONAPI_TYPE
         )
 
-    def _not_stored(self, where: str, exc: RedisError | PublishError) -> Response:
-        """503: Redis did not take the event, or stored it but too few replicas acknowledged
-        it (said in the body; logged once per interval). A retry is harmless either way."""
+    def not_stored(
+        self, where: str, exc: RedisError | PublishError, redis_away: str | None = None
+    ) -> Response:
+        """503: Redis did not take the events (the body says ``redis_away``, else Datadog's
+        phrase), or stored them but too few replicas acknowledged them (said in the body;
+        logged once per interval). A retry is harmless either way."""
         if isinstance(exc, RedisError):
-            log.warning("answered 503 to %s: Redis did not take the event: %s", where, exc)
-            return _unavailable()
+            log.warning("answered 503 to %s: Redis did not take the events: %s", where, exc)
+            return unavailable(redis_away)
         self.refusals.refused(UNREPLICATED, where)
-        return _unavailable(f"{HTTPStatus.SERVICE_UNAVAILABLE.phrase}: {exc}")
+        return unavailable(f"{HTTPStatus.SERVICE_UNAVAILABLE.phrase}: {exc}")
 
     async def health(self, _request: Request) -> Response:
         """200 while Redis answers PING within the timeout, else 503 (for load balancers)."""
@@ -273,8 +259,8 @@ class Ingest:
             await self.redis_client().ping()
         except RedisError as exc:
             log.warning("health: Redis does not answer: %s", exc)
-            return _unavailable()
-        return _json(HTTPStatus.OK, {"status": "ok"})
+            return unavailable()
+        return json_answer(HTTPStatus.OK, {"status": "ok"})
 
 
 def _client(request: Request) -> str:
@@ -298,12 +284,12 @@ def _endpoint(ingest: Ingest, route: EventRoute) -> Callable[[Request], Awaitabl
 async def _http_error(_request: Request, exc: Exception) -> Response:
     """404 and 405 (with its ``Allow``) in Datadog's JSON style rather than plain text."""
     assert isinstance(exc, HTTPException)  # noqa: S101 - registered for HTTPException only
-    return _error(HTTPStatus(exc.status_code), None, **(exc.headers or {}))
+    return error_answer(HTTPStatus(exc.status_code), None, **(exc.headers or {}))
 
 
 async def _server_error(request: Request, exc: Exception) -> Response:
     log.error("failed %s %s", request.method, request.url.path, exc_info=exc)
-    return _error(HTTPStatus.INTERNAL_SERVER_ERROR)
+    return error_answer(HTTPStatus.INTERNAL_SERVER_ERROR)
 
 
 def create_app(

@@ -33,9 +33,9 @@ from typing import Any, Final
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from workers.ingest.answers import RETRY_AFTER_S
 from workers.ingest.refusals import RefusalLog
 
-RETRY_AFTER_S: Final = 1
 OVER_LIMIT: Final = "more connections open than FORWARDER_INGEST_MAX_CONNECTIONS"
 SLOW_HEADERS: Final = "request headers not complete within FORWARDER_INGEST_HEADER_TIMEOUT_S"
 

@@ -33,7 +33,8 @@ from forwarder.entry import Event, encode_entry
 from forwarder.jsontext import printable
 from forwarder.protocol import RedisKeys
 from workers.ingest.acknowledged import confirm, enqueue
-from workers.ingest.jsonapi import ApiError, bad_request, plain_errors
+from workers.ingest.answers import error_answer
+from workers.ingest.jsonapi import ApiError, bad_request
 from workers.ingest.sources import alertmanager, github, gitlab, pagerduty
 from workers.ingest.sources.document import UnmappableError
 from workers.ingest.sources.mapped import Ignored, Mapped
@@ -57,11 +58,11 @@ GITLAB_STATUS_KEEP_S: Final = 7 * 86_400
 GITLAB_JOIN_ATTEMPTS: Final = 5
 """Tries of a GitLab status's transaction while other deliveries of the deployment change
 what is known (GitLab sends a handful of statuses per deployment)."""
-RETRY_AFTER_S: Final = 1
-UNREPLICATED: Final = (
-    "answered 503: Redis stored the events but too few replicas acknowledged them "
-    "(FORWARDER_PUBLISH_REPLICAS); is a replica down or far behind?"
+REDIS_AWAY: Final = (
+    f"{HTTPStatus.SERVICE_UNAVAILABLE.phrase}: the forwarder's Redis did not answer; "
+    "send again (a repeat costs nothing)"
 )
+"""A source's 503 says more than Datadog's bare phrase: its sender is no Datadog client."""
 MAX_ITEM_LINES: Final = 5
 """WARNING lines one delivery writes for its refused items; the rest are counted in one."""
 _JSON_TYPES: Final = frozenset({"application/json", "text/json", "text/plain"})
@@ -72,20 +73,6 @@ ProofCheck = Callable[[Request, bytes], Refusal | None]
 """Why a delivery's proof (its headers, its raw body) is refused, or None."""
 HmacCheck = Callable[[bytes, bytes, str | None], Refusal | None]
 """Why a signature (the header's value) is not the body's under the key, or None."""
-
-
-def _error(status: HTTPStatus, message: str, **headers: str) -> JSONResponse:
-    return JSONResponse(plain_errors(message), status_code=status, headers=headers)
-
-
-def _unavailable(where: str, exc: RedisError) -> Response:
-    log.warning("answered 503 to %s: Redis did not answer: %s", where, exc)
-    return _error(
-        HTTPStatus.SERVICE_UNAVAILABLE,
-        f"{HTTPStatus.SERVICE_UNAVAILABLE.phrase}: the forwarder's Redis did not answer; "
-        "send again (a repeat costs nothing)",
-        **{"Retry-After": str(RETRY_AFTER_S)},
-    )
 
 
 def _bearer_refusal(ingest: Ingest, request: Request) -> Refusal | None:
@@ -134,12 +121,12 @@ class Sources:
     def _refused(self, refusal: Refusal, source: Source, where: str) -> Response:
         self.ingest.refusals.refused(f"{source.name}: {refusal.reason}", where)
         if refusal.missing:
-            return _error(
+            return error_answer(
                 HTTPStatus.UNAUTHORIZED,
                 f"Unauthorized: {refusal.reason}",
                 **{"WWW-Authenticate": source.challenge},
             )
-        return _error(HTTPStatus.FORBIDDEN, "Forbidden")
+        return error_answer(HTTPStatus.FORBIDDEN, "Forbidden")
 
     async def handle(self, request: Request) -> Response:
         """One delivery of a source's webhook (see the module's docstring)."""
@@ -148,7 +135,7 @@ class Sources:
         where = f"POST /sources/{printable(name[:40])} from {client}"
         source = self.on.get(name)
         if source is None:
-            return _error(HTTPStatus.NOT_FOUND, _off_reason(name))
+            return error_answer(HTTPStatus.NOT_FOUND, _off_reason(name))
         body = await self._proven_body(source, request, where)
         if isinstance(body, Response):
             return body
@@ -159,20 +146,8 @@ class Sources:
         except UnmappableError as exc:
             return self._bad(where, [exc.error])
         except (RedisError, PublishError) as exc:  # GitLab's statuses are kept in Redis
-            return self._not_kept(where, exc)
+            return self.ingest.not_stored(where, exc, REDIS_AWAY)
         return await self._answer(mapped, where)
-
-    def _not_kept(self, where: str, exc: RedisError | PublishError) -> Response:
-        """503: Redis did not answer, or stored it but too few replicas acknowledged it;
-        either way a re-send costs nothing. Shortfalls are logged once per interval."""
-        if isinstance(exc, RedisError):
-            return _unavailable(where, exc)
-        self.ingest.refusals.refused(UNREPLICATED, where)
-        return _error(
-            HTTPStatus.SERVICE_UNAVAILABLE,
-            f"{HTTPStatus.SERVICE_UNAVAILABLE.phrase}: {exc}",
-            **{"Retry-After": str(RETRY_AFTER_S)},
-        )
 
     async def _proven_body(self, source: Source, request: Request, where: str) -> bytes | Response:
         """The body, once the source's proof is checked; or the answer that refuses it."""
@@ -187,7 +162,7 @@ class Sources:
         media_type = content_type.split(";")[0].strip().lower()
         if media_type not in _JSON_TYPES and not media_type.endswith("+json"):
             log.info("refused %s: Content-Type %s", where, printable(content_type[:80]))
-            return _error(
+            return error_answer(
                 HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
                 "Unsupported Media Type: send application/json (in GitHub, the webhook's "
                 "Content type setting)",
@@ -210,7 +185,7 @@ class Sources:
             try:
                 await self._enqueue(mapped.events)
             except (RedisError, PublishError) as exc:
-                return self._not_kept(where, exc)
+                return self.ingest.not_stored(where, exc, REDIS_AWAY)
         status = HTTPStatus.ACCEPTED if mapped.events or mapped.held else HTTPStatus.OK
         return JSONResponse(mapped.answer(), status_code=status)
 
