@@ -25,12 +25,10 @@ from pydantic import SecretStr
 
 from config import load_settings
 from forwarder import derive_deployment_id, derive_incident_id
-from forwarder.protocol import KIND_DEPLOYMENT, KIND_FAILURE, RedisKeys, state_id
+from forwarder.protocol import KIND_DEPLOYMENT, KIND_FAILURE, state_id
 from harness import streams
-from harness.stack import delete_keys
+from tests.ingest.in_thread import app_in_thread
 from workers.delivery.fold import plan_fold
-from workers.ingest.app import create_app
-from workers.ingest.keys import IngestKeys
 
 KEY = f"ingest-key-{uuid.uuid4().hex}"
 NS = 10**9
@@ -171,23 +169,8 @@ def harness(redis_url: str) -> Iterator[Harness]:
     app_settings = load_settings(
         redis_url=redis_url, key_prefix=prefix, ingest_keys=SecretStr(KEY), dd_api_key=None
     )
-    keys = IngestKeys.from_settings(app_settings.ingest_keys, None)
-    app = create_app(app_settings, keys)
-    client = redis.Redis.from_url(redis_url)
-    try:
-        with (
-            anyio.from_thread.start_blocking_portal() as portal,
-            portal.wrap_async_context_manager(app.router.lifespan_context(app)),
-        ):
-            transport = httpx.ASGITransport(app=app)
-            http = httpx.AsyncClient(transport=transport, base_url="http://ingest.test")
-            try:
-                yield Harness(portal, http, client, RedisKeys(prefix).ingest)
-            finally:
-                portal.call(http.aclose)
-    finally:
-        client.close()
-        delete_keys(redis_url, "{" + prefix + "}*")
+    with app_in_thread(redis_url, app_settings) as running:
+        yield Harness(running.portal, running.client, running.redis, running.stream)
 
 
 @EXAMPLES

@@ -24,8 +24,7 @@ import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from forwarder.protocol import RedisKeys
-from harness.stack import delete_keys
+from tests.ingest.in_thread import app_in_thread
 from tests.ingest.sources.support import (
     GITHUB_SECRET,
     GITLAB_HOOK,
@@ -39,8 +38,6 @@ from tests.ingest.sources.support import (
     proof,
     source_settings,
 )
-from workers.ingest.app import create_app
-from workers.ingest.keys import IngestKeys
 
 pytestmark = pytest.mark.usefixtures("clean_env")
 
@@ -181,23 +178,8 @@ class Harness:
 def harness(redis_url: str) -> Iterator[Harness]:
     prefix = f"test-sources-fuzz-{uuid.uuid4().hex[:12]}"
     app_settings = source_settings(redis_url, prefix)
-    keys = IngestKeys.from_settings(app_settings.ingest_keys, app_settings.dd_api_key)
-    app = create_app(app_settings, keys)
-    client = redis.Redis.from_url(redis_url)
-    try:
-        with (
-            anyio.from_thread.start_blocking_portal() as portal,
-            portal.wrap_async_context_manager(app.router.lifespan_context(app)),
-        ):
-            transport = httpx.ASGITransport(app=app)
-            http = httpx.AsyncClient(transport=transport, base_url="http://ingest.test")
-            try:
-                yield Harness(portal, http, client, RedisKeys(prefix).ingest)
-            finally:
-                portal.call(http.aclose)
-    finally:
-        client.close()
-        delete_keys(redis_url, "{" + prefix + "}*")
+    with app_in_thread(redis_url, app_settings) as running:
+        yield Harness(running.portal, running.client, running.redis, running.stream)
 
 
 def signed(source: str, body: bytes) -> list[tuple[bytes, bytes]]:
