@@ -12,13 +12,11 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-import anyio.from_thread
-import httpx
 import pytest
-import redis
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import SecretStr
@@ -27,7 +25,7 @@ from config import load_settings
 from forwarder import derive_deployment_id, derive_incident_id
 from forwarder.protocol import KIND_DEPLOYMENT, KIND_FAILURE, state_id
 from harness import streams
-from tests.ingest.in_thread import app_in_thread
+from tests.ingest.in_thread import AppInThread, app_in_thread
 from workers.delivery.fold import plan_fold
 
 KEY = f"ingest-key-{uuid.uuid4().hex}"
@@ -134,17 +132,9 @@ def deployments(draw: st.DrawFn) -> tuple[dict[str, Any], dict[str, Any]]:
 # --- the endpoint in-process ---------------------------------------------------------------
 
 
-class Harness:
+@dataclass(frozen=True)
+class Harness(AppInThread):
     """The app in-process, and what a worker would make of the stream afterwards."""
-
-    def __init__(
-        self,
-        portal: anyio.from_thread.BlockingPortal,
-        client: httpx.AsyncClient,
-        redis_client: redis.Redis,
-        stream: str,
-    ) -> None:
-        self.portal, self.client, self.redis, self.stream = portal, client, redis_client, stream
 
     def accepted(self, path: str, attributes: dict[str, Any]) -> str:
         """POST the attributes in Datadog's envelope; assert a 202; return the answered id."""

@@ -14,17 +14,16 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-import anyio.from_thread
 import httpx
 import pytest
-import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.ingest.in_thread import app_in_thread
+from tests.ingest.in_thread import AppInThread, app_in_thread
 from tests.ingest.sources.support import (
     GITHUB_SECRET,
     GITLAB_HOOK,
@@ -151,17 +150,9 @@ def documents(source: str) -> st.SearchStrategy[Any]:
 # --- the app in-process -------------------------------------------------------------------
 
 
-class Harness:
+@dataclass(frozen=True)
+class Harness(AppInThread):
     """The app with every source on, in an event loop of its own; the stream's length."""
-
-    def __init__(
-        self,
-        portal: anyio.from_thread.BlockingPortal,
-        client: httpx.AsyncClient,
-        redis_client: redis.Redis,
-        stream: str,
-    ) -> None:
-        self.portal, self.client, self.redis, self.stream = portal, client, redis_client, stream
 
     def post(self, source: str, body: bytes, headers: list[tuple[bytes, bytes]]) -> httpx.Response:
         send = partial(self.client.post, f"/sources/{source}", content=body, headers=headers)
