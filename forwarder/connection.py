@@ -60,6 +60,17 @@ def _sentinel_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in kwargs.items() if key.startswith("socket_")}
 
 
+def _sentinel_parts(
+    url: str, sentinel_master: str | None, options: dict[str, Any]
+) -> tuple[list[tuple[str, int]], dict[str, Any], str, dict[str, Any]]:
+    """For a Sentinel URL: the sentinels and how to ask them, the master's name, and the
+    primary's connection options (its credentials and database with ``options``)."""
+    name = _master_name(sentinel_master)
+    address = parse_sentinel_url(url)
+    primary = dict(options, username=address.username, password=address.password, db=address.db)
+    return list(address.sentinels), _sentinel_kwargs(options), name, primary
+
+
 def redis_client(
     url: str,
     *,
@@ -78,19 +89,9 @@ def redis_client(
     )
     if not is_sentinel_url(url):
         return redis.Redis.from_url(url, **options)
-    name = _master_name(sentinel_master)
-    address = parse_sentinel_url(url)
-    manager = redis.sentinel.Sentinel(
-        list(address.sentinels), sentinel_kwargs=_sentinel_kwargs(options)
-    )
-    client: redis.Redis = manager.master_for(
-        name,
-        redis_class=_SentinelRedis,
-        username=address.username,
-        password=address.password,
-        db=address.db,
-        **options,
-    )
+    sentinels, asking, name, primary = _sentinel_parts(url, sentinel_master, options)
+    manager = redis.sentinel.Sentinel(sentinels, sentinel_kwargs=asking)
+    client: redis.Redis = manager.master_for(name, redis_class=_SentinelRedis, **primary)
     return client
 
 
@@ -108,17 +109,9 @@ def async_redis_client(
     )
     if not is_sentinel_url(url):
         return redis.asyncio.Redis.from_url(url, **options)
-    name = _master_name(sentinel_master)
-    address = parse_sentinel_url(url)
-    manager = redis.asyncio.sentinel.Sentinel(
-        list(address.sentinels), sentinel_kwargs=_sentinel_kwargs(options)
-    )
+    sentinels, asking, name, primary = _sentinel_parts(url, sentinel_master, options)
+    manager = redis.asyncio.sentinel.Sentinel(sentinels, sentinel_kwargs=asking)
     client: redis.asyncio.Redis = manager.master_for(
-        name,
-        redis_class=_AsyncSentinelRedis,
-        username=address.username,
-        password=address.password,
-        db=address.db,
-        **options,
+        name, redis_class=_AsyncSentinelRedis, **primary
     )
     return client
