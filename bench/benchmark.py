@@ -34,6 +34,7 @@ from typing import Any
 import httpx
 import redis
 
+from bench.footprint import cpu_seconds, idle_cpu_share, memory
 from forwarder import Publisher, to_event
 from forwarder.entry import encode_entry
 from forwarder.protocol import GateField, RedisKeys
@@ -268,11 +269,14 @@ def end_to_end(
             base = standin.accepted()
             tag = uuid.uuid4().hex[:8]
             events = [event(f"e2e-{tag}-{i:010d}", i) for i in range(count)]
+            group = system.worker.process.pid
+            cpu_before = cpu_seconds(group)
             started = time.monotonic()
             stop = threading.Event()
             producer_thread = threading.Thread(target=system.send, args=(events, stop), daemon=True)
             producer_thread.start()
             done = wait(lambda: standin.accepted() - base >= count, cap_s, f"{name} to drain")
+            cpu_used = cpu_seconds(group) - cpu_before
             stop.set()
             ids = {e["id"] for e in events}
             times = [
@@ -289,6 +293,7 @@ def end_to_end(
         standin.stop()
     return {
         "events_per_s": delivered / elapsed,
+        "worker_cpu_us_per_event": cpu_used * 1e6 / max(delivered, 1),
         "delivered": delivered,
         "complete": done,
         "elapsed_s": elapsed,
@@ -400,6 +405,97 @@ def rss_with_backlog(
     return figures
 
 
+# --- 6. footprint: idle CPU and memory ----------------------------------------------------
+
+IDLE_SETTLE_S = 10.0
+"""After the warm-up event, before idle CPU is counted: start-up work is over by then."""
+
+
+def footprint(redis_url: str, name: str, idle_s: float = 60.0) -> dict[str, Any]:
+    """A warmed-up worker of 2 processes with nothing to do: CPU over ``idle_s``, memory."""
+    standin = Standin()
+    try:
+        with running(name, redis_url, standin, 2) as system:
+            time.sleep(IDLE_SETTLE_S)
+            group = system.worker.process.pid
+            share = idle_cpu_share(group, idle_s)
+            held = memory(group)
+    finally:
+        standin.stop()
+    return {
+        "idle_cpu_share": share,
+        "pss_mb": held.pss_mb,
+        "rss_mb": held.rss_mb,
+        "processes": held.processes,
+    }
+
+
+def run_footprint(redis_url: str, idle_s: float = 60.0) -> dict[str, Any]:
+    """``dora-forwarder run`` as a small install starts it, idle: CPU over ``idle_s``, memory."""
+    standin = Standin()
+    prefix = f"bench-{uuid.uuid4().hex[:10]}"
+    env = child_env(
+        DD_API_KEY=API_KEY,
+        FORWARDER_REDIS_URL=redis_url,
+        FORWARDER_KEY_PREFIX=prefix,
+        FORWARDER_API_URL=standin.url,
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        log_path = Path(tmp) / "run.log"
+        with log_path.open("wb") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "workers.cli", "run"],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=tmp,
+                env=env,
+                start_new_session=True,
+            )
+        publisher = Publisher.from_url(redis_url, key_prefix=prefix)
+        try:
+            before = standin.accepted()
+            publisher.publish(event(f"warmup-{uuid.uuid4().hex}"))
+            wait(lambda: standin.accepted() > before, 60, "run to start")
+            time.sleep(IDLE_SETTLE_S)
+            lines_before = _lines(log_path)
+            share = idle_cpu_share(process.pid, idle_s)
+            lines = _lines(log_path) - lines_before
+            held = memory(process.pid)
+        finally:
+            publisher.close()
+            process.terminate()
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, 9)
+                process.wait(10)
+            standin.stop()
+            delete_keys(redis_url, "{" + prefix + "}*", prefix + "*")
+    return {
+        "idle_cpu_share": share,
+        "pss_mb": held.pss_mb,
+        "rss_mb": held.rss_mb,
+        "processes": held.processes,
+        "log_lines_idle": lines * 60 / idle_s,
+    }
+
+
+def _lines(path: Path) -> int:
+    with path.open("rb") as log:
+        return sum(1 for _ in log)
+
+
+def footprints(redis_url: str) -> dict[str, Any]:
+    """Both systems' idle workers, then an idle ``dora-forwarder run``."""
+    results: dict[str, Any] = {}
+    for name in SYSTEMS:
+        print(f"footprint {name} (idle a minute) ...", file=sys.stderr, flush=True)
+        results[name] = footprint(redis_url, name)
+    print("footprint dora-forwarder run (idle a minute) ...", file=sys.stderr, flush=True)
+    results["run"] = run_footprint(redis_url)
+    return results
+
+
 # --- where the CPU goes ----------------------------------------------------------------------
 
 
@@ -462,7 +558,7 @@ def cpu_split(
     }
 
 
-SECTIONS = ("producer", "e2e", "idle", "limit", "rss", "cpu")
+SECTIONS = ("producer", "e2e", "idle", "limit", "rss", "cpu", "footprint")
 
 
 def run(
@@ -504,6 +600,8 @@ def run(
     if "rss" in only:
         print("rss ...", file=sys.stderr, flush=True)
         results["rss"] = rss_with_backlog(redis_url)
+    if "footprint" in only:
+        results["footprint"] = footprints(redis_url)
     if "cpu" in only:
         print("cpu split, 50 ms x2 ...", file=sys.stderr, flush=True)
         results["cpu"] = cpu_split(redis_url)
@@ -533,6 +631,7 @@ def report(results: dict[str, Any]) -> str:
             f"| end to end, {key.replace('x', ', ')} process(es) | {dora_rate:,.0f} /s | "
             f"{yard_text} | {ratio} | {target} |"
         )
+    lines += _cost_rows(results)
     if "idle" in results:
         d, y = results["idle"]["dora"], results["idle"]["yardstick"]
         lines.append(
@@ -563,6 +662,40 @@ def report(results: dict[str, Any]) -> str:
             f"| where the CPU went at 50 ms, 2 processes (share of both cores) | {shown} | | | |"
         )
     return "\n".join(lines)
+
+
+def _cost_rows(results: dict[str, Any]) -> list[str]:
+    """Issue 15's rows: CPU per delivered event, idle CPU, memory of every process summed."""
+    rows = []
+    for key in ("0ms x2", "0ms x1"):
+        dora = results.get("e2e", {}).get(f"dora {key}", {})
+        yard = results.get("e2e", {}).get(f"yardstick {key}", {})
+        if "worker_cpu_us_per_event" in dora:
+            yard_text = (
+                f"{yard['worker_cpu_us_per_event']:,.0f} µs"
+                if "worker_cpu_us_per_event" in yard
+                else "not run"
+            )
+            rows.append(
+                f"| worker CPU per delivered event, {key.replace('x', ', ')} process(es) | "
+                f"{dora['worker_cpu_us_per_event']:,.0f} µs | {yard_text} | | <= 150 µs |"
+            )
+    if "footprint" in results:
+        d, y, r = (results["footprint"][k] for k in ("dora", "yardstick", "run"))
+        rows += [
+            f"| idle CPU, worker of 2 processes, over a minute | {d['idle_cpu_share']:.2%} of a "
+            f"core | {y['idle_cpu_share']:.2%} | | <= 0.5% |",
+            f"| memory, idle worker of 2 processes: PSS (RSS), all processes | "
+            f"{d['pss_mb']:.0f} ({d['rss_mb']:.0f}) MB, {d['processes']:.0f} processes | "
+            f"{y['pss_mb']:.0f} ({y['rss_mb']:.0f}) MB, {y['processes']:.0f} | | |",
+            f"| memory, idle `dora-forwarder run`: PSS (RSS), all processes | "
+            f"{r['pss_mb']:.0f} ({r['rss_mb']:.0f}) MB, {r['processes']:.0f} process(es) | | | "
+            "<= 90 MB PSS |",
+            f"| idle CPU of `dora-forwarder run`; its log lines per idle minute (INFO) | "
+            f"{r['idle_cpu_share']:.2%}; {r.get('log_lines_idle', float('nan')):.0f} | | | "
+            "<= 0.5%; 0 |",
+        ]
+    return rows
 
 
 def median_of(runs: list[Any]) -> Any:

@@ -106,8 +106,12 @@ class Settings(BaseSettings):
     breaker_probe_max_s: float = Field(default=30.0, gt=0, le=3_600)
     """The longest wait between two probes of the open breaker."""
     max_requests_per_s: float | None = Field(default=None, gt=0)
-    tick_s: float = Field(default=1.0, gt=0, le=60)
-    task_budget_s: float = Field(default=5.0, gt=0, le=300)
+    tick_s: float = Field(default=5.0, gt=0, le=60)
+    """Beat's interval between ticks. A tick only starts a pump where none runs (at start, after
+    a Redis outage): running pumps hand over to themselves."""
+    task_budget_s: float = Field(default=30.0, gt=0, le=300)
+    """How long one pump task works before it queues its own continuation. Each hand-over
+    costs Celery's per-task work, so a longer run is a cheaper idle worker."""
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
     metrics_port: int = Field(default=9641, ge=0, le=65_535)

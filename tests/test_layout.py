@@ -51,7 +51,6 @@ IO_PACKAGES = (
     "redis",
     "httpx",
     "aiohttp",
-    "httpx_aiohttp",
     "celery",
     "kombu",
     "billiard",

@@ -10,6 +10,9 @@ from __future__ import annotations
 import logging
 from typing import Any, Final
 
+import click
+from celery import bootsteps
+from celery.beat import EmbeddedService
 from celery.signals import after_setup_logger, after_setup_task_logger, worker_init
 from celery.utils.log import get_multiprocessing_logger
 
@@ -34,6 +37,30 @@ class _QuietTicks(logging.Filter):
         if not message.startswith(f"Task {PUMP_TASK}["):
             return True
         return not (message.endswith("received") or f"'{TICK_DROPPED_RESULT}'" in message)
+
+
+BEAT_THREAD_OPTION: Final = "--beat-thread"
+"""``celery worker`` option of ours: run beat as a thread of the worker's main process."""
+
+
+class ThreadedBeat(bootsteps.StartStopStep):
+    """Beat as a thread of the worker's main process, instead of ``--beat``'s own process.
+
+    For ``dora-forwarder run`` (a threads pool, one process in all): a process less is about
+    25 MB less memory. Not with a prefork pool, whose processes are forked from the main one
+    (a fork copies only the forking thread, so a lock held by beat's thread would stay held).
+    Beat keeps nothing worth a process: ticks carry no state.
+    """
+
+    label = "Beat (thread)"
+    conditional = True
+
+    def __init__(self, w: Any, beat_thread: bool = False, **kwargs: Any) -> None:
+        self.enabled = bool(beat_thread)
+        super().__init__(w, **kwargs)
+
+    def create(self, w: Any) -> Any:
+        return EmbeddedService(w.app, thread=True, scheduler_cls=w.scheduler)
 
 
 def broker_transport_options(settings: Settings) -> dict[str, Any]:
@@ -78,6 +105,15 @@ def create_app(settings: Settings) -> ForwarderCelery:
     quiet = _QuietTicks()
     for name in ("celery.worker.strategy", "celery.worker.request", "celery.app.trace"):
         logging.getLogger(name).addFilter(quiet)
+    app.user_options["worker"].add(
+        click.Option(
+            [BEAT_THREAD_OPTION],
+            is_flag=True,
+            default=False,
+            help="Run beat as a thread of this process (dora-forwarder run), not as a process.",
+        )
+    )
+    app.steps["worker"].add(ThreadedBeat)
     register(app)
     return app
 

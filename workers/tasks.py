@@ -9,7 +9,6 @@ every pool process give its claims back at once instead of holding them to the e
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import os
 import signal
 import threading
@@ -21,7 +20,13 @@ from typing import Any, Final
 import redis
 from billiard.process import current_process
 from celery import Celery, Task
-from celery.signals import before_task_publish, worker_init, worker_shutdown, worker_shutting_down
+from celery.signals import (
+    before_task_publish,
+    worker_init,
+    worker_ready,
+    worker_shutdown,
+    worker_shutting_down,
+)
 from kombu.exceptions import OperationalError
 
 from config import Settings
@@ -29,6 +34,7 @@ from forwarder.connection import redis_client
 from forwarder.protocol import RedisKeys
 from workers.delivery.records import TickCheck
 from workers.delivery.runtime import Runtime
+from workers.delivery.stop_flag import StopFlag
 from workers.delivery.store import lift_auth_pause
 from workers.ops.preflight import Findings, judge_redis
 
@@ -56,17 +62,18 @@ class ForwarderCelery(Celery):
         self.settings = settings
 
 
-_runtime: Runtime | None = None
+_runtimes = threading.local()
+"""Each process' runtime, or each thread's in a threads pool (an event loop runs in one)."""
 # Made before the pool forks, so that every pool process shares it with the main one.
-_WORKER_STOPPING = multiprocessing.get_context("fork").Event()
+_WORKER_STOPPING = StopFlag()
 _metrics_dir: str | None = None
 
 
 def _process_runtime(app: ForwarderCelery) -> Runtime:
-    global _runtime  # noqa: PLW0603 - one runtime per process, by design
-    if _runtime is None or _runtime.pid != os.getpid():
-        _runtime = Runtime(app.settings)
-    return _runtime
+    runtime: Runtime | None = getattr(_runtimes, "runtime", None)
+    if runtime is None or runtime.pid != os.getpid():  # a forked child starts its own
+        runtime = _runtimes.runtime = Runtime(app.settings)
+    return runtime
 
 
 class _RedisClock:
@@ -160,6 +167,18 @@ def register(app: ForwarderCelery) -> None:
     worker_init.connect(_check_before_start, dispatch_uid="dora_forwarder.check_before_start")
     _date_ticks(app)
 
+    def start_pumps(sender: Any = None, **_: Any) -> None:
+        """One tick per pool process at start, rather than one per FORWARDER_TICK_S."""
+        processes = getattr(getattr(sender, "controller", None), "concurrency", None) or 1
+        try:
+            for _tick in range(int(processes)):
+                pump.apply_async()
+        except OperationalError as exc:  # broker down: beat's ticks start them later
+            log.warning("could not queue the first pump runs: %s", exc)
+
+    # A closure has no other reference: a weak one would be collected at once.
+    worker_ready.connect(start_pumps, weak=False, dispatch_uid="dora_forwarder.start_pumps")
+
     @app.task(name=PUMP_TASK, bind=True, ignore_result=True)
     def pump(self: Task[Any, Any]) -> dict[str, Any]:
         """Ingest and deliver for ``FORWARDER_TASK_BUDGET_S`` seconds, then queue the next run.
@@ -173,7 +192,7 @@ def register(app: ForwarderCelery) -> None:
         if stale is not None:
             return {TICK_DROPPED_RESULT: stale.age_ms}
         with _sigterm_releases_claims(runtime):
-            report = runtime.run(app.settings.task_budget_s, _WORKER_STOPPING.is_set)
+            report = runtime.run(app.settings.task_budget_s, _WORKER_STOPPING)
         # After a Redis error, beat's next tick (within FORWARDER_TICK_S) starts the next run:
         # no tight loop against a Redis that is down.
         if not runtime.pump.stopping and report.redis_error is None:

@@ -27,7 +27,7 @@ from workers.delivery.fold import plan_fold
 from workers.delivery.gate import GateUpdate
 from workers.delivery.operations import ApiRequest, Step, owed_requests
 from workers.delivery.records import Attempt, Claim, Settlement, Verdict
-from workers.delivery.sender import DatadogSender, default_transport, may_have_landed
+from workers.delivery.sender import DatadogSender, may_have_landed
 from workers.delivery.settlement import SettlementPolicy, before_sending, from_answer
 from workers.delivery.store import Store
 
@@ -62,8 +62,9 @@ def test_only_failures_before_sending_are_certain(error: Exception, in_doubt: bo
     assert may_have_landed(error) is in_doubt
 
 
-def test_aiohttp_cause_decides_over_httpx_aiohttp_mapping() -> None:
-    """A server that hung up is mapped to ConnectTimeout by httpx-aiohttp; it is in doubt."""
+def test_aiohttp_cause_decides_over_an_httpx_mapping() -> None:
+    """An httpx transport over aiohttp (httpx-aiohttp) maps a server that hung up to
+    ConnectTimeout: the aiohttp cause says it is in doubt."""
     hung_up = httpx.ConnectTimeout("Server disconnected")
     hung_up.__cause__ = aiohttp.ServerDisconnectedError()
     assert may_have_landed(hung_up)
@@ -84,7 +85,7 @@ async def send_once(url: str, timeout_s: float = 5.0) -> Attempt:
         base_url=url,
         api_key=SecretStr("doubt-key"),
         timeout_s=timeout_s,
-        transport=default_transport(4),
+        max_connections=4,
     )
     try:
         attributes = to_event(START).model_dump(mode="json", exclude_none=True)

@@ -31,7 +31,7 @@ from workers.delivery.backoff import BackoffPolicy
 from workers.delivery.fold import plan_fold
 from workers.delivery.pump import Pump, PumpConfig, PumpReport
 from workers.delivery.records import Settlement, Verdict
-from workers.delivery.sender import DatadogSender, default_transport
+from workers.delivery.sender import DatadogSender
 from workers.delivery.settlement import SettlementPolicy, before_sending
 from workers.delivery.store import Store
 from workers.ops.dead_letters import list_letters
@@ -70,7 +70,7 @@ def pump(
         api_key=SecretStr(API_KEY),
         app_key=SecretStr(app_key) if app_key else None,
         timeout_s=5.0,
-        transport=default_transport(8),
+        max_connections=8,
     )
     settlement = SettlementPolicy(
         backoff=BackoffPolicy(base_s=0.01, max_s=0.02),

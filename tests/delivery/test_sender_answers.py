@@ -9,7 +9,7 @@ import pytest
 from pydantic import SecretStr
 
 from workers.delivery.operations import owed_requests
-from workers.delivery.sender import DatadogSender, default_transport
+from workers.delivery.sender import DatadogSender
 
 pytestmark = pytest.mark.anyio
 
@@ -59,9 +59,7 @@ async def test_an_answer_that_is_not_http_is_an_attempt_in_doubt(
     """A broken answer is a failed attempt with the reason; it came after the request was
     written, so the request may have landed (a resend of the current version follows)."""
     url = await answering(reply)
-    sender = DatadogSender(
-        base_url=url, api_key=SecretStr("k"), timeout_s=2.0, transport=default_transport(4)
-    )
+    sender = DatadogSender(base_url=url, api_key=SecretStr("k"), timeout_s=2.0, max_connections=4)
     try:
         attempt = await sender.send(
             owed_requests("incident-0000000001", {"id": "incident-0000000001"}, {})[0]

@@ -101,8 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser(
         "run",
         help="run the whole forwarder: worker + beat, and a Redis of its own if none answers",
-        description="Runs a worker with an embedded beat, and says which Redis it uses and "
-        "why. Without FORWARDER_REDIS_URL and with no Redis answering on localhost:6379 "
+        description="Runs a worker with an embedded beat, all in one process, and says which "
+        "Redis it uses and why. Without FORWARDER_REDIS_URL and with no Redis answering on "
+        "localhost:6379 "
         "(without a password), it first starts an embedded Redis (pip install "
         "'dora-forwarder[embedded]') that keeps its data in --data-dir and that only you can "
         "reach: a unix socket, and a password kept in that directory. "
@@ -138,10 +139,15 @@ def build_parser() -> argparse.ArgumentParser:
         description="Arguments after -- go to `celery worker` unchanged.",
     )
     add_serve_parser(commands)
+    run.add_argument(
+        "--concurrency",
+        "-c",
+        type=int,
+        help="pumps, as threads of its one process (default: 1, which keeps up with "
+        "thousands of events a second; run `worker` on more machines for more)",
+    )
+    worker.add_argument("--concurrency", "-c", type=int, help="worker processes (default: cores)")
     for command in (run, worker):
-        command.add_argument(
-            "--concurrency", "-c", type=int, help="worker processes (default: cores)"
-        )
         command.add_argument("--loglevel", "-l", help="log level (default: FORWARDER_LOG_LEVEL)")
         command.add_argument("celery_args", nargs="*", help="extra arguments for celery worker")
     return parser

@@ -94,7 +94,9 @@ def cmd_run(settings: Settings, options: RunOptions, err: IO[str]) -> int:
         os.environ["FORWARDER_DRY_RUN_FD"] = str(_requests_only_on_stdout())
     ingest = start_ingest(settings, err)  # with the environment above: the same Redis
     try:
-        return run_celery_worker(options.concurrency, options.loglevel, options.celery_args)
+        return run_celery_worker(
+            options.concurrency, options.loglevel, options.celery_args, one_process=True
+        )
     finally:
         if ingest is not None:
             ingest.stop()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import IO
+from typing import IO, Final
 
 from config import Settings
 from workers.cli.common import EXIT_FAILURE, missing_key_message
@@ -23,18 +23,34 @@ def cmd_worker(
     return run_celery_worker(concurrency, loglevel, list(extra))
 
 
+ONE_PROCESS_ARGS: Final = ("--pool=threads", "--beat-thread")
+"""``run``'s worker: the pump in a thread, beat in another, one process in all."""
+
+
 def run_celery_worker(
-    concurrency: int | None, loglevel: str | None, extra: tuple[str, ...] | list[str]
+    concurrency: int | None,
+    loglevel: str | None,
+    extra: tuple[str, ...] | list[str],
+    *,
+    one_process: bool = False,
 ) -> int:
-    """Run a Celery worker with an embedded beat, with the settings of the environment."""
+    """Run a Celery worker with an embedded beat, with the settings of the environment.
+
+    ``one_process`` (``run``): a threads pool of one pump (unless told more) and beat as a
+    thread. Otherwise a prefork pool, one process per core, and beat in a process of its own.
+    """
     import workers  # noqa: PLC0415 - Celery is only loaded for the worker
 
     settings = workers.app.settings
     # A dry run's standard output is its requests, one JSON line each: no banner there.
     quiet = ["--quiet"] if settings.dry_run else []
-    argv = [*quiet, "worker", "--beat", f"--loglevel={loglevel or settings.log_level}"]
-    if concurrency:
-        argv.append(f"--concurrency={concurrency}")
+    argv = [*quiet, "worker", f"--loglevel={loglevel or settings.log_level}"]
+    if one_process:
+        argv += [*ONE_PROCESS_ARGS, f"--concurrency={concurrency or 1}"]
+    else:
+        argv.append("--beat")
+        if concurrency:
+            argv.append(f"--concurrency={concurrency}")
     argv.extend(extra)
     workers.app.worker_main(argv)
     return 0

@@ -33,14 +33,19 @@ from workers.delivery.window import Window
 
 log = logging.getLogger("dora_forwarder.pump")
 
-IDLE_POLL_S = 1.0
-"""Longest an idle process waits before looking for due work folded by other processes."""
+IDLE_POLL_S = 5.0
+"""Longest an idle process waits before looking again for due work it did not fold itself.
+
+New entries wake a process at once (its blocked stream read returns), and so does work it
+folded or settled itself; only work made due by another process (one whose pump ended with
+it pending) waits this long. Each look is a Redis round trip: an idle fleet's main cost."""
 
 FORGET_CONSUMER_AFTER_MS = 3_600_000
 """A consumer with nothing pending, silent this long, belonged to a process now gone."""
 
-HEARTBEAT_EVERY_S = 1.0
-"""How often a running pump tells Redis it is alive (``status`` lists live workers)."""
+HEARTBEAT_EVERY_S = 5.0
+"""How often a running pump tells Redis it is alive (``status`` lists live workers, those
+heard from within 15 s); also the longest one blocked stream read."""
 
 REDIS_DOWN_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 
@@ -193,9 +198,8 @@ class Pump:
             if remaining_ms <= 0 or self.stopping:
                 return
             # BLOCK 0 would wait forever: always at least 1 ms.
-            entries = await self._store.read(
-                config.consumer, config.ingest_batch, max(1, min(remaining_ms, 1000))
-            )
+            block_ms = max(1, min(remaining_ms, int(HEARTBEAT_EVERY_S * 1000)))
+            entries = await self._store.read(config.consumer, config.ingest_batch, block_ms)
 
     async def _fold(self, entries: list[Entry], wake: asyncio.Event, report: PumpReport) -> None:
         if not entries:

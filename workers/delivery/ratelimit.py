@@ -14,8 +14,8 @@ def header_values(headers: Mapping[str, str], name: str) -> list[float]:
     """The usable numbers in header ``name``: finite, not negative, in the order sent.
 
     The header sometimes arrives twice and is joined as ``"7, 7"``; words, ``inf`` and
-    ``nan`` are dropped rather than trusted. ``headers`` must be case-insensitive (httpx's
-    are), and ``name`` lower-case.
+    ``nan`` are dropped rather than trusted. ``headers`` must be case-insensitive (aiohttp's
+    and httpx's are), and ``name`` lower-case.
     """
     raw = headers.get(name)
     if raw is None:
@@ -39,8 +39,8 @@ def _seconds(headers: Mapping[str, str], name: str) -> float | None:
 def retry_after_s(headers: Mapping[str, str]) -> float | None:
     """Seconds until Datadog's window resets, from ``X-RateLimit-Reset`` or ``-Period``.
 
-    ``headers`` must be case-insensitive (httpx's are). Returns None when neither header
-    holds a usable number; caps absurd values at ``MAX_WAIT_S``.
+    ``headers`` must be case-insensitive (aiohttp's and httpx's are). Returns None when
+    neither header holds a usable number; caps absurd values at ``MAX_WAIT_S``.
     """
     wait = _seconds(headers, "x-ratelimit-reset")
     if wait is None:

@@ -7,10 +7,8 @@ never in the parent: sockets and event loops do not survive a fork.
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import socket
-from collections.abc import Callable
 
 from config import Settings
 from forwarder.connection import async_redis_client
@@ -21,28 +19,32 @@ from workers.delivery.breaker import BreakerPolicy
 from workers.delivery.observer import NoObserver, PumpObserver
 from workers.delivery.pump import Pump, PumpConfig, PumpReport
 from workers.delivery.records import TickCheck
-from workers.delivery.sender import DatadogSender, PrintingSender, Sender, default_transport
+from workers.delivery.sender import DatadogSender, PrintingSender, Sender
 from workers.delivery.settlement import SettlementPolicy
+from workers.delivery.stop_flag import StopFlag
 from workers.delivery.store import Store
 
-SHUTDOWN_POLL_S = 0.05
-"""How often a running pump looks whether its worker is shutting down (bounds the release)."""
-
 REDIS_SOCKET_TIMEOUT_S = 10.0
-"""Above the longest XREADGROUP BLOCK (1 s) so that a blocked read is never cut short."""
-
-
-# httpx logs every request at INFO; the pump logs each outcome already.
-logging.getLogger("httpx").setLevel(logging.WARNING)
+"""Above the longest XREADGROUP BLOCK (``HEARTBEAT_EVERY_S``, 5 s): never cuts a read short."""
 
 
 class MissingApiKeyError(RuntimeError):
     """Workers need DD_API_KEY to deliver."""
 
 
+_pumps_made: dict[int, int] = {}
+"""Pumps made so far in each process (by pid): a threads pool runs several in one."""
+
+
 def consumer_name() -> str:
-    """This process's name in the consumer group: host and pid, unique in a fleet."""
-    return f"{socket.gethostname()}:{os.getpid()}"
+    """A new pump's name in the consumer group, unique in a fleet: host and pid, and from a
+    process' second pump on (a threads pool) its number, ``host:pid-2``.
+
+    The host is everything before the last ``:`` (``status`` counts live workers by host).
+    """
+    pid = os.getpid()
+    made = _pumps_made[pid] = _pumps_made.get(pid, 0) + 1
+    return f"{socket.gethostname()}:{pid}" + (f"-{made}" if made > 1 else "")
 
 
 def pump_config(settings: Settings) -> PumpConfig:
@@ -88,7 +90,7 @@ def datadog_sender(settings: Settings) -> Sender:
         api_key=settings.dd_api_key,
         app_key=settings.dd_app_key,
         timeout_s=settings.http_timeout_s,
-        transport=default_transport(settings.max_in_flight),
+        max_connections=settings.max_in_flight,
     )
 
 
@@ -135,32 +137,35 @@ class Runtime:
             self.observer.tick_dropped()
         return check
 
-    def run(self, budget_s: float, shutting_down: Callable[[], bool] | None = None) -> PumpReport:
+    def run(self, budget_s: float, stop_flag: StopFlag | None = None) -> PumpReport:
         """Run the pump for ``budget_s`` seconds on this process's loop.
 
-        ``shutting_down`` is polled while it runs: once it answers True the pump gives its
+        Once ``stop_flag`` is raised (a warm shutdown, in any process) the pump gives its
         claims back and returns, as on SIGTERM.
         """
         self.running = True
         try:
-            return self.loop.run_until_complete(self._run(budget_s, shutting_down))
+            return self.loop.run_until_complete(self._run(budget_s, stop_flag))
         finally:
             self.running = False
 
-    async def _run(self, budget_s: float, shutting_down: Callable[[], bool] | None) -> PumpReport:
-        watcher = asyncio.create_task(self._watch(shutting_down)) if shutting_down else None
+    async def _run(self, budget_s: float, stop_flag: StopFlag | None) -> PumpReport:
+        if stop_flag is None:
+            return await self.pump.run(budget_s)
+        # Level-triggered: a flag raised before the run starts fires at the run's first
+        # await, once the pump is ready to hear it.
+        fd = stop_flag.fileno()
+
+        def on_stop() -> None:
+            # The pipe stays readable: watch it no more, or the loop would spin on it.
+            self.loop.remove_reader(fd)
+            self.pump.request_stop()
+
+        self.loop.add_reader(fd, on_stop)
         try:
             return await self.pump.run(budget_s)
         finally:
-            if watcher is not None:
-                watcher.cancel()
-
-    async def _watch(self, shutting_down: Callable[[], bool]) -> None:
-        # The flag lives in another process's hands (a multiprocessing.Event): it can only
-        # be polled.
-        while not shutting_down():  # noqa: ASYNC110
-            await asyncio.sleep(SHUTDOWN_POLL_S)
-        self.pump.request_stop()
+            self.loop.remove_reader(fd)
 
     def request_stop(self) -> None:
         """Make a running pump give back its claims and return (from a signal handler)."""

@@ -15,6 +15,7 @@ the Lua to ``layout`` of its record, and the script's KEYS to ``Script.keys``.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import typing
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -223,12 +224,18 @@ def _value(value: object) -> Arg:
     raise TypeError(f"a script argument must be str, int, float, bool or None, not {value!r}")
 
 
+@functools.cache
+def _field_names(record_type: type[DataclassInstance]) -> tuple[str, ...]:
+    # dataclasses.fields() builds its answer on every call: once per type is enough.
+    return tuple(field.name for field in dataclasses.fields(record_type))
+
+
 def argv(record: DataclassInstance) -> list[Arg]:
     """ARGV for ``record``: its fields in order (a tuple as its count), then tuples' items."""
     head: list[Arg] = []
     tail: list[Arg] = []
-    for field in dataclasses.fields(record):
-        value = getattr(record, field.name)
+    for name in _field_names(type(record)):
+        value = getattr(record, name)
         if isinstance(value, tuple):
             head.append(len(value))
             for item in value:
@@ -236,6 +243,8 @@ def argv(record: DataclassInstance) -> list[Arg]:
                     tail.extend(argv(item))
                 else:
                     tail.append(_value(item))
+        elif type(value) is str or type(value) is int:  # not bool, not an enum
+            head.append(value)  # the common case, without _value's checks
         else:
             head.append(_value(value))
     return head + tail

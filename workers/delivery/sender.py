@@ -10,10 +10,10 @@ from typing import Final, Protocol
 
 import aiohttp
 import httpx
-from httpx_aiohttp import AiohttpTransport
 from pydantic import SecretStr
 
-from workers.delivery.operations import POST_PATHS, ApiRequest
+from workers.delivery.exchange import AiohttpExchange, Exchange, HttpxExchange
+from workers.delivery.operations import ApiRequest
 from workers.delivery.records import MAX_BODY_KEPT, Attempt
 
 USER_AGENT: Final = "dora-forwarder/0.1"
@@ -36,8 +36,8 @@ def may_have_landed(exc: BaseException) -> bool:
 
     Only failures known to come before the request was written are safe (connect errors,
     waiting for a pooled connection); a timeout or a connection lost afterwards may have
-    delivered it. httpx-aiohttp maps aiohttp's errors coarsely (a server that hung up
-    becomes ``ConnectTimeout``), so aiohttp's own error, when there is one, decides.
+    delivered it. aiohttp's own error decides when there is one (also as the cause of an
+    httpx error: httpx-aiohttp maps them coarsely, a server that hung up to ``ConnectTimeout``).
     """
     cause = exc if isinstance(exc, aiohttp.ClientError) else exc.__cause__
     if isinstance(cause, aiohttp.ClientError):
@@ -53,19 +53,12 @@ class Sender(Protocol):
     async def aclose(self) -> None: ...
 
 
-def default_transport(max_connections: int) -> httpx.AsyncBaseTransport:
-    """aiohttp under httpx: httpx's own async transport collapses at 32+ requests in flight."""
-    return AiohttpTransport(limits=httpx.Limits(max_connections=max_connections))
-
-
 class DatadogSender:
     """Sends each request to ``<base_url><path>`` with the API key (and the application key
     for PATCH and DELETE); never raises for HTTP.
 
-    ``transport`` is the seam for tests (``httpx.MockTransport``) and other clients. The
-    transport is called directly, without ``httpx.AsyncClient``: a forwarder that posts to
-    one URL needs none of its per-request work (URL merging, cookies, redirects, auth), and
-    that work was half of the worker's CPU per request (see the README's profile).
+    Over aiohttp (``AiohttpExchange``) unless given ``transport``: any httpx transport, the
+    seam for tests (``httpx.MockTransport``) and other clients.
     """
 
     def __init__(
@@ -74,64 +67,49 @@ class DatadogSender:
         base_url: str,
         api_key: SecretStr,
         timeout_s: float,
-        transport: httpx.AsyncBaseTransport,
+        max_connections: int = 128,
+        transport: httpx.AsyncBaseTransport | None = None,
         app_key: SecretStr | None = None,
     ) -> None:
         self._timeout_s = timeout_s
-        self._transport = transport
+        self._exchange: Exchange = (
+            AiohttpExchange(max_connections=max_connections, timeout_s=timeout_s)
+            if transport is None
+            else HttpxExchange(transport, timeout_s=timeout_s)
+        )
         self._base_url = base_url.rstrip("/")
-        # The POST URLs, parsed once: every event's request goes to one of them. PATCH and
-        # DELETE paths name their id, and are parsed as they come (they are few).
-        self._post_urls = {path: httpx.URL(self._base_url + path) for path in POST_PATHS.values()}
-        self._headers = [
-            (b"Host", httpx.URL(self._base_url).netloc),
-            (b"DD-API-KEY", api_key.get_secret_value().encode()),
-            (b"Content-Type", b"application/json"),
-            (b"Accept", b"application/json"),
-            (b"User-Agent", USER_AGENT.encode()),
-        ]
+        self._headers = {
+            "DD-API-KEY": api_key.get_secret_value(),
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+            "User-Agent": USER_AGENT,
+        }
         # A request without the application key gets Datadog's 403, which pauses PATCH and
         # DELETE as a refused key would; the workers do not send them without one.
-        self._app_headers = self._headers + (
-            [(b"DD-APPLICATION-KEY", app_key.get_secret_value().encode())] if app_key else []
+        self._app_headers = self._headers | (
+            {"DD-APPLICATION-KEY": app_key.get_secret_value()} if app_key else {}
         )
-        self._timeouts = {
-            "connect": timeout_s,
-            "read": timeout_s,
-            "write": timeout_s,
-            "pool": timeout_s,
-        }
 
     def __repr__(self) -> str:
         return f"DatadogSender(base_url={self._base_url!r})"
-
-    def _url(self, path: str) -> httpx.URL:
-        return self._post_urls.get(path) or httpx.URL(self._base_url + path)
 
     async def send(self, api_request: ApiRequest) -> Attempt:
         """Send one request; transport failures and timeouts come back as ``Attempt.error``,
         with ``in_doubt`` set when the request may still land."""
         app_key = api_request.needs_app_key
-        request = httpx.Request(
-            api_request.method,
-            self._url(api_request.path),
-            headers=self._app_headers if app_key else self._headers,
-            content=api_request.content,
-            extensions={"timeout": self._timeouts},
-        )
         started = time.perf_counter()
         try:
-            # A hard bound as well: a transport must not hold a claim past its lease.
+            # A hard bound as well: a client must not hold a claim past its lease.
             async with asyncio.timeout(self._timeout_s + 1.0):
-                response = await self._transport.handle_async_request(request)
-                try:
-                    await response.aread()
-                finally:
-                    await response.aclose()
+                answer = await self._exchange.request(
+                    api_request.method,
+                    self._base_url + api_request.path,
+                    self._app_headers if app_key else self._headers,
+                    api_request.content,
+                )
         except (httpx.HTTPError, aiohttp.ClientError) as exc:
-            # httpx-aiohttp lets some of aiohttp's errors through unmapped: an answer that is
-            # not HTTP (a bad status line, header or chunk) raises ClientResponseError. Such
-            # an answer came after the request was written, so may_have_landed says so.
+            # An answer that is not HTTP (a bad status line, header or chunk) came after the
+            # request was written: may_have_landed says so.
             error = f"{type(exc).__name__}: {exc}"[:MAX_BODY_KEPT]
             elapsed_s = time.perf_counter() - started
             return Attempt(
@@ -141,17 +119,19 @@ class DatadogSender:
             error = f"no answer within {self._timeout_s + 1.0:g} s"
             elapsed_s = time.perf_counter() - started
             return Attempt(None, {}, "", error, elapsed_s, in_doubt=True, app_key=app_key)
+        # Only the head of the body is kept: decode no more of it than can be kept.
+        body = answer.body[: 4 * MAX_BODY_KEPT].decode("utf-8", "replace")[:MAX_BODY_KEPT]
         return Attempt(
-            response.status_code,
-            response.headers,
-            response.text[:MAX_BODY_KEPT],
+            answer.status,
+            answer.headers,
+            body,
             elapsed_s=time.perf_counter() - started,
             app_key=app_key,
         )
 
     async def aclose(self) -> None:
         """Close the pooled connections."""
-        await self._transport.aclose()
+        await self._exchange.aclose()
 
 
 class PrintingSender:

@@ -86,8 +86,9 @@ GATE_FIELDS: Final = (
 def live_window_ms(settings: Settings) -> int:
     """How recently a worker process must have reported to count as live.
 
-    A running pump reports every second, and an idle process gets a tick (and runs a
-    pump) every ``FORWARDER_TICK_S``: a few ticks of silence mean the process is gone.
+    A running pump, idle or not, reports every 5 s (``HEARTBEAT_EVERY_S``), and a process
+    without one gets a tick (and runs a pump) every ``FORWARDER_TICK_S``: three of either
+    missed mean the process is gone.
     """
     return int(max(15.0, 3 * settings.tick_s) * 1000)
 

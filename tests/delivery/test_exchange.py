@@ -1,0 +1,104 @@
+"""The sender's HTTP client, aiohttp called directly, against a real server on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+from aiohttp import web
+from pydantic import SecretStr
+
+from workers.delivery.operations import ApiRequest, Step
+from workers.delivery.sender import DatadogSender
+
+SEEN = web.AppKey("seen", list[dict[str, str]])
+
+
+async def _refused_gzipped(request: web.Request) -> web.Response:
+    body = gzip.compress(b'{"errors":["Forbidden: the key is not valid"]}')
+    return web.Response(
+        status=403, body=body, headers={"Content-Encoding": "gzip"}, content_type="application/json"
+    )
+
+
+async def _redirect(request: web.Request) -> web.Response:
+    raise web.HTTPFound("/elsewhere")
+
+
+async def _seen(request: web.Request) -> web.Response:
+    request.app[SEEN].append(dict(request.headers))
+    return web.json_response({"data": {"id": "x"}}, status=202, headers={"Set-Cookie": "a=b"})
+
+
+@asynccontextmanager
+async def serving() -> AsyncIterator[tuple[str, web.Application]]:
+    app = web.Application()
+    app[SEEN] = []
+    app.router.add_post("/api/v2/dora/failure", _seen)
+    app.router.add_post("/gzip/api/v2/dora/failure", _refused_gzipped)
+    app.router.add_post("/redirect/api/v2/dora/failure", _redirect)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    yield f"http://127.0.0.1:{port}", app
+    await runner.cleanup()
+
+
+async def _with_server(check: Callable[[str, web.Application], Awaitable[None]]) -> None:
+    async with serving() as (url, app):
+        await check(url, app)
+
+
+def _post() -> ApiRequest:
+    return ApiRequest(Step.POST, "POST", "/api/v2/dora/failure", {"data": {}}, "digest")
+
+
+def test_a_gzipped_error_body_is_read_as_text() -> None:
+    asyncio.run(_with_server(_gzipped))
+
+
+async def _gzipped(url: str, _: web.Application) -> None:
+    sender = DatadogSender(base_url=url + "/gzip", api_key=SecretStr("k"), timeout_s=5)
+    try:
+        attempt = await sender.send(_post())
+    finally:
+        await sender.aclose()
+    assert attempt.status == 403
+    assert attempt.body == '{"errors":["Forbidden: the key is not valid"]}'
+
+
+def test_a_redirect_is_the_answer_not_followed() -> None:
+    asyncio.run(_with_server(_redirected))
+
+
+async def _redirected(url: str, _: web.Application) -> None:
+    sender = DatadogSender(base_url=url + "/redirect", api_key=SecretStr("k"), timeout_s=5)
+    try:
+        attempt = await sender.send(_post())
+    finally:
+        await sender.aclose()
+    assert attempt.status == 302
+
+
+def test_headers_keys_and_no_cookies() -> None:
+    """The API key goes in DD-API-KEY; a cookie the API sets is never sent back."""
+    asyncio.run(_with_server(_headers))
+
+
+async def _headers(url: str, app: web.Application) -> None:
+    sender = DatadogSender(base_url=url, api_key=SecretStr("the-key"), timeout_s=5)
+    try:
+        first = await sender.send(_post())
+        await sender.send(_post())
+    finally:
+        await sender.aclose()
+    assert first.status == 202
+    assert first.headers["content-type"].startswith("application/json"), "case-insensitive"
+    assert [seen["DD-API-KEY"] for seen in app[SEEN]] == ["the-key", "the-key"]
+    assert all("Cookie" not in seen for seen in app[SEEN])
+    assert all(seen["User-Agent"].startswith("dora-forwarder/") for seen in app[SEEN])
+    assert "DD-APPLICATION-KEY" not in app[SEEN][0]

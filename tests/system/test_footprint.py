@@ -1,0 +1,153 @@
+"""The cheap-to-run design seen from outside (issue 15): what a user relies on, not timings.
+
+- ``dora-forwarder run`` is one process: a threads pool and beat as a thread, delivering.
+- A worker starts a pump in every pool process at once, not one per ``FORWARDER_TICK_S``.
+- A warm shutdown reaches an idle pump through the stop flag's pipe, without polling.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from bench.footprint import group_members
+from forwarder import Publisher
+from forwarder.protocol import RedisKeys
+from harness.run import RunProcess
+from harness.stack import Worker, wait_until, worker_env
+from harness.standin import StandinServer
+
+pytestmark = pytest.mark.integration
+
+LONG_TICK_S = "60"
+"""Beat's first tick comes a whole interval after start: anything sooner is a start-up tick."""
+
+
+def _incident(tag: str) -> dict[str, object]:
+    return {
+        "id": f"footprint-{tag}-{uuid.uuid4().hex[:12]}",
+        "started_at": 1_700_000_000,
+        "services": ["api"],
+    }
+
+
+@pytest.fixture
+def run_process(
+    tmp_path: Path, redis_url: str, prefix: str, standin: StandinServer, api_key: str
+) -> Iterator[Callable[..., RunProcess]]:
+    started: list[RunProcess] = []
+
+    def start(*args: str, **env: str) -> RunProcess:
+        process = RunProcess(
+            ["--loglevel=INFO", *args],
+            worker_env(redis_url, prefix, standin.url, api_key, **env),
+            tmp_path / "run.log",
+        )
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        process.stop()
+
+
+def test_run_is_one_process_with_beat_inside(
+    run_process: Callable[..., RunProcess],
+    standin: StandinServer,
+    redis_url: str,
+    prefix: str,
+    tmp_path: Path,
+) -> None:
+    """One process delivers (start-up tick), beat ticks from inside it, SIGTERM ends it."""
+    run = run_process(FORWARDER_TICK_S="0.5", FORWARDER_TASK_BUDGET_S="1")
+    event = _incident("run")
+    with Publisher.from_url(redis_url, key_prefix=prefix) as publisher:
+        publisher.publish(event)
+    wait_until(
+        lambda: standin.requests_for(str(event["id"])), timeout_s=30, what="the event delivered"
+    )
+    assert group_members(run.process.pid) == [run.process.pid], "run forks no process"
+    log = tmp_path / "run.log"
+    wait_until(
+        lambda: log.read_text().count("Sending due task pump") >= 3,
+        timeout_s=15,
+        what="beat's thread sending ticks",
+    )
+    assert group_members(run.process.pid) == [run.process.pid]
+    assert run.stop() == 0
+    client = redis.Redis.from_url(redis_url)
+    try:
+        assert client.zcard(RedisKeys(prefix).inflight) == 0, "nothing left claimed"
+    finally:
+        client.close()
+    assert "Traceback" not in log.read_text()
+
+
+def test_run_delivers_before_beats_first_tick(
+    run_process: Callable[..., RunProcess], standin: StandinServer, redis_url: str, prefix: str
+) -> None:
+    """With a 60 s tick, the first event still goes out at once: run queues its first pump."""
+    run_process(FORWARDER_TICK_S=LONG_TICK_S, FORWARDER_TASK_BUDGET_S="30")
+    event = _incident("first")
+    with Publisher.from_url(redis_url, key_prefix=prefix) as publisher:
+        publisher.publish(event)
+    wait_until(
+        lambda: standin.requests_for(str(event["id"])), timeout_s=20, what="the event delivered"
+    )
+
+
+def test_every_pool_process_pumps_from_the_start(
+    start_worker: Callable[..., Worker], redis_url: str, prefix: str
+) -> None:
+    """Two pool processes, a 60 s tick: both report as live workers within seconds."""
+    start_worker(
+        "worker",
+        "--beat",
+        "--concurrency=2",
+        FORWARDER_TICK_S=LONG_TICK_S,
+        FORWARDER_TASK_BUDGET_S="30",
+    )
+    client = redis.Redis.from_url(redis_url)
+    try:
+        wait_until(
+            lambda: client.zcard(RedisKeys(prefix).workers) == 2,
+            timeout_s=20,
+            what="a pump in each of the 2 pool processes",
+        )
+    finally:
+        client.close()
+
+
+def test_run_with_two_pumps_names_them_apart(
+    run_process: Callable[..., RunProcess], standin: StandinServer, redis_url: str, prefix: str
+) -> None:
+    """``run --concurrency 2``: two pumps, threads of one process, two consumers in the group."""
+    run = run_process("--concurrency=2", FORWARDER_TICK_S="0.5", FORWARDER_TASK_BUDGET_S="1")
+    client = redis.Redis.from_url(redis_url)
+    try:
+        live = wait_until(
+            lambda: (
+                (names := client.zrange(RedisKeys(prefix).workers, 0, -1))
+                and len(names) == 2
+                and names
+            ),
+            timeout_s=20,
+            what="both pumps reporting",
+        )
+    finally:
+        client.close()
+    pid = run.process.pid
+    assert sorted(name.decode().rsplit(":", 1)[1] for name in live) == [f"{pid}", f"{pid}-2"]
+    events = [_incident(f"two-{n}") for n in range(20)]
+    with Publisher.from_url(redis_url, key_prefix=prefix) as publisher:
+        publisher.publish_many(events)
+    wait_until(
+        lambda: all(standin.requests_for(str(e["id"])) for e in events),
+        timeout_s=30,
+        what="every event delivered",
+    )
+    assert group_members(pid) == [pid]
