@@ -13,6 +13,7 @@ from typing import Any, Final
 import click
 from celery import bootsteps
 from celery.beat import EmbeddedService
+from celery.exceptions import ImproperlyConfigured
 from celery.signals import after_setup_logger, after_setup_task_logger, worker_init
 from celery.utils.log import get_multiprocessing_logger
 
@@ -21,7 +22,14 @@ from config.redis_url import broker_url
 from forwarder.protocol import RedisKeys
 from forwarder.sentinel_url import is_sentinel_url
 from workers.ops.logs import configure_handlers
-from workers.tasks import PUMP_TASK, QUEUE, TICK_DROPPED_RESULT, ForwarderCelery, register
+from workers.tasks import (
+    PUMP_TASK,
+    QUEUE,
+    TICK_DROPPED_RESULT,
+    ForwarderCelery,
+    register,
+    start_pumps,
+)
 
 
 class _QuietTicks(logging.Filter):
@@ -57,10 +65,40 @@ class ThreadedBeat(bootsteps.StartStopStep):
 
     def __init__(self, w: Any, beat_thread: bool = False, **kwargs: Any) -> None:
         self.enabled = bool(beat_thread)
+        if self.enabled and kwargs.get("beat"):
+            raise ImproperlyConfigured(f"{BEAT_THREAD_OPTION} and --beat would run two beats")
+        pool = getattr(w.pool_cls, "__module__", str(w.pool_cls))
+        if self.enabled and not pool.endswith(("thread", "threads", "solo")):
+            raise ImproperlyConfigured(
+                f"{BEAT_THREAD_OPTION} needs --pool=threads or solo: a prefork pool forks its "
+                "processes from this one, and a fork would copy beat's thread half-way"
+            )
         super().__init__(w, **kwargs)
 
     def create(self, w: Any) -> Any:
         return EmbeddedService(w.app, thread=True, scheduler_cls=w.scheduler)
+
+
+NO_START_PUMPS_OPTION: Final = "--no-start-pumps"
+"""``celery worker`` option of ours: leave starting pumps to beat's ticks (tests of beat)."""
+
+
+class StartPumps(bootsteps.StartStopStep):
+    """Queue one tick per pool process when the consumer starts: pumps start at once.
+
+    The consumer starts again after the broker came back, so this also restarts the pump
+    chains a Redis outage broke, without waiting for beat's next tick.
+    """
+
+    label = "Start pumps"
+    requires = ("celery.worker.consumer.tasks:Tasks",)
+
+    def __init__(self, c: Any, no_start_pumps: bool = False, **kwargs: Any) -> None:
+        self.enabled = not no_start_pumps
+        super().__init__(c, **kwargs)
+
+    def start(self, c: Any) -> None:
+        start_pumps(c.app, int(getattr(c.controller, "concurrency", None) or 1))
 
 
 def broker_transport_options(settings: Settings) -> dict[str, Any]:
@@ -113,7 +151,16 @@ def create_app(settings: Settings) -> ForwarderCelery:
             help="Run beat as a thread of this process (dora-forwarder run), not as a process.",
         )
     )
+    app.user_options["worker"].add(
+        click.Option(
+            [NO_START_PUMPS_OPTION],
+            is_flag=True,
+            default=False,
+            help="Leave starting pumps to beat's ticks instead of one per process at start.",
+        )
+    )
     app.steps["worker"].add(ThreadedBeat)
+    app.steps["consumer"].add(StartPumps)
     register(app)
     return app
 

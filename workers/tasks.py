@@ -23,7 +23,6 @@ from celery import Celery, Task
 from celery.signals import (
     before_task_publish,
     worker_init,
-    worker_ready,
     worker_shutdown,
     worker_shutting_down,
 )
@@ -62,17 +61,21 @@ class ForwarderCelery(Celery):
         self.settings = settings
 
 
-_runtimes = threading.local()
-"""Each process' runtime, or each thread's in a threads pool (an event loop runs in one)."""
+_runtimes: dict[tuple[int, int], Runtime] = {}
+"""Each pump's runtime: one per process (prefork), or per thread (a threads pool), by
+(pid, thread): an event loop runs in one thread."""
+_runtimes_lock = threading.Lock()
 # Made before the pool forks, so that every pool process shares it with the main one.
 _WORKER_STOPPING = StopFlag()
 _metrics_dir: str | None = None
 
 
 def _process_runtime(app: ForwarderCelery) -> Runtime:
-    runtime: Runtime | None = getattr(_runtimes, "runtime", None)
-    if runtime is None or runtime.pid != os.getpid():  # a forked child starts its own
-        runtime = _runtimes.runtime = Runtime(app.settings)
+    key = (os.getpid(), threading.get_ident())  # a forked child starts its own
+    with _runtimes_lock:
+        runtime = _runtimes.get(key)
+        if runtime is None:
+            runtime = _runtimes[key] = Runtime(app.settings)
     return runtime
 
 
@@ -167,18 +170,6 @@ def register(app: ForwarderCelery) -> None:
     worker_init.connect(_check_before_start, dispatch_uid="dora_forwarder.check_before_start")
     _date_ticks(app)
 
-    def start_pumps(sender: Any = None, **_: Any) -> None:
-        """One tick per pool process at start, rather than one per FORWARDER_TICK_S."""
-        processes = getattr(getattr(sender, "controller", None), "concurrency", None) or 1
-        try:
-            for _tick in range(int(processes)):
-                pump.apply_async()
-        except OperationalError as exc:  # broker down: beat's ticks start them later
-            log.warning("could not queue the first pump runs: %s", exc)
-
-    # A closure has no other reference: a weak one would be collected at once.
-    worker_ready.connect(start_pumps, weak=False, dispatch_uid="dora_forwarder.start_pumps")
-
     @app.task(name=PUMP_TASK, bind=True, ignore_result=True)
     def pump(self: Task[Any, Any]) -> dict[str, Any]:
         """Ingest and deliver for ``FORWARDER_TASK_BUDGET_S`` seconds, then queue the next run.
@@ -207,6 +198,16 @@ def register(app: ForwarderCelery) -> None:
             **report.outcomes,
             **({"redis_error": report.redis_error} if report.redis_error else {}),
         }
+
+
+def start_pumps(app: ForwarderCelery, count: int) -> None:
+    """Queue ``count`` ticks now: a worker's pool processes start pumping at once, rather
+    than one process per FORWARDER_TICK_S (at start, and again after the broker came back)."""
+    try:
+        for _tick in range(count):
+            app.tasks[PUMP_TASK].apply_async()  # dated by Redis' clock on its way out
+    except OperationalError as exc:  # broker down: beat's ticks start them later
+        log.warning("could not queue the first pump runs: %s", exc)
 
 
 @contextmanager
@@ -312,6 +313,23 @@ def _start_metrics(app: ForwarderCelery) -> None:
 
     _metrics_dir = _metrics.prepare_multiprocess_dir()
     _metrics.serve_metrics(app.settings)
+
+
+@worker_shutdown.connect
+def _close_runtimes(**_: Any) -> None:
+    """Close the connections of this process' pumps (a threads pool's: prefork pool
+    processes have exited by now): an unclosed HTTP client would be reported at exit."""
+    pid = os.getpid()
+    with _runtimes_lock:
+        mine = [runtime for (owner, _), runtime in _runtimes.items() if owner == pid]
+        _runtimes.clear()
+    for runtime in mine:
+        if runtime.running:
+            continue  # cannot happen after the pool stopped; never close a loop in use
+        try:
+            runtime.close()
+        except Exception as exc:  # shutting down: say it, go on
+            log.warning("closing a pump's connections at shutdown failed: %s", exc)
 
 
 @worker_shutdown.connect

@@ -262,3 +262,19 @@ async def test_claims_released_at_shutdown_are_in_doubt(
     (second,) = await take(store, T0 + 20, "other")
     await settle(store, "other", T0 + 30, delivered(second))
     assert await client.zscore(keys.due, ID) == T0 + LEASE_MS
+
+
+@pytest.mark.parametrize(
+    ("error", "in_doubt"),
+    [
+        (aiohttp.ServerDisconnectedError(), True),  # hung up after the request was written
+        (aiohttp.SocketTimeoutError("read"), True),  # no answer in time
+        (aiohttp.ConnectionTimeoutError("connect"), False),  # never connected
+        (aiohttp.ClientPayloadError("bad chunk"), True),  # an answer came: the request went
+    ],
+)
+def test_aiohttp_errors_the_sender_meets_are_judged_as_such(
+    error: Exception, in_doubt: bool
+) -> None:
+    """What aiohttp itself raises (the workers' client): only a failed connect is certain."""
+    assert may_have_landed(error) is in_doubt

@@ -60,7 +60,7 @@ def test_a_beat_10_s_behind_the_workers_still_drives_them(
         check=True,
     )
     assert float(seen.stdout) - time.time() == pytest.approx(-SKEW_S, abs=1.0)
-    workers.start("worker", "--concurrency=1")  # no embedded beat: only the skewed one ticks
+    workers.start("worker", "--concurrency=1", "--no-start-pumps")  # only the skewed beat ticks
     # Its monotonic clock moves by the same offset: Python's sleeps need the two to agree.
     workers.start("beat", wrapper=wrapper)
     incident = _publish_one(redis_url, prefix, "skewed-beat-000001")
@@ -78,7 +78,7 @@ def test_ticks_sent_on_a_clock_10_s_behind_are_run(
     real_now = sender_app.now
     sender_app.now = lambda: real_now() - timedelta(seconds=SKEW_S)  # type: ignore[method-assign]
     entry = sender_app.conf.beat_schedule["pump"]
-    workers.start("worker", "--concurrency=1")  # no beat: this test sends the ticks
+    workers.start("worker", "--concurrency=1", "--no-start-pumps")  # this test ticks
     incident = _publish_one(redis_url, prefix, "skewed-sender-01")
     last_tick = [0.0]
 
@@ -105,16 +105,16 @@ def test_a_backlog_of_stale_ticks_is_dropped_counted_and_not_run(
     stale = 30
     for _ in range(stale):
         sender_app.send_task(PUMP_TASK, headers={TICK_SENT_HEADER: long_ago_ms})
-    worker = workers.start("worker", "--concurrency=1")
+    worker = workers.start("worker", "--concurrency=1", "--no-start-pumps")
 
     def dropped() -> int:
         return int(sync_redis.hget(keys.stats, StatsField.TICKS_DROPPED) or 0)
 
     wait_until(lambda: dropped() == stale, timeout_s=30, what=f"{stale} ticks dropped")
-    # Each tick is either counted as dropped, returning at once, or run: all 30 were dropped.
+    # Not one pump ran: a running pump reports itself alive at once.
+    assert sync_redis.zcard(keys.workers) == 0
     assert worker.log().count("tick(s) dropped") == 1
-    # The worker's own start-up tick, queued behind them and dated now, runs a pump; so
-    # does a fresh one.
+    # A fresh tick still runs a pump.
     sender_app.send_task(PUMP_TASK)
     wait_until(lambda: sync_redis.zcard(keys.workers) == 1, timeout_s=30, what="a pump run")
     assert dropped() == stale

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,11 +16,14 @@ import pytest
 import redis
 
 from bench.footprint import group_members
+from config import load_settings
 from forwarder import Publisher
 from forwarder.protocol import RedisKeys
 from harness.run import RunProcess
 from harness.stack import Worker, wait_until, worker_env
 from harness.standin import StandinServer
+from workers.delivery.pump import HEARTBEAT_EVERY_S
+from workers.ops.status import PUMP_HEARTBEAT_S, live_window_ms
 
 pytestmark = pytest.mark.integration
 
@@ -151,3 +155,43 @@ def test_run_with_two_pumps_names_them_apart(
         what="every event delivered",
     )
     assert group_members(pid) == [pid]
+
+
+def test_status_knows_how_often_a_pump_reports() -> None:
+    """``status`` judges liveness by the pump's heartbeat without importing the pump."""
+    assert PUMP_HEARTBEAT_S == HEARTBEAT_EVERY_S
+    settings = load_settings(http_timeout_s=10)
+    # The last heartbeat of a run, then its last answers (up to the timeout), then the next.
+    assert live_window_ms(settings) >= (2 * HEARTBEAT_EVERY_S + 10) * 1000
+
+
+def test_sigterm_gives_runs_claims_back_at_once(
+    run_process: Callable[..., RunProcess],
+    standin: StandinServer,
+    redis_url: str,
+    prefix: str,
+    tmp_path: Path,
+) -> None:
+    """A 30 s run holding requests the API answers in 20 s: SIGTERM ends it within seconds,
+    its claims given back due (the stop pipe woke the pump thread)."""
+    standin.latency_s = 20.0
+    run = run_process(
+        FORWARDER_TASK_BUDGET_S="30", FORWARDER_HTTP_TIMEOUT_S="25", FORWARDER_LEASE_S="60"
+    )
+    events = [_incident(f"held-{n}") for n in range(3)]
+    with Publisher.from_url(redis_url, key_prefix=prefix) as publisher:
+        publisher.publish_many(events)
+    keys = RedisKeys(prefix)
+    client = redis.Redis.from_url(redis_url)
+    try:
+        # Until an answer tells the limits, one request probes: one is in flight.
+        held = wait_until(lambda: client.zcard(keys.inflight), timeout_s=20, what="a request")
+        stopped = time.monotonic()
+        assert run.stop() == 0
+        assert time.monotonic() - stopped < 10, "released at once, not after the answers"
+        assert client.zcard(keys.inflight) == 0, "every claim given back"
+        assert client.zcard(keys.due) == 3, "due again, for the next worker"
+    finally:
+        client.close()
+    log = (tmp_path / "run.log").read_text()
+    assert f"released {held} claim(s) at shutdown" in log

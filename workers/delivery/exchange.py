@@ -18,7 +18,26 @@ from typing import Protocol
 
 import aiohttp
 import httpx
+from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
+
+KEEPALIVE_S = 5.0
+"""How long an idle pooled connection is kept (httpx's default, which the sender had)."""
+
+
+def joined(headers: CIMultiDictProxy[str]) -> Mapping[str, str]:
+    """Headers with a repeated one joined as ``"7, 7"``, as httpx reads them.
+
+    aiohttp's ``get`` gives only the first of a repeated header; the rate-limit reader takes
+    the largest of the joined values, so a second, larger reset is never missed.
+    """
+    if len({name.lower() for name in headers}) == len(headers):
+        return headers  # nothing repeated: the common case, as it is
+    merged: CIMultiDict[str] = CIMultiDict()
+    for name in headers:
+        if name not in merged:
+            merged[name] = ", ".join(headers.getall(name))
+    return merged
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +81,11 @@ class AiohttpExchange:
         if self._session is None:
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(
-                    limit=self._max_connections, ssl=httpx.create_ssl_context()
+                    limit=self._max_connections,
+                    ssl=httpx.create_ssl_context(),
+                    # Shorter than servers' idle timeouts: a request written on a connection
+                    # the server just closed fails in doubt, and waits to be sent again.
+                    keepalive_timeout=KEEPALIVE_S,
                 ),
                 timeout=self._timeout,
                 cookie_jar=aiohttp.DummyCookieJar(),
@@ -88,7 +111,7 @@ class AiohttpExchange:
             method, self._url(url), headers=headers, data=body, allow_redirects=False
         ) as response:
             content = await response.read()
-            return Answer(response.status, response.headers, content)
+            return Answer(response.status, joined(response.headers), content)
 
     async def aclose(self) -> None:
         """Close the pooled connections."""

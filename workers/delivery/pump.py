@@ -133,6 +133,11 @@ class Pump:
         # Only a run's deadline uses this clock; due times and ages use Redis' clock.
         return asyncio.get_running_loop().time()
 
+    async def aclose(self) -> None:
+        """Close the sender's and the store's connections (between runs, at shutdown)."""
+        await self._sender.aclose()
+        await self._store.aclose()
+
     def request_stop(self) -> None:
         """Ask a running ``run`` to give its claims back and return; call on its loop."""
         if self._stop is not None:

@@ -1,7 +1,8 @@
-"""What each worker process owns: an event loop, a Redis pool, an HTTP client, a pump.
+"""What each pump owns: an event loop, a Redis pool, an HTTP client.
 
-Built on first use inside the process that runs tasks (after Celery forks its children),
-never in the parent: sockets and event loops do not survive a fork.
+One per pool process (prefork), or per pool thread (``run``'s threads pool). Built on first
+use where tasks run (after Celery forks its children), never in the parent: sockets and
+event loops do not survive a fork.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import threading
 
 from config import Settings
 from forwarder.connection import async_redis_client
@@ -34,6 +36,7 @@ class MissingApiKeyError(RuntimeError):
 
 _pumps_made: dict[int, int] = {}
 """Pumps made so far in each process (by pid): a threads pool runs several in one."""
+_made_lock = threading.Lock()  # a threads pool's first ticks come to every thread at once
 
 
 def consumer_name() -> str:
@@ -43,7 +46,8 @@ def consumer_name() -> str:
     The host is everything before the last ``:`` (``status`` counts live workers by host).
     """
     pid = os.getpid()
-    made = _pumps_made[pid] = _pumps_made.get(pid, 0) + 1
+    with _made_lock:
+        made = _pumps_made[pid] = _pumps_made.get(pid, 0) + 1
     return f"{socket.gethostname()}:{pid}" + (f"-{made}" if made > 1 else "")
 
 
@@ -94,19 +98,32 @@ def datadog_sender(settings: Settings) -> Sender:
     )
 
 
+_observers: dict[int, PumpObserver] = {}
+_observers_lock = threading.Lock()
+
+
 def _observer(settings: Settings) -> PumpObserver:
-    """Prometheus counters when the worker serves metrics; nothing otherwise."""
+    """Prometheus counters when the worker serves metrics; nothing otherwise.
+
+    One per process, shared by its pumps: in multiprocess mode each process writes its
+    counts to one file, and two sets of counters would overwrite each other's totals.
+    """
     if settings.metrics_port == 0:
         return NoObserver()
     # Imported here, in the pool process: prometheus_client must see the multiprocess
     # directory that the worker's start-up hook set before the pool forked.
     from workers.ops.metrics import PrometheusObserver  # noqa: PLC0415
 
-    return PrometheusObserver()
+    with _observers_lock:
+        pid = os.getpid()
+        if pid not in _observers:
+            _observers[pid] = PrometheusObserver()
+        return _observers[pid]
 
 
 class Runtime:
-    """One per process: runs the pump on the process's own event loop."""
+    """One per pump: a process' (prefork), or a thread's (``run``'s threads pool); runs the
+    pump on an event loop of its own."""
 
     def __init__(self, settings: Settings, sender: Sender | None = None) -> None:
         self.pid = os.getpid()
@@ -166,6 +183,13 @@ class Runtime:
             return await self.pump.run(budget_s)
         finally:
             self.loop.remove_reader(fd)
+
+    def close(self) -> None:
+        """Close the HTTP client and Redis connections, then the loop (the pump is done)."""
+        try:
+            self.loop.run_until_complete(self.pump.aclose())
+        finally:
+            self.loop.close()
 
     def request_stop(self) -> None:
         """Make a running pump give back its claims and return (from a signal handler)."""

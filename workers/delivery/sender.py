@@ -1,4 +1,4 @@
-"""The HTTP side: one pooled client per process, sending each claim's request to Datadog."""
+"""The HTTP side: one pooled client per pump, sending each claim's request to Datadog."""
 
 from __future__ import annotations
 

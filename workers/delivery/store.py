@@ -93,6 +93,10 @@ class Store:
         self._forget_consumers = client.register_script(FORGET_CONSUMERS.text())
         self._tick = client.register_script(TICK.text())
 
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        await self._redis.aclose()
+
     async def ensure_group(self) -> None:
         """Create the consumer group (and stream) unless it exists; read from the start."""
         try:

@@ -50,7 +50,8 @@ class Status:
     """Deployments dead-lettered because another one of their service and env holds the same
     second at Datadog."""
     live_workers: tuple[str, ...]
-    """Worker processes (``host:pid``) that reported within the live window."""
+    """Pumps (``host:pid``, or ``host:pid-2`` for a process' second) that reported within
+    the live window: one per worker process, or per pump thread of ``run``."""
     now_ms: int
     replication: Replication
     """The Redis in use, its replicas, and how many each write waits for."""
@@ -83,14 +84,21 @@ GATE_FIELDS: Final = (
 """The gate's fields ``status`` shows, in the order ``read_status`` reads them."""
 
 
-def live_window_ms(settings: Settings) -> int:
-    """How recently a worker process must have reported to count as live.
+PUMP_HEARTBEAT_S: Final = 5.0
+"""How often a running pump reports (``workers.delivery.pump.HEARTBEAT_EVERY_S``, which a
+test holds equal; not imported, so that ``status`` loads no delivery code)."""
 
-    A running pump, idle or not, reports every 5 s (``HEARTBEAT_EVERY_S``), and a process
-    without one gets a tick (and runs a pump) every ``FORWARDER_TICK_S``: three of either
-    missed mean the process is gone.
+
+def live_window_ms(settings: Settings) -> int:
+    """How recently a pump must have reported for its worker process to count as live.
+
+    A running pump, idle or not, reports every 5 s (``PUMP_HEARTBEAT_S``); at the end of
+    a run it may go a request's timeout more without one while its last answers come in.
+    A process without a pump gets a tick (and runs one) every ``FORWARDER_TICK_S``. Silence
+    beyond both, or three ticks, means the process is gone.
     """
-    return int(max(15.0, 3 * settings.tick_s) * 1000)
+    run_end_s = 2 * PUMP_HEARTBEAT_S + settings.http_timeout_s + 1
+    return int(max(15.0, 3 * settings.tick_s, run_end_s) * 1000)
 
 
 def _int(value: bytes | None) -> int | None:
