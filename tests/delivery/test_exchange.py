@@ -11,6 +11,7 @@ from aiohttp import web
 from pydantic import SecretStr
 
 from workers.delivery.operations import ApiRequest, Step
+from workers.delivery.ratelimit import retry_after_s
 from workers.delivery.sender import DatadogSender
 
 SEEN = web.AppKey("seen", list[dict[str, str]])
@@ -21,6 +22,13 @@ async def _refused_gzipped(request: web.Request) -> web.Response:
     return web.Response(
         status=403, body=body, headers={"Content-Encoding": "gzip"}, content_type="application/json"
     )
+
+
+async def _twice_reset(request: web.Request) -> web.Response:
+    response = web.json_response({"data": {"id": "x"}}, status=202)
+    response.headers.add("X-RateLimit-Reset", "2")
+    response.headers.add("X-RateLimit-Reset", "9")
+    return response
 
 
 async def _redirect(request: web.Request) -> web.Response:
@@ -39,6 +47,7 @@ async def serving() -> AsyncIterator[tuple[str, web.Application]]:
     app.router.add_post("/api/v2/dora/failure", _seen)
     app.router.add_post("/gzip/api/v2/dora/failure", _refused_gzipped)
     app.router.add_post("/redirect/api/v2/dora/failure", _redirect)
+    app.router.add_post("/twice/api/v2/dora/failure", _twice_reset)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -102,3 +111,18 @@ async def _headers(url: str, app: web.Application) -> None:
     assert all("Cookie" not in seen for seen in app[SEEN])
     assert all(seen["User-Agent"].startswith("dora-forwarder/") for seen in app[SEEN])
     assert "DD-APPLICATION-KEY" not in app[SEEN][0]
+
+
+def test_a_repeated_rate_limit_header_is_read_whole() -> None:
+    """Two X-RateLimit-Reset headers: both values reach the gate, which takes the larger."""
+    asyncio.run(_with_server(_twice))
+
+
+async def _twice(url: str, _: web.Application) -> None:
+    sender = DatadogSender(base_url=url + "/twice", api_key=SecretStr("k"), timeout_s=5)
+    try:
+        attempt = await sender.send(_post())
+    finally:
+        await sender.aclose()
+    assert attempt.headers["x-ratelimit-reset"] == "2, 9"
+    assert retry_after_s(attempt.headers) == 9
