@@ -143,22 +143,11 @@ def create_app(settings: Settings) -> ForwarderCelery:
     quiet = _QuietTicks()
     for name in ("celery.worker.strategy", "celery.worker.request", "celery.app.trace"):
         logging.getLogger(name).addFilter(quiet)
-    app.user_options["worker"].add(
-        click.Option(
-            [BEAT_THREAD_OPTION],
-            is_flag=True,
-            default=False,
-            help="Run beat as a thread of this process (dora-forwarder run), not as a process.",
-        )
-    )
-    app.user_options["worker"].add(
-        click.Option(
-            [NO_START_PUMPS_OPTION],
-            is_flag=True,
-            default=False,
-            help="Leave starting pumps to beat's ticks instead of one per process at start.",
-        )
-    )
+    for option, text in (
+        (BEAT_THREAD_OPTION, "Run beat as a thread of this process (dora-forwarder run)."),
+        (NO_START_PUMPS_OPTION, "Leave starting pumps to beat's ticks (tests of beat)."),
+    ):
+        app.user_options["worker"].add(click.Option([option], is_flag=True, help=text))
     app.steps["worker"].add(ThreadedBeat)
     app.steps["consumer"].add(StartPumps)
     register(app)

@@ -12,6 +12,7 @@ from pydantic import SecretStr
 
 from workers.delivery.operations import ApiRequest, Step
 from workers.delivery.ratelimit import retry_after_s
+from workers.delivery.records import Attempt
 from workers.delivery.sender import DatadogSender
 
 SEEN = web.AppKey("seen", list[dict[str, str]])
@@ -66,16 +67,23 @@ def _post() -> ApiRequest:
     return ApiRequest(Step.POST, "POST", "/api/v2/dora/failure", {"data": {}}, "digest")
 
 
+async def _send(base_url: str, times: int = 1, key: str = "k") -> Attempt:
+    """Send the POST ``times`` over one sender (its pool), closed after; the last answer."""
+    sender = DatadogSender(base_url=base_url, api_key=SecretStr(key), timeout_s=5)
+    try:
+        for _ in range(times):
+            attempt = await sender.send(_post())
+    finally:
+        await sender.aclose()
+    return attempt
+
+
 def test_a_gzipped_error_body_is_read_as_text() -> None:
     asyncio.run(_with_server(_gzipped))
 
 
 async def _gzipped(url: str, _: web.Application) -> None:
-    sender = DatadogSender(base_url=url + "/gzip", api_key=SecretStr("k"), timeout_s=5)
-    try:
-        attempt = await sender.send(_post())
-    finally:
-        await sender.aclose()
+    attempt = await _send(url + "/gzip")
     assert attempt.status == 403
     assert attempt.body == '{"errors":["Forbidden: the key is not valid"]}'
 
@@ -85,11 +93,7 @@ def test_a_redirect_is_the_answer_not_followed() -> None:
 
 
 async def _redirected(url: str, _: web.Application) -> None:
-    sender = DatadogSender(base_url=url + "/redirect", api_key=SecretStr("k"), timeout_s=5)
-    try:
-        attempt = await sender.send(_post())
-    finally:
-        await sender.aclose()
+    attempt = await _send(url + "/redirect")
     assert attempt.status == 302
 
 
@@ -99,14 +103,9 @@ def test_headers_keys_and_no_cookies() -> None:
 
 
 async def _headers(url: str, app: web.Application) -> None:
-    sender = DatadogSender(base_url=url, api_key=SecretStr("the-key"), timeout_s=5)
-    try:
-        first = await sender.send(_post())
-        await sender.send(_post())
-    finally:
-        await sender.aclose()
-    assert first.status == 202
-    assert first.headers["content-type"].startswith("application/json"), "case-insensitive"
+    last = await _send(url, times=2, key="the-key")  # the second after the API set a cookie
+    assert last.status == 202
+    assert last.headers["content-type"].startswith("application/json"), "case-insensitive"
     assert [seen["DD-API-KEY"] for seen in app[SEEN]] == ["the-key", "the-key"]
     assert all("Cookie" not in seen for seen in app[SEEN])
     assert all(seen["User-Agent"].startswith("dora-forwarder/") for seen in app[SEEN])
@@ -119,10 +118,6 @@ def test_a_repeated_rate_limit_header_is_read_whole() -> None:
 
 
 async def _twice(url: str, _: web.Application) -> None:
-    sender = DatadogSender(base_url=url + "/twice", api_key=SecretStr("k"), timeout_s=5)
-    try:
-        attempt = await sender.send(_post())
-    finally:
-        await sender.aclose()
+    attempt = await _send(url + "/twice")
     assert attempt.headers["x-ratelimit-reset"] == "2, 9"
     assert retry_after_s(attempt.headers) == 9

@@ -39,6 +39,19 @@ def _incident(tag: str) -> dict[str, object]:
     }
 
 
+def _publish_and_see_delivered(
+    redis_url: str, prefix: str, standin: StandinServer, tag: str, timeout_s: float
+) -> None:
+    event = _incident(tag)
+    with Publisher.from_url(redis_url, key_prefix=prefix) as publisher:
+        publisher.publish(event)
+    wait_until(
+        lambda: standin.requests_for(str(event["id"])),
+        timeout_s=timeout_s,
+        what="the event delivered",
+    )
+
+
 @pytest.fixture
 def run_process(
     tmp_path: Path, redis_url: str, prefix: str, standin: StandinServer, api_key: str
@@ -68,12 +81,7 @@ def test_run_is_one_process_with_beat_inside(
 ) -> None:
     """One process delivers (start-up tick), beat ticks from inside it, SIGTERM ends it."""
     run = run_process(FORWARDER_TICK_S="0.5", FORWARDER_TASK_BUDGET_S="1")
-    event = _incident("run")
-    with Publisher.from_url(redis_url, key_prefix=prefix) as publisher:
-        publisher.publish(event)
-    wait_until(
-        lambda: standin.requests_for(str(event["id"])), timeout_s=30, what="the event delivered"
-    )
+    _publish_and_see_delivered(redis_url, prefix, standin, "run", timeout_s=30)
     assert group_members(run.process.pid) == [run.process.pid], "run forks no process"
     log = tmp_path / "run.log"
     wait_until(
@@ -96,12 +104,7 @@ def test_run_delivers_before_beats_first_tick(
 ) -> None:
     """With a 60 s tick, the first event still goes out at once: run queues its first pump."""
     run_process(FORWARDER_TICK_S=LONG_TICK_S, FORWARDER_TASK_BUDGET_S="30")
-    event = _incident("first")
-    with Publisher.from_url(redis_url, key_prefix=prefix) as publisher:
-        publisher.publish(event)
-    wait_until(
-        lambda: standin.requests_for(str(event["id"])), timeout_s=20, what="the event delivered"
-    )
+    _publish_and_see_delivered(redis_url, prefix, standin, "first", timeout_s=20)
 
 
 def test_every_pool_process_pumps_from_the_start(
