@@ -184,6 +184,44 @@ async def test_outage_opens_the_breaker_probes_one_at_a_time_and_closes(
 
 
 @pytest.mark.anyio
+async def test_an_open_breaker_holds_a_timed_out_request_until_it_can_no_longer_land(
+    store: Store, client: Any, keys: RedisKeys
+) -> None:
+    """A timeout (in doubt) settled while the breaker is open is due at its lease's end.
+
+    Sent again sooner, it could be overtaken by the first request landing late, and would be
+    owed once more; the API looks down anyway. A 503 (not in doubt) stays due at once.
+    """
+    await due_incidents(store, client, keys, 4)
+    claims = (await take(store, T0, limit=4)).claims
+    timed_out = [
+        Settlement(
+            c.incident_id,
+            c.version,
+            Verdict.RETRY,
+            reason="network error: ReadTimeout",
+            sent_at_ms=c.claimed_at_ms,
+            doubt=True,
+            outage=True,
+        )
+        for c in claims[:3]
+    ]
+    refused = failed(claims[3], 503)
+    result = await store.settle(
+        "t",
+        [*timed_out, refused],
+        GateUpdate(answered=True),
+        now_ms=T0 + 1_000,
+        breaker_update=breaker_update([attempt(None)] * 3 + [attempt(503)]),
+        breaker=POLICY,
+    )
+    assert result.breaker_opened
+    for item in timed_out:
+        assert await client.zscore(keys.due, item.incident_id) == T0 + LEASE_MS
+    assert await client.zscore(keys.due, refused.incident_id) == T0 + 1_000
+
+
+@pytest.mark.anyio
 async def test_answers_that_are_not_outages_keep_it_closed(
     store: Store, client: Any, keys: RedisKeys
 ) -> None:
