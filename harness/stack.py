@@ -181,6 +181,7 @@ class Workers:
         key: str | None = OWN_KEY,
         app_key: str | None = OWN_KEY,
         wrapper: Sequence[str] = (),
+        loglevel: str = "INFO",
         **env: str,
     ) -> Worker:
         """Start ``celery -A workers <argv>`` (default: worker --beat, 2 processes).
@@ -198,6 +199,7 @@ class Workers:
             worker_env(self.redis_url, self.prefix, self.api_url, api_key, **env),
             self.directory / f"worker-{len(self.started)}.log",
             self.directory,
+            loglevel=loglevel,
             wrapper=wrapper,
         )
         self.started.append(worker)

@@ -17,7 +17,8 @@ import redis.asyncio as aioredis
 
 from forwarder import Publisher
 from forwarder.protocol import RedisKeys
-from harness.stack import Worker, Workers, delete_keys
+from harness.run import RunProcess
+from harness.stack import Worker, Workers, delete_keys, worker_env
 from harness.standin import StandinServer
 
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
@@ -142,6 +143,28 @@ def workers(
 def start_worker(workers: Workers) -> Callable[..., Worker]:
     """Start a real worker process: ``start_worker(*celery_args, key=..., **env)``."""
     return workers.start
+
+
+@pytest.fixture
+def run_process(
+    tmp_path: Path, redis_url: str, prefix: str, standin: StandinServer, api_key: str
+) -> Iterator[Callable[..., RunProcess]]:
+    """Start ``dora-forwarder run`` (``--loglevel=INFO``; later options win), logging to
+    ``tmp_path / "run.log"``: ``run_process(*run_args, **env)``; stopped after the test."""
+    started: list[RunProcess] = []
+
+    def start(*args: str, **env: str) -> RunProcess:
+        process = RunProcess(
+            ["--loglevel=INFO", *args],
+            worker_env(redis_url, prefix, standin.url, api_key, **env),
+            tmp_path / "run.log",
+        )
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        process.stop()
 
 
 @pytest.hookimpl(wrapper=True)

@@ -22,30 +22,14 @@ from config.redis_url import broker_url
 from forwarder.protocol import RedisKeys
 from forwarder.sentinel_url import is_sentinel_url
 from workers.ops.logs import configure_handlers
+from workers.ops.routine_logs import ROUTINE_LOGGERS, DemoteRoutine
 from workers.tasks import (
     PUMP_TASK,
     QUEUE,
-    TICK_DROPPED_RESULT,
     ForwarderCelery,
     register,
     start_pumps,
 )
-
-
-class _QuietTicks(logging.Filter):
-    """Drop Celery's per-message lines about our own ticks (several a second, no news).
-
-    That is "received" for each tick and "succeeded" for each dropped one: dropped ticks are
-    counted (``ticks_dropped``, in Redis and metrics) and logged one line in N by the task.
-    Anything else about ticks, such as a discarded (revoked) one, stays in the log.
-    """
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        if not message.startswith(f"Task {PUMP_TASK}["):
-            return True
-        return not (message.endswith("received") or f"'{TICK_DROPPED_RESULT}'" in message)
-
 
 BEAT_THREAD_OPTION: Final = "--beat-thread"
 """``celery worker`` option of ours: run beat as a thread of the worker's main process."""
@@ -140,9 +124,12 @@ def create_app(settings: Settings) -> ForwarderCelery:
         task_send_sent_event=True,
     )
     connect_logging(settings)
-    quiet = _QuietTicks()
-    for name in ("celery.worker.strategy", "celery.worker.request", "celery.app.trace"):
-        logging.getLogger(name).addFilter(quiet)
+    routine = DemoteRoutine(PUMP_TASK)
+    for name in ROUTINE_LOGGERS:
+        logger = logging.getLogger(name)
+        for stale in [f for f in logger.filters if isinstance(f, DemoteRoutine)]:
+            logger.removeFilter(stale)  # one app a process; tests make several
+        logger.addFilter(routine)
     for option, text in (
         (BEAT_THREAD_OPTION, "Run beat as a thread of this process (dora-forwarder run)."),
         (NO_START_PUMPS_OPTION, "Leave starting pumps to beat's ticks (tests of beat)."),

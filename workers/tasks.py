@@ -49,8 +49,6 @@ TICK_EXPIRES_S: Final = 10.0
 It waited because every worker process was busy pumping; newer ticks follow it."""
 TICK_DROPPED_RESULT: Final = "tick_dropped_age_ms"
 """Key of what a dropped tick's task returns (and Celery's success line shows)."""
-TICK_DROPS_PER_LOG_LINE: Final = 1000
-"""Dropped ticks are normal while every process is busy: the first gets a line, then 1 in N."""
 
 
 class ForwarderCelery(Celery):
@@ -123,11 +121,6 @@ def _date_ticks(app: ForwarderCelery) -> None:
     before_task_publish.connect(on_publish, weak=False, dispatch_uid="dora_forwarder.date_ticks")
 
 
-def tick_drop_worth_a_line(dropped_total: int) -> bool:
-    """Whether the fleet's ``dropped_total``-th dropped tick is logged: the 1st, then 1 in N."""
-    return dropped_total == 1 or dropped_total % TICK_DROPS_PER_LOG_LINE == 0
-
-
 def tick_sent_ms(value: object) -> int | None:
     """A tick's stamp as ms, or None: sent by hand (``celery call``), undated, or garbled."""
     if isinstance(value, bool) or not isinstance(value, int | float | str):
@@ -139,7 +132,7 @@ def tick_sent_ms(value: object) -> int | None:
 
 
 def _stale_tick(runtime: Runtime, sent: object) -> TickCheck | None:
-    """The check of a tick too old to run (counted, logged 1 in N), or None if it runs."""
+    """The check of a tick too old to run (counted; a line at DEBUG), or None if it runs."""
     sent_ms = tick_sent_ms(sent)
     if sent_ms is None:
         return None
@@ -149,16 +142,16 @@ def _stale_tick(runtime: Runtime, sent: object) -> TickCheck | None:
         return None  # the pump run reports Redis' state itself
     if not check.dropped:
         return None
-    if tick_drop_worth_a_line(check.dropped_total):
-        log.info(
-            "%d tick(s) dropped so far by the fleet: this one waited %.2f s in Celery's queue "
-            "(Redis' clock), over %g s, while every worker process was busy (or none was up); "
-            "harmless, newer ticks follow (next line after %d more)",
-            check.dropped_total,
-            check.age_ms / 1000,
-            TICK_EXPIRES_S,
-            TICK_DROPS_PER_LOG_LINE - check.dropped_total % TICK_DROPS_PER_LOG_LINE,
-        )
+    # Normal whenever every process is busy, as a pump run outlasts several ticks: the count
+    # is in Redis and the metrics, the line only at DEBUG.
+    log.debug(
+        "%d tick(s) dropped so far by the fleet: this one waited %.2f s in Celery's queue "
+        "(Redis' clock), over %g s, while every worker process was busy (or none was up); "
+        "harmless, newer ticks follow",
+        check.dropped_total,
+        check.age_ms / 1000,
+        TICK_EXPIRES_S,
+    )
     return check
 
 
@@ -339,3 +332,10 @@ def _remove_metrics_dir(**_: Any) -> None:
         from workers.ops.metrics import remove_multiprocess_dir  # noqa: PLC0415
 
         remove_multiprocess_dir(_metrics_dir)
+
+
+@worker_shutdown.connect
+def _say_stopped(sender: Any = None, **_: Any) -> None:
+    """The stop's one line in the log, once it is done (Celery prints "Warm shutdown" to
+    standard output as it begins), as "<name> ready." was the start's."""
+    log.info("%s stopped.", getattr(sender, "hostname", None) or "worker")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import time
 
 import httpx
 import pytest
@@ -95,11 +97,31 @@ async def test_rate_limit_closes_the_gate_until_reset(
         "X-RateLimit-Remaining": "0",
     }
     await publish(client, keys, START, {**START, "id": "incident-0000000002"})
+    started = time.monotonic()
     await make_pump(client, keys, api).run(0.5)
+    # The run ends at its budget, not after the gate's wait (it waited 5 s more before).
+    assert time.monotonic() - started < 3.0
     assert len(api.requests) == 1
     gate = await client.hgetall(keys.gate)
     assert gate[b"reason"] == b"rate_limit"
     assert int(gate[b"closed_until_ms"]) - int(gate[b"closed_at_ms"]) == 30_000
+
+
+async def test_the_end_of_a_rate_limit_pause_is_one_line(
+    client: aioredis.Redis, keys: RedisKeys, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Closed for 1 s by a 429, then open: the pump that finds it over says so, once."""
+    api = FakeDatadog(429, 202, 202)
+    api.headers = {"X-RateLimit-Reset": "1"}
+    await publish(client, keys, START, {**START, "id": "incident-0000000002"})
+    caplog.set_level(logging.INFO, logger="dora_forwarder.pump")
+    report = await make_pump(client, keys, api).run(2.0)
+    reopened = [r for r in caplog.records if " is over" in r.getMessage()]
+    assert [r.getMessage() for r in reopened] == [
+        "the pause after Datadog's rate limit (HTTP 429) is over: delivery resumes"
+    ]
+    assert reopened[0].levelname == "INFO"
+    assert report.outcomes == {"retry": 1, "delivered": 2}
 
 
 async def test_expired_incident_is_dead_lettered_with_its_attempts(

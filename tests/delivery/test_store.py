@@ -243,8 +243,28 @@ async def test_closed_gate_claims_nothing_and_says_how_long(
     assert not again.gate_newly_closed  # already closed: one log line, not one per answer
     result = await store.claim(10, 60_000, "t", probe_ms=1_000, now_ms=t0 + 4_999)
     assert result.wait_ms == 1  # a shorter closure never shortens a longer one
+    assert result.gate_reopened == ""
     result = await store.claim(10, 60_000, "t", probe_ms=1_000, now_ms=t0 + 5_000)
     assert len(result.claims) == 3
+    # The claim that found it over says so, for one log line in the fleet; the next does not.
+    assert result.gate_reopened == "rate_limit"
+    later = await store.claim(10, 60_000, "u", probe_ms=1_000, now_ms=t0 + 5_001)
+    assert (later.claims, later.gate_reopened) == ([], "")
+
+
+async def test_a_reopening_is_reported_even_when_nothing_can_be_claimed(
+    store: Store, client: Any, keys: RedisKeys
+) -> None:
+    """Over while nothing is due: the first claim after it still reports it, only once."""
+    t0 = await store.redis_time_ms()
+    await store.settle(
+        "t", [], GateUpdate(close_ms=1_000, close_reason="auth", answered=True), now_ms=t0
+    )
+    first = await store.claim(10, 60_000, "t", probe_ms=1_000, now_ms=t0 + 1_000)
+    assert (first.claims, first.gate_reopened) == ([], "auth")
+    second = await store.claim(10, 60_000, "t", probe_ms=1_000, now_ms=t0 + 1_001)
+    assert second.gate_reopened == ""
+    assert await client.hget(keys.gate, "reason") == b"auth"  # kept, for status
 
 
 async def test_budget_spent_across_claims_and_renewed_each_window(

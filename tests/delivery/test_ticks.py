@@ -1,9 +1,8 @@
-"""Ticks dated and judged by Redis' clock: the stamp, the age check, the count, the log policy."""
+"""Ticks dated and judged by Redis' clock: the stamp, the age check, the count."""
 
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -14,16 +13,13 @@ import redis.asyncio as aioredis
 
 from config import load_settings
 from forwarder.protocol import RedisKeys, StatsField
-from workers.celery_app import _QuietTicks, create_app
+from workers.celery_app import create_app
 from workers.delivery.store import Store
 from workers.tasks import (
     PUMP_TASK,
     QUEUE,
-    TICK_DROPPED_RESULT,
-    TICK_DROPS_PER_LOG_LINE,
     TICK_SENT_HEADER,
     ForwarderCelery,
-    tick_drop_worth_a_line,
     tick_sent_ms,
 )
 
@@ -101,22 +97,6 @@ async def test_only_ticks_older_than_the_expiry_are_dropped_and_counted(
 
 
 @pytest.mark.parametrize(
-    ("dropped_total", "logged"),
-    [
-        (1, True),
-        (2, False),
-        (TICK_DROPS_PER_LOG_LINE - 1, False),
-        (TICK_DROPS_PER_LOG_LINE, True),
-        (TICK_DROPS_PER_LOG_LINE + 1, False),
-        (7 * TICK_DROPS_PER_LOG_LINE, True),
-    ],
-)
-def test_dropped_ticks_are_logged_first_then_one_in_n(dropped_total: int, logged: bool) -> None:
-    """The first dropped tick gets a line, then one in TICK_DROPS_PER_LOG_LINE: never muted."""
-    assert tick_drop_worth_a_line(dropped_total) is logged
-
-
-@pytest.mark.parametrize(
     ("header", "sent_ms"),
     [
         (1_800_000_000_000, 1_800_000_000_000),
@@ -133,19 +113,3 @@ def test_dropped_ticks_are_logged_first_then_one_in_n(dropped_total: int, logged
 def test_a_missing_or_garbled_stamp_means_undated(header: object, sent_ms: int | None) -> None:
     """An undated tick (sent by hand, or garbled) runs; a stamp is read as ms."""
     assert tick_sent_ms(header) == sent_ms
-
-
-@pytest.mark.parametrize(
-    ("message", "kept"),
-    [
-        (f"Task {PUMP_TASK}[1f2e] received", False),
-        (f"Task {PUMP_TASK}[1f2e] succeeded in 0.002s: {{'{TICK_DROPPED_RESULT}': 31012}}", False),
-        (f"Task {PUMP_TASK}[1f2e] succeeded in 5.01s: {{'entries': 3, 'sent': 3}}", True),
-        (f"Discarding revoked task: {PUMP_TASK}[1f2e]", True),
-        ("Task other.task[1f2e] received", True),
-    ],
-)
-def test_only_routine_tick_lines_are_quiet(message: str, kept: bool) -> None:
-    """'received' and dropped-tick lines are quiet (counted instead); discards are not."""
-    record = logging.LogRecord("celery.app.trace", logging.INFO, __file__, 1, message, (), None)
-    assert _QuietTicks().filter(record) is kept

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -20,7 +20,7 @@ from config import load_settings
 from forwarder import Publisher
 from forwarder.protocol import RedisKeys
 from harness.run import RunProcess
-from harness.stack import Worker, wait_until, worker_env
+from harness.stack import Worker, wait_until
 from harness.standin import StandinServer
 from workers.delivery.pump import HEARTBEAT_EVERY_S
 from workers.ops.status import PUMP_HEARTBEAT_S, live_window_ms
@@ -52,26 +52,6 @@ def _publish_and_see_delivered(
     )
 
 
-@pytest.fixture
-def run_process(
-    tmp_path: Path, redis_url: str, prefix: str, standin: StandinServer, api_key: str
-) -> Iterator[Callable[..., RunProcess]]:
-    started: list[RunProcess] = []
-
-    def start(*args: str, **env: str) -> RunProcess:
-        process = RunProcess(
-            ["--loglevel=INFO", *args],
-            worker_env(redis_url, prefix, standin.url, api_key, **env),
-            tmp_path / "run.log",
-        )
-        started.append(process)
-        return process
-
-    yield start
-    for process in started:
-        process.stop()
-
-
 def test_run_is_one_process_with_beat_inside(
     run_process: Callable[..., RunProcess],
     standin: StandinServer,
@@ -80,7 +60,8 @@ def test_run_is_one_process_with_beat_inside(
     tmp_path: Path,
 ) -> None:
     """One process delivers (start-up tick), beat ticks from inside it, SIGTERM ends it."""
-    run = run_process(FORWARDER_TICK_S="0.5", FORWARDER_TASK_BUDGET_S="1")
+    # Beat's lines about its ticks are at DEBUG (an idle forwarder is quiet at INFO).
+    run = run_process("--loglevel=DEBUG", FORWARDER_TICK_S="0.5", FORWARDER_TASK_BUDGET_S="1")
     _publish_and_see_delivered(redis_url, prefix, standin, "run", timeout_s=30)
     assert group_members(run.process.pid) == [run.process.pid], "run forks no process"
     log = tmp_path / "run.log"

@@ -94,3 +94,8 @@ def _shown(value: bytes, limit: int = 80) -> str:
     """A stored value as a reason may quote it: repr'd, cut to ``limit`` characters."""
     text = repr(value.decode(errors="replace"))
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def reply_text(value: object) -> str:
+    """A string of claim.lua's reply, as str (bytes without ``decode_responses``)."""
+    return value.decode() if isinstance(value, bytes) else str(value)

@@ -1,10 +1,11 @@
-"""The log lines an operator reads: one per outcome, and the circuit breaker's changes."""
+"""The log lines an operator reads: one per outcome, the gate's reopening, the breaker's changes."""
 
 from __future__ import annotations
 
 import logging
 
 from workers.delivery.breaker import BreakerPolicy
+from workers.delivery.gate import REASON_AUTH, REASON_RATE_LIMIT
 from workers.delivery.records import Attempt, Claim, Settlement, SettleResult, Verdict
 
 # The pump's name: operators filter on it, and it predates this module.
@@ -78,3 +79,15 @@ def log_breaker(result: SettleResult, policy: BreakerPolicy) -> None:
             "Datadog's API answers again: circuit breaker closed; delivery resumes in full",
             extra={"breaker": "closed"},
         )
+
+
+def log_gate_reopened(reason: str) -> None:
+    """One line for the fleet when a pause of the whole fleet is over (``reason``: why it was
+    closed); the line that closed it said until when."""
+    if reason == REASON_AUTH:
+        what = "the pause after a refused API key is over: one request probes the key"
+    elif reason == REASON_RATE_LIMIT:
+        what = "the pause after Datadog's rate limit (HTTP 429) is over: delivery resumes"
+    else:
+        what = f"the fleet's pause ({reason}) is over: delivery resumes"
+    log.info("%s", what, extra={"gate": "open", "closed_for": reason})

@@ -23,7 +23,7 @@ from workers.delivery.gate import REASON_AUTH, gate_update
 from workers.delivery.intake import Entry, Intake
 from workers.delivery.observer import NoObserver, PumpObserver
 from workers.delivery.operations import ApiRequest
-from workers.delivery.outcome_log import log_breaker, log_outcome
+from workers.delivery.outcome_log import log_breaker, log_gate_reopened, log_outcome
 from workers.delivery.records import Attempt, Claim, Settlement, Verdict
 from workers.delivery.sendable import probes_app_key, wait_for_app_key_probe
 from workers.delivery.sender import Sender
@@ -237,7 +237,10 @@ class Pump:
                 if not accepting:
                     return
                 if wait_s is not None:
-                    await asyncio.wait([stop], timeout=min(wait_s, IDLE_POLL_S))
+                    # The gate's wait, but never past the run's end (a 429 may close it for
+                    # minutes): the next run takes over from there.
+                    until_end = max(0.0, deadline - self._now())
+                    await asyncio.wait([stop], timeout=min(wait_s, IDLE_POLL_S, until_end))
                 elif claimed < free:
                     await self._idle(deadline, wake, stop)
         finally:
@@ -264,6 +267,8 @@ class Pump:
             ceiling_per_s=self._config.ceiling_per_s,
             breaker=self._config.breaker,
         )
+        if result.gate_reopened:
+            log_gate_reopened(result.gate_reopened)
         for claim in result.claims:
             decision = before_sending(claim, self._config.policy)
             if not isinstance(decision, Settlement) and probes_app_key(claim, decision):

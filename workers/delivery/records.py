@@ -128,6 +128,9 @@ class ClaimResult:
     wait_ms: int
     gate_reason: str
     claims: list[Claim]
+    gate_reopened: str = ""
+    """The reason of a closure of the gate this claim found over ('' if none); one claim
+    fleet-wide gets it, so that one line says the fleet sends again."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,7 +26,7 @@ from forwarder.protocol import (
 )
 from forwarder.replicas import Replicas
 from workers.delivery.breaker import BreakerPolicy, BreakerUpdate
-from workers.delivery.claim_rows import claim_from_row, version_name
+from workers.delivery.claim_rows import claim_from_row, reply_text, version_name
 from workers.delivery.fold import FoldPlan
 from workers.delivery.gate import REASON_AUTH, GateUpdate
 from workers.delivery.records import (
@@ -234,12 +234,13 @@ class Store:
         )
         reply = await self._claim(keys=keys, args=args)
         now, app_key_until = int(reply[0]), int(reply[3])
-        claims = [claim_from_row(row, now, app_key_until) for row in reply[4:]]
+        claims = [claim_from_row(row, now, app_key_until) for row in reply[5:]]
         return ClaimResult(
             now_ms=now,
             wait_ms=int(reply[1]),
-            gate_reason=reply[2].decode() if isinstance(reply[2], bytes) else str(reply[2]),
+            gate_reason=reply_text(reply[2]),
             claims=await self._with_pending_deployments(claims),
+            gate_reopened=reply_text(reply[4]),
         )
 
     async def _with_pending_deployments(self, claims: list[Claim]) -> list[Claim]:

@@ -23,7 +23,9 @@
 --       token, probe_ms, ceiling_per_s (0: none), now_ms ('' for Redis' clock; tests pin it),
 --       breaker_probe_ms, breaker_probe_max_ms (the breaker's probe spacing: first, longest)
 -- Returns: {now_ms, wait_ms, reason, app_key_closed_until_ms (0: PATCH and DELETE may go),
---          {id, field, value, ...}, ...} without s:* fields.
+--          reopened, {id, field, value, ...}, ...} without s:* fields. `reopened` is the reason
+--          of a closure this call found over ('' if none): it is reported once, to the one
+--          worker that logs the gate's reopening for the fleet.
 local due_key, inflight_key, dead_key, stats_key, gate_key, app_key_waits_key = unpack(KEYS, 1, 6)
 local prefix, limit, lease_ms, token, probe_ms, ceiling_per_s, now_ms, breaker_probe_ms,
   breaker_probe_max_ms = unpack(ARGV, 1, 9)
@@ -56,16 +58,24 @@ local app_key_until = ms(num(g.app_key_closed_until_ms) or 0)
 
 local closed_until = num(g.closed_until_ms) or 0
 if closed_until > now then
-  return {ms(now), ms(closed_until - now), g.reason or 'closed', app_key_until}
+  return {ms(now), ms(closed_until - now), g.reason or 'closed', app_key_until, ''}
+end
+local reopened = ''
+if closed_until > 0 then
+  -- Over: 0 marks it announced (the reason stays, lift_auth_pause.lua reads it).
+  redis.call('HSET', gate_key, 'closed_until_ms', 0)
+  reopened = g.reason or 'closed'
 end
 
 -- The API looks down: one probe at a time, spaced, stands in for every waiting incident.
 local breaker_probe = g.breaker_opened_ms ~= nil
 if breaker_probe then
   local probe_at = num(g.breaker_probe_at_ms) or 0
-  if probe_at > now then return {ms(now), ms(probe_at - now), 'breaker', app_key_until} end
+  if probe_at > now then
+    return {ms(now), ms(probe_at - now), 'breaker', app_key_until, reopened}
+  end
   if g.breaker_probe and redis.call('ZSCORE', inflight_key, g.breaker_probe) then
-    return {ms(now), '100', 'breaker', app_key_until}
+    return {ms(now), '100', 'breaker', app_key_until, reopened}
   end
 end
 
@@ -108,11 +118,11 @@ if ceiling > 0 and allowed > 0 then
   if allowed <= 0 then wait, why = math.ceil((1 - tokens) * 1000 / ceiling), 'ceiling' end
 end
 
-if allowed <= 0 then return {ms(now), ms(math.max(wait, 1)), why, app_key_until} end
+if allowed <= 0 then return {ms(now), ms(math.max(wait, 1)), why, app_key_until, reopened} end
 
 local MISSING = 'the state is missing (deleted by hand, evicted by a Redis whose '
   .. 'maxmemory-policy is not noeviction, or expired under an older version): nothing to send'
-local out = {ms(now), '0', '', app_key_until}
+local out = {ms(now), '0', '', app_key_until, reopened}
 local missing = 0
 local ids = redis.call('ZRANGEBYSCORE', due_key, '-inf', ms(now), 'LIMIT', 0, allowed)
 for _, id in ipairs(ids) do
@@ -154,19 +164,19 @@ end
 -- Ids are in flight now: nothing below may fail (Redis does not undo a script's earlier writes,
 -- and a failure would strand them until their lease ends). Hence HSET of values computed here,
 -- never HINCRBY on what the hash holds.
-local sent = #out - 4
+local sent = #out - 5
 if sent > 0 then
   if budgeted then redis.call('HSET', gate_key, 'remaining', ms(remaining - sent)) end
   if ceiling > 0 then redis.call('HSET', gate_key, 'tokens', tostring(tokens - sent)) end
   if probing then
-    redis.call('HSET', gate_key, 'probe_until_ms', ms(now + probe_ms), 'probe', out[5][1])
+    redis.call('HSET', gate_key, 'probe_until_ms', ms(now + probe_ms), 'probe', out[6][1])
   end
   if breaker_probe then
     local probes = (num(g.breaker_probes) or 0) + 1
     -- As BreakerPolicy.probe_spacing_ms: doubling, capped.
     local spacing = math.min(tonumber(breaker_probe_max_ms),
       tonumber(breaker_probe_ms) * 2 ^ probes)
-    redis.call('HSET', gate_key, 'breaker_probe', out[5][1], 'breaker_probes', probes,
+    redis.call('HSET', gate_key, 'breaker_probe', out[6][1], 'breaker_probes', probes,
       'breaker_probe_at_ms', ms(now + spacing))
     add(stats_key, 'breaker_probes', 1)
   end

@@ -1,0 +1,64 @@
+"""Celery's routine lines, moved from INFO to DEBUG: an idle forwarder writes nothing at INFO.
+
+A worker runs a pump task every few seconds per process and beat sends a tick as often, and
+Celery gives each a line ("Scheduler: Sending due task", "Task dora.pump[…] received",
+"… succeeded in 30.0s: {…}"): about 80 a minute that say nothing, around the lines that
+matter (each delivery outcome, gate and breaker changes, warnings). Those lines are not
+dropped but demoted: ``--loglevel DEBUG`` shows them again.
+
+Celery-free, like ``workers.ops.logs``: ``workers.celery_app`` puts ``DemoteRoutine`` on the
+loggers named in ``ROUTINE_LOGGERS``. A filter on a logger sees the records created there,
+before any handler, so a demoted record is judged against the DEBUG level of its logger.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Final
+
+ROUTINE_LOGGERS: Final = (
+    "celery.beat",
+    "celery.worker.strategy",
+    "celery.app.trace",
+    "celery.worker.consumer.connection",
+    "celery.worker.consumer.mingle",
+)
+"""The loggers whose routine INFO lines ``DemoteRoutine`` moves to DEBUG."""
+
+_ROUTINE_PREFIXES: Final = (
+    "Scheduler: Sending due task ",  # beat, every tick
+    "beat: Starting...",  # beat's start and stop: the worker's own lines say it
+    "beat: Shutting down...",
+    "mingle: ",  # the neighbour search at start ("searching", "all alone")
+)
+
+
+class DemoteRoutine(logging.Filter):
+    """Move routine INFO lines about ``task``'s runs and beat's ticks to DEBUG.
+
+    Routine: beat sending a tick, a pump run received or succeeded (its outcomes have lines
+    of their own), beat's start and stop, mingle's neighbour search, and the first broker
+    connection of the process (the worker's "ready." line follows it). A later "Connected
+    to" says the broker is back after an outage, and stays at INFO; so does anything else,
+    such as a failed run or a discarded tick.
+    """
+
+    def __init__(self, task: str) -> None:
+        super().__init__()
+        self._task_line = f"Task {task}["
+        self._connected_before = False
+
+    def _routine(self, message: str) -> bool:
+        if message.startswith(self._task_line):
+            return message.endswith(" received") or "] succeeded in " in message
+        if message.startswith("Connected to "):
+            first, self._connected_before = not self._connected_before, True
+            return first
+        return message.startswith(_ROUTINE_PREFIXES)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Demote ``record`` if routine; keep it if its logger writes at its level now."""
+        if record.levelno != logging.INFO or not self._routine(record.getMessage()):
+            return True
+        record.levelno, record.levelname = logging.DEBUG, logging.getLevelName(logging.DEBUG)
+        return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
