@@ -118,7 +118,8 @@ def test_api_key_answers(answer: KeyAnswer | None, level: Level, words: str) -> 
 def test_refused_key_points_at_the_key_and_the_site() -> None:
     """A 403 is the key or the site: the fix names both."""
     fix = check(facts(api_key=KeyAnswer(status=403)), "api_key").fix or ""
-    assert "DD_API_KEY" in fix and "DD_SITE" in fix
+    assert "DD_API_KEY" in fix
+    assert "DD_SITE" in fix
 
 
 def test_unreachable_api_points_at_the_network() -> None:
@@ -145,7 +146,8 @@ def test_app_key() -> None:
     """Needed once operations wait; refused: fail; not needed: only a note."""
     waiting = redis_facts(status=status(app_key_waiting=3, app_key_detail="DD_APP_KEY not set"))
     found = check(facts(app_key_set=False, redis=waiting), "app_key")
-    assert found.level is Level.FAIL and "3 PATCH/DELETE" in found.detail
+    assert found.level is Level.FAIL
+    assert "3 PATCH/DELETE" in found.detail
     assert "DD_APP_KEY" in (found.fix or "")
     paused = redis_facts(status=status(app_key_waiting=1, app_key_paused_until_ms=NOW_MS + 1))
     assert "refused" in check(facts(redis=paused), "app_key").detail
@@ -175,7 +177,8 @@ def test_replicas_and_role() -> None:
     """Fewer replicas than FORWARDER_PUBLISH_REPLICAS fails; so does a replica as the Redis."""
     short = status(replication=Replication("r:6379", "master", 0, (), 1))
     found = check(facts(redis=redis_facts(status=short)), "replicas")
-    assert found.level is Level.FAIL and "FORWARDER_PUBLISH_REPLICAS=1" in found.detail
+    assert found.level is Level.FAIL
+    assert "FORWARDER_PUBLISH_REPLICAS=1" in found.detail
     enough = status(replication=Replication("r:6379", "master", 1, ("x",), 1))
     assert check(facts(redis=redis_facts(status=enough)), "replicas").level is Level.OK
     replica = status(replication=Replication("r:6379", "slave", 0, (), 0, "p:6379 (link up)"))
