@@ -8,7 +8,8 @@ Tests can inject latency, forced statuses, dropped connections, calendar-aligned
 and requests applied late (after the client gave up), on any of them. Run in-process with
 `StandinServer`, or as `python -m harness.standin --port 0 --api-key KEY [--app-key KEY]
 [--latency-ms 50] [--rate-limit 100/10]`. Both modes serve `GET /_standin/state`,
-`GET /_standin/requests`, `POST /_standin/behaviour` and `POST /_standin/reset`.
+`GET /_standin/requests`, `POST /_standin/behaviour` and `POST /_standin/reset`, and
+Datadog's key check `GET /api/v1/validate` (200 `{"valid": true}` for its API keys, else 403).
 """
 
 from __future__ import annotations
@@ -457,6 +458,7 @@ class DoraStandin:
         app = web.Application()
         for route in ROUTES:
             app.router.add_route(route.method, route.path, self._handler(route))
+        app.router.add_get("/api/v1/validate", self._handle_validate)
         app.router.add_get("/_standin/state", self._handle_state)
         app.router.add_get("/_standin/requests", self._handle_requests)
         app.router.add_post("/_standin/behaviour", self._handle_behaviour)
@@ -587,6 +589,13 @@ class DoraStandin:
         else:  # a copy: the recorded POST keeps the attributes it sent
             events[event_id] = {**events[event_id], **write.attributes}
         return _accepted(202, {"data": None}), event_id
+
+    async def _handle_validate(self, request: web.Request) -> web.Response:
+        # Datadog's key check, as documented: 200 {"valid": true}, else 403 with the
+        # errors array of strings its 403s carry. Not a DORA write: not recorded.
+        if request.headers.get("DD-API-KEY") in self.api_keys:
+            return _json(200, {"valid": True})
+        return _json(403, {"errors": ["Forbidden"]})
 
     async def _handle_state(self, request: web.Request) -> web.Response:
         return _json(200, self.state(include_latest=request.query.get("latest") != "0"))

@@ -44,6 +44,11 @@ PURE = (
     "workers.ingest.sources.pagerduty",
     "workers.ingest.sources.github",
     "workers.ingest.sources.gitlab",
+    "workers.ops.preflight",
+    "workers.ops.doctor",
+    "workers.ops.doctor_records",
+    "workers.ops.doctor_redis",
+    "workers.ops.doctor_fleet",
 )
 """Policy modules: they decide, others carry the decisions out."""
 

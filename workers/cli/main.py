@@ -11,6 +11,7 @@ from config import SettingsError, load_settings
 from forwarder.protocol import KIND_FAILURE, KINDS, PATCH_BY_VERSION_VARIABLE
 from workers.cli.common import EXIT_FAILURE
 from workers.cli.dead_letters import cmd_dead_letters
+from workers.cli.doctor import cmd_doctor
 from workers.cli.publish import cmd_publish
 from workers.cli.run import RunOptions, cmd_run, default_data_dir
 from workers.cli.serve import add_serve_parser, cmd_serve
@@ -82,6 +83,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="refresh every SECONDS (default 2) until Ctrl-C",
     )
+    doctor = commands.add_parser(
+        "doctor",
+        help="check the configuration, Datadog, Redis and the workers; say what to fix",
+        description="Each check is ✔ (fine), • (a reminder), ⚠ (a risk) or ✘ (wrong), with "
+        "the fix in one line. Exit code 1 if any check is ✘, else 0.",
+    )
+    doctor.add_argument("--json", action="store_true", help="print one JSON object")
     letters = commands.add_parser(
         "dead-letters",
         help="list, replay or purge dead letters",
@@ -168,6 +176,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = cmd_spool_drain(settings, args.directory, sys.stdout, sys.stderr)
     elif args.command == "status":
         result = cmd_status(settings, args.json, args.watch, sys.stdout, sys.stderr)
+    elif args.command == "doctor":
+        result = cmd_doctor(settings, args.json, sys.stdout)
     elif args.command == "dead-letters":
         result = cmd_dead_letters(settings, args, sys.stdout, sys.stderr)
     elif args.command == "run":

@@ -1,4 +1,7 @@
-"""Start-up checks of the Redis a worker is given: refuse what cannot work, warn of risk."""
+"""Start-up checks of the Redis a worker is given: refuse what cannot work, warn of risk.
+
+Each judgment is a function of its own, so that ``doctor`` can show them one by one.
+"""
 
 from __future__ import annotations
 
@@ -26,23 +29,41 @@ def _version(text: str) -> tuple[int, ...]:
     return tuple(parts)
 
 
-def judge_redis(info: Mapping[str, Any], save: str) -> Findings:
-    """Judge ``INFO`` output and ``CONFIG GET save`` (empty when snapshots are off)."""
-    findings = Findings()
+def version_problem(info: Mapping[str, Any]) -> str | None:
+    """Why this Redis is too old for the forwarder, or None."""
     version = str(info.get("redis_version", "0"))
     if _version(version) < MIN_REDIS:
-        findings.errors.append(
-            f"Redis {version} is too old: dora-forwarder needs 6.2 or newer (XAUTOCLAIM)"
-        )
+        return f"Redis {version} is too old: dora-forwarder needs 6.2 or newer (XAUTOCLAIM)"
+    return None
+
+
+def eviction_problem(info: Mapping[str, Any]) -> str | None:
+    """Why this Redis may drop queued events under memory pressure, or None."""
     policy = str(info.get("maxmemory_policy", "noeviction"))
     if policy != "noeviction":
-        findings.warnings.append(
+        return (
             f"Redis maxmemory-policy is {policy!r}: under memory pressure it may evict "
             "queued events; set maxmemory-policy noeviction"
         )
+    return None
+
+
+def persistence_problem(info: Mapping[str, Any], save: str) -> str | None:
+    """Why a restart of this Redis loses every queued event (nothing on disk), or None."""
     if not int(info.get("aof_enabled", 0)) and not save.strip():
-        findings.warnings.append(
+        return (
             "Redis keeps nothing on disk (no AOF, no snapshots): a Redis restart loses every "
             "queued event; enable appendonly yes"
         )
+    return None
+
+
+def judge_redis(info: Mapping[str, Any], save: str) -> Findings:
+    """Judge ``INFO`` output and ``CONFIG GET save`` (empty when snapshots are off)."""
+    findings = Findings()
+    if problem := version_problem(info):
+        findings.errors.append(problem)
+    for warning in (eviction_problem(info), persistence_problem(info, save)):
+        if warning:
+            findings.warnings.append(warning)
     return findings
