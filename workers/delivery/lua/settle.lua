@@ -297,14 +297,17 @@ if budget_limit > 0 and close_reason ~= 'auth' then
   local new_end = now + reset_ms
   local known_end = num(redis.call('HGET', gate_key, 'window_end_ms')) or 0
   local known_at = num(redis.call('HGET', gate_key, 'budget_ms')) or 0
-  if now - known_at >= KNOWLEDGE_MS or math.abs(new_end - known_end) > 1000 then
+  if now - known_at >= KNOWLEDGE_MS or new_end > known_end + 1000 then
     -- A window we did not know about: take the server's count as it is.
     redis.call('HSET', gate_key, 'window_end_ms', ms(new_end), 'remaining', ms(remaining))
-  else
+  elseif new_end >= known_end - 1000 then
     -- The same window: in-flight answers arrive in any order; the smallest count is current.
     local known = count(redis.call('HGET', gate_key, 'remaining')) or remaining
     if remaining < known then redis.call('HSET', gate_key, 'remaining', ms(remaining)) end
   end
+  -- Else an answer of a window that ended before the known one began, settled after the fleet
+  -- rolled over (claim.lua): it says nothing of the current window, and moving the window
+  -- back to it would make the next rollover grant the whole limit again in a spent window.
   redis.call('HSET', gate_key, 'limit', ms(budget_limit), 'period_ms', ms(period_ms),
     'budget_ms', ms(now))
 end
