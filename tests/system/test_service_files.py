@@ -244,13 +244,14 @@ def test_example_env_file_holds_no_secret(file: str) -> None:
 
 def test_each_secret_goes_only_where_it_is_needed() -> None:
     """The Datadog keys are in worker.env alone, the ingest keys and secrets in serve.env."""
-    where = {
-        name: file
-        for file in ("env", "worker.env", "serve.env")
-        for name, _, _ in _assignments(file)
-    }
-    assert where["DD_API_KEY"] == where["DD_APP_KEY"] == "worker.env"
-    assert where["FORWARDER_REDIS_URL"] == "env"
+    where: dict[str, set[str]] = {}
+    for file in ("env", "worker.env", "serve.env"):
+        for name, _, _ in _assignments(file):
+            where.setdefault(name, set()).add(file)
+    assert where["DD_API_KEY"] == where["DD_APP_KEY"] == {"worker.env"}
+    assert where["FORWARDER_REDIS_URL"] == {"env"}
     serve_only = secret_variables() - {"DD_API_KEY", "DD_APP_KEY", "FORWARDER_REDIS_URL"}
     assert serve_only
-    assert {name: where[name] for name in serve_only} == dict.fromkeys(serve_only, "serve.env")
+    assert {name: where[name] for name in serve_only} == dict.fromkeys(
+        serve_only, frozenset({"serve.env"})
+    )
