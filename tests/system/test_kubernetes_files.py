@@ -111,7 +111,15 @@ def test_kustomization_applies_the_manifests_but_not_the_example() -> None:
     kustomization = yaml.safe_load((KUBERNETES / "kustomization.yaml").read_text())
     assert kustomization["apiVersion"] == "kustomize.config.k8s.io/v1beta1"
     assert kustomization["kind"] == "Kustomization"
-    assert set(kustomization) <= {"apiVersion", "kind", "labels", "resources"}
+    # `images` and `namespace`: what `kustomize edit set image` and a namespace would add.
+    assert set(kustomization) <= {
+        "apiVersion",
+        "kind",
+        "labels",
+        "resources",
+        "images",
+        "namespace",
+    }
     assert kustomization["resources"] == list(MANIFESTS)
 
 
