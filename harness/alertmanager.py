@@ -9,20 +9,16 @@ does. Debian's ``prometheus-alertmanager`` package provides the binary; CI insta
 
 from __future__ import annotations
 
-import contextlib
-import os
 import shutil
-import signal
-import subprocess
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Self
+from typing import Any
 
-import httpx
 import yaml
 
-from harness.stack import free_port, wait_until
+from harness.loopback_server import LoopbackServer
+from harness.stack import free_port
 
 SKIP_REASON = (
     "needs a real Alertmanager: install prometheus-alertmanager "
@@ -83,7 +79,7 @@ def rfc3339(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
-class AlertmanagerProcess:
+class AlertmanagerProcess(LoopbackServer):
     """One Alertmanager on 127.0.0.1 in its own process group, clustering off, state in
     ``workdir`` (config, storage, log), so that tests never share notification logs."""
 
@@ -114,48 +110,21 @@ class AlertmanagerProcess:
         # The file holds the key: readable by this user only.
         config_path.touch(mode=0o600)
         config_path.write_text(yaml.safe_dump(config, sort_keys=False))
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = workdir / "alertmanager.log"
+        port = free_port()
+        log_path = workdir / "alertmanager.log"
         command = [
             binary,
             f"--config.file={config_path}",
             f"--storage.path={workdir / 'data'}",
-            f"--web.listen-address=127.0.0.1:{self.port}",
+            f"--web.listen-address=127.0.0.1:{port}",
             # The payload's externalURL: otherwise derived from the host name (http://<host>:port).
-            f"--web.external-url={self.url}",
+            f"--web.external-url=http://127.0.0.1:{port}",
             # Empty: no gossip listener (the default binds 0.0.0.0:9094, which two tests would
             # share) and no wait for peers to settle before the first notification.
             "--cluster.listen-address=",
             "--log.level=debug",
         ]
-        self._client = httpx.Client(base_url=self.url, timeout=5)
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-            )
-
-    def __enter__(self) -> Self:
-        return self.wait_ready()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-    def wait_ready(self, timeout_s: float = 30.0) -> Self:
-        """Return once ``GET /-/ready`` answers 200; fail with the log if it exited."""
-
-        def ready() -> bool:
-            if self.process.poll() is not None:
-                raise AssertionError(
-                    f"alertmanager exited with {self.process.returncode}:\n{self.log()}"
-                )
-            try:
-                return self._client.get("/-/ready").status_code == 200
-            except httpx.TransportError:
-                return False
-
-        wait_until(ready, timeout_s=timeout_s, what=f"alertmanager on port {self.port}")
-        return self
+        super().__init__("alertmanager", command, port, log_path)
 
     def post_alert(
         self,
@@ -199,18 +168,3 @@ class AlertmanagerProcess:
         response.raise_for_status()
         held: list[dict[str, Any]] = response.json()
         return held
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self) -> int:
-        """SIGTERM; SIGKILL the group if it hangs. The exit code."""
-        self._client.close()
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.process.wait(10)
-        if self.process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGKILL)
-        return self.process.wait(10)

@@ -9,19 +9,16 @@ provides both binaries; CI installs it (``.ci/run``). Where they are missing, te
 
 from __future__ import annotations
 
-import contextlib
-import os
 import shutil
-import signal
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Self
+from typing import Any
 
-import httpx
 import yaml
 
-from harness.stack import free_port, wait_until
+from harness.loopback_server import LoopbackServer
+from harness.stack import free_port
 
 SKIP_REASON = "needs a real Prometheus: install prometheus (`apt-get install -y prometheus`)"
 """Why these tests skip on a machine without it (CI installs it, so never there)."""
@@ -47,7 +44,7 @@ def promtool(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess
     )
 
 
-class PrometheusProcess:
+class PrometheusProcess(LoopbackServer):
     """One Prometheus on 127.0.0.1 in its own process group: scrapes ``targets``
     (``host:port``) and evaluates ``rule_files`` every second; config, data and log in
     ``workdir``."""
@@ -67,42 +64,15 @@ class PrometheusProcess:
         }
         config_path = workdir / "prometheus.yml"
         config_path.write_text(yaml.safe_dump(config, sort_keys=False))
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = workdir / "prometheus.log"
+        port = free_port()
+        log_path = workdir / "prometheus.log"
         command = [
             binary,
             f"--config.file={config_path}",
             f"--storage.tsdb.path={workdir / 'data'}",
-            f"--web.listen-address=127.0.0.1:{self.port}",
+            f"--web.listen-address=127.0.0.1:{port}",
         ]
-        self._client = httpx.Client(base_url=self.url, timeout=5)
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-            )
-
-    def __enter__(self) -> Self:
-        return self.wait_ready()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-    def wait_ready(self, timeout_s: float = 30.0) -> Self:
-        """Return once ``GET /-/ready`` answers 200; fail with the log if it exited."""
-
-        def ready() -> bool:
-            if self.process.poll() is not None:
-                raise AssertionError(
-                    f"prometheus exited with {self.process.returncode}:\n{self.log()}"
-                )
-            try:
-                return self._client.get("/-/ready").status_code == 200
-            except httpx.TransportError:
-                return False
-
-        wait_until(ready, timeout_s=timeout_s, what=f"prometheus on port {self.port}")
-        return self
+        super().__init__("prometheus", command, port, log_path)
 
     def _api(self, path: str, **params: str) -> Any:
         response = self._client.get(f"/api/v1/{path}", params=params)
@@ -126,18 +96,3 @@ class PrometheusProcess:
             for group in self._api("rules")["groups"]
             for rule in group["rules"]
         ]
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self) -> int:
-        """SIGTERM; SIGKILL the group if it hangs. The exit code."""
-        self._client.close()
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.process.wait(10)
-        if self.process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGKILL)
-        return self.process.wait(10)

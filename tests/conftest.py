@@ -18,7 +18,7 @@ import redis.asyncio as aioredis
 from forwarder import Publisher
 from forwarder.protocol import RedisKeys
 from harness.run import RunProcess
-from harness.stack import Worker, Workers, delete_keys, worker_env
+from harness.stack import Worker, Workers, delete_keys, wait_until, worker_env
 from harness.standin import StandinServer
 
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
@@ -143,6 +143,24 @@ def workers(
 def start_worker(workers: Workers) -> Callable[..., Worker]:
     """Start a real worker process: ``start_worker(*celery_args, key=..., **env)``."""
     return workers.start
+
+
+@pytest.fixture
+def deliver_one(redis_url: str, prefix: str, standin: StandinServer) -> Callable[..., str]:
+    """``deliver_one(tag, timeout_s=30)``: publish one incident (id ``<tag>-<random>``) and
+    wait until the stand-in API got a request for it; its id."""
+
+    def deliver(tag: str, timeout_s: float = 30) -> str:
+        incident = f"{tag}-{uuid.uuid4().hex[:12]}"
+        event = {"id": incident, "started_at": 1_700_000_000, "services": ["api"]}
+        with Publisher.from_url(redis_url, key_prefix=prefix) as publisher:
+            publisher.publish(event)
+        wait_until(
+            lambda: standin.requests_for(incident), timeout_s=timeout_s, what=f"{incident} sent"
+        )
+        return incident
+
+    return deliver
 
 
 @pytest.fixture

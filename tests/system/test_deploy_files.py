@@ -21,10 +21,10 @@ from typing import Any
 
 import pytest
 import yaml
-from pydantic import AliasChoices
 
 from config.settings import Settings
 from harness.stack import REPO
+from tests.system.deploy_names import settings_variables
 
 COMPOSE_FILE = REPO / "docker-compose.yml"
 DOCKERFILE = REPO / "Dockerfile"
@@ -136,19 +136,6 @@ def _published(port: str | int | dict[str, Any]) -> tuple[str, str]:
     parts = str(port).split(":")
     host_ip = parts[0] if len(parts) == 3 else ""
     return host_ip, parts[-1].split("/")[0]
-
-
-def _settings_variables() -> dict[str, str]:
-    """Every environment variable the settings read, mapped to its field's name."""
-    prefix = Settings.model_config.get("env_prefix", "")
-    result = {}
-    for field, info in Settings.model_fields.items():
-        alias = info.validation_alias
-        if isinstance(alias, AliasChoices):
-            result[str(alias.choices[0])] = field
-        else:
-            result[f"{prefix}{field}".upper()] = field
-    return result
 
 
 def _env_example() -> list[tuple[str, str, bool, str]]:
@@ -448,7 +435,7 @@ def test_metrics_port_is_the_settings_default(services: dict[str, Any]) -> None:
 def test_env_example_names_every_settings_variable() -> None:
     """.env.example lists every environment variable config.settings.Settings reads."""
     named = {name for name, *_ in _env_example()}
-    missing = set(_settings_variables()) - named
+    missing = set(settings_variables()) - named
     assert not missing, f".env.example does not document {sorted(missing)}"
 
 
@@ -461,7 +448,7 @@ def test_env_example_names_every_compose_substitution(compose: dict[str, Any]) -
 
 def test_env_example_names_nothing_unknown(compose: dict[str, Any]) -> None:
     """Every variable in .env.example is read by the settings or substituted by compose."""
-    known = set(_settings_variables()) | _substitutions(compose)
+    known = set(settings_variables()) | _substitutions(compose)
     unknown = {name for name, *_ in _env_example()} - known
     assert not unknown, f".env.example names variables nothing reads: {sorted(unknown)}"
 
@@ -486,7 +473,7 @@ def test_env_example_requires_only_the_api_key_as_a_placeholder() -> None:
 @pytest.mark.usefixtures("clean_env")
 def test_env_example_shows_the_settings_defaults() -> None:
     """Each commented-out setting in .env.example shows the value Settings uses by default."""
-    variables = _settings_variables()
+    variables = settings_variables()
     for name, value, commented, _ in _env_example():
         if not commented or name not in variables:
             continue

@@ -39,22 +39,9 @@ def _incident(tag: str) -> dict[str, object]:
     }
 
 
-def _publish_and_see_delivered(
-    redis_url: str, prefix: str, standin: StandinServer, tag: str, timeout_s: float
-) -> None:
-    event = _incident(tag)
-    with Publisher.from_url(redis_url, key_prefix=prefix) as publisher:
-        publisher.publish(event)
-    wait_until(
-        lambda: standin.requests_for(str(event["id"])),
-        timeout_s=timeout_s,
-        what="the event delivered",
-    )
-
-
 def test_run_is_one_process_with_beat_inside(
     run_process: Callable[..., RunProcess],
-    standin: StandinServer,
+    deliver_one: Callable[..., str],
     redis_url: str,
     prefix: str,
     tmp_path: Path,
@@ -62,7 +49,7 @@ def test_run_is_one_process_with_beat_inside(
     """One process delivers (start-up tick), beat ticks from inside it, SIGTERM ends it."""
     # Beat's lines about its ticks are at DEBUG (an idle forwarder is quiet at INFO).
     run = run_process("--loglevel=DEBUG", FORWARDER_TICK_S="0.5", FORWARDER_TASK_BUDGET_S="1")
-    _publish_and_see_delivered(redis_url, prefix, standin, "run", timeout_s=30)
+    deliver_one("footprint-run")
     assert group_members(run.process.pid) == [run.process.pid], "run forks no process"
     log = tmp_path / "run.log"
     wait_until(
@@ -81,11 +68,11 @@ def test_run_is_one_process_with_beat_inside(
 
 
 def test_run_delivers_before_beats_first_tick(
-    run_process: Callable[..., RunProcess], standin: StandinServer, redis_url: str, prefix: str
+    run_process: Callable[..., RunProcess], deliver_one: Callable[..., str]
 ) -> None:
     """With a 60 s tick, the first event still goes out at once: run queues its first pump."""
     run_process(FORWARDER_TICK_S=LONG_TICK_S, FORWARDER_TASK_BUDGET_S="30")
-    _publish_and_see_delivered(redis_url, prefix, standin, "first", timeout_s=20)
+    deliver_one("footprint-first", timeout_s=20)
 
 
 def test_every_pool_process_pumps_from_the_start(

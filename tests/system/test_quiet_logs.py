@@ -8,18 +8,15 @@ ticks beat sends and pump runs end. The routine lines are still there at DEBUG.
 from __future__ import annotations
 
 import re
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import redis
 
-from forwarder import Publisher
 from forwarder.protocol import RedisKeys, StatsField
 from harness.run import RunProcess
 from harness.stack import wait_until
-from harness.standin import StandinServer
 
 pytestmark = pytest.mark.integration
 
@@ -43,15 +40,6 @@ def _ticks_dropped(client: redis.Redis, prefix: str) -> int:
     return int(client.hget(RedisKeys(prefix).stats, StatsField.TICKS_DROPPED) or 0)
 
 
-def _deliver_one(redis_url: str, prefix: str, standin: StandinServer) -> str:
-    incident = f"quiet-{uuid.uuid4().hex[:12]}"
-    event = {"id": incident, "started_at": 1_700_000_000, "services": ["api"]}
-    with Publisher.from_url(redis_url, key_prefix=prefix) as publisher:
-        publisher.publish(event)
-    wait_until(lambda: standin.requests_for(incident), timeout_s=30, what="the event delivered")
-    return incident
-
-
 def _idle_through_ticks(redis_url: str, prefix: str, ticks: int) -> None:
     """Wait until beat has sent ``ticks`` more ticks that a busy pump dropped (each is a
     task received and ended: Celery's routine lines), and pump runs have come and gone."""
@@ -69,14 +57,14 @@ def _idle_through_ticks(redis_url: str, prefix: str, ticks: int) -> None:
 
 def test_an_idle_run_writes_nothing_at_info(
     run_process: Callable[..., RunProcess],
-    standin: StandinServer,
+    deliver_one: Callable[..., str],
     redis_url: str,
     prefix: str,
     tmp_path: Path,
 ) -> None:
     """Ready, one delivery, then more than an idle minute's ticks: not one line; stop: one."""
     run = run_process(**FAST)
-    incident = _deliver_one(redis_url, prefix, standin)
+    incident = deliver_one("quiet")
     log = tmp_path / "run.log"
     wait_until(lambda: incident in log.read_text(), timeout_s=10, what="the delivery's line")
     _idle_through_ticks(redis_url, prefix, 2 * IDLE_TICKS)
@@ -93,14 +81,14 @@ def test_an_idle_run_writes_nothing_at_info(
 
 def test_at_debug_the_routine_lines_are_all_there(
     run_process: Callable[..., RunProcess],
-    standin: StandinServer,
+    deliver_one: Callable[..., str],
     redis_url: str,
     prefix: str,
     tmp_path: Path,
 ) -> None:
     """Moved, not dropped: beat's ticks and each pump run's summary, at DEBUG."""
     run_process("--loglevel=DEBUG", **FAST)
-    _deliver_one(redis_url, prefix, standin)
+    deliver_one("quiet")
     _idle_through_ticks(redis_url, prefix, 2)
     messages = [message for level, message in _lines(tmp_path / "run.log") if level == "DEBUG"]
     assert any(m.startswith("Scheduler: Sending due task pump") for m in messages)
