@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
@@ -93,8 +94,12 @@ def test_a_redirect_is_the_answer_not_followed() -> None:
 
 
 async def _redirected(url: str, _: web.Application) -> None:
+    before = time.monotonic()
     attempt = await _send(url + "/redirect")
     assert attempt.status == 302
+    # When it came, on the clock the gate counts X-RateLimit-Reset from.
+    assert attempt.received_at is not None
+    assert before <= attempt.received_at <= time.monotonic()
 
 
 def test_headers_keys_and_no_cookies() -> None:

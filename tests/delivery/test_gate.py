@@ -83,6 +83,18 @@ def test_any_finished_attempt_ends_a_probe() -> None:
     assert gate_update([answer(None)], auth_pause_s=60).answered
 
 
+def test_a_reset_counts_from_when_the_answer_came() -> None:
+    """Settled 2.5 s after it came, an answer's window ends 2.5 s sooner; never below 0."""
+    came = Attempt(202, httpx.Headers(HEADERS), "", received_at=100.0)
+    assert budget_of(came) == Budget(100, 40, 12_000, 60_000)  # no clock: as announced
+    assert budget_of(came, now_s=102.5) == Budget(100, 40, 9_500, 60_000)
+    assert budget_of(came, now_s=130.0) == Budget(100, 40, 0, 60_000)
+    update = gate_update([came], auth_pause_s=60, now_s=102.5)
+    assert update.budget == Budget(100, 40, 9_500, 60_000)
+    unknown = Attempt(202, httpx.Headers(HEADERS), "")  # no receipt time: as announced
+    assert budget_of(unknown, now_s=130.0) == Budget(100, 40, 12_000, 60_000)
+
+
 def test_broken_budget_headers_are_ignored() -> None:
     """Incomplete or absurd headers give no budget rather than a wrong one."""
     assert budget_of(answer(202, **{"X-RateLimit-Limit": "10"})) is None

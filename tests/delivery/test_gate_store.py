@@ -119,18 +119,32 @@ async def test_a_late_answer_from_an_ended_window_cannot_grant_the_limit_twice(
     assert len(nxt.claims) == 5
 
 
-async def test_an_answer_of_the_current_window_still_lowers_what_is_left(
+async def test_an_answer_of_the_current_window_settled_early_still_lowers_what_is_left(
     store: Store, client: Any, keys: RedisKeys
 ) -> None:
-    """Answers settled late within the same window: the smallest count is current."""
-    t0 = await due_incidents(store, client, keys, 8)
-    budget = Budget(limit=5, remaining=5, reset_ms=4_000, period_ms=5_000)
-    await store.settle("t", [], GateUpdate(budget=budget, answered=True), now_ms=t0)
-    # Settled 1.5 s after Datadog counted it: its window end looks 1.5 s later than known.
-    lower = Budget(limit=5, remaining=2, reset_ms=3_000, period_ms=5_000)
-    await store.settle("t", [], GateUpdate(budget=lower, answered=True), now_ms=t0 + 2_500)
-    result = await store.claim(10, 60_000, "a", probe_ms=1_000, now_ms=t0 + 2_600)
-    assert len(result.claims) == 2
+    """Answers of the current window whose ends read earlier than the known one (settled
+    late, before ages were counted; or the headers' whole seconds): never ignored, so the
+    smallest count still wins."""
+    t0 = await due_incidents(store, client, keys, 12)
+    for at_ms, remaining, reset_ms in ((1_500, 8, 4_000), (1_600, 1, 2_400), (1_700, 3, 3_000)):
+        seen = Budget(limit=10, remaining=remaining, reset_ms=reset_ms, period_ms=10_000)
+        await store.settle("t", [], GateUpdate(budget=seen, answered=True), now_ms=t0 + at_ms)
+    result = await store.claim(20, 60_000, "a", probe_ms=1_000, now_ms=t0 + 1_800)
+    assert len(result.claims) == 1
+
+
+async def test_a_shorter_window_announced_is_taken_at_once(
+    store: Store, client: Any, keys: RedisKeys
+) -> None:
+    """Datadog's period shrinks (an hour, then a minute): the new window is taken as it is,
+    not held against the hour-long one until the knowledge of it expires."""
+    t0 = await due_incidents(store, client, keys, 3)
+    hour = Budget(limit=100, remaining=0, reset_ms=3_000_000, period_ms=3_600_000)
+    await store.settle("t", [], GateUpdate(budget=hour, answered=True), now_ms=t0)
+    minute = Budget(limit=60, remaining=59, reset_ms=30_000, period_ms=60_000)
+    await store.settle("t", [], GateUpdate(budget=minute, answered=True), now_ms=t0 + 1_000)
+    result = await store.claim(10, 60_000, "a", probe_ms=1_000, now_ms=t0 + 1_100)
+    assert len(result.claims) == 3
 
 
 async def test_smallest_remaining_of_one_window_wins(

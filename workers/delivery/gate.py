@@ -68,11 +68,13 @@ def _count_header(attempt: Attempt, name: str) -> int | None:
     return int(min(values[0], MAX_BUDGET_REQUESTS)) if values else None
 
 
-def budget_of(attempt: Attempt) -> Budget | None:
+def budget_of(attempt: Attempt, now_s: float | None = None) -> Budget | None:
     """The window described by one answer's X-RateLimit-* headers, if complete and sane.
 
     Every figure is clamped: limit and remaining to ``MAX_BUDGET_REQUESTS``, the period and
-    the reset to ``MAX_WAIT_S`` (and the reset to the period).
+    the reset to ``MAX_WAIT_S`` (and the reset to the period). With ``now_s`` (the clock of
+    ``Attempt.received_at``), the reset is counted from now: less the answer's age, never
+    below 0, so that an answer settled late does not push its window's end later.
     """
     limit = _count_header(attempt, "x-ratelimit-limit")
     remaining = _count_header(attempt, "x-ratelimit-remaining")
@@ -83,19 +85,23 @@ def budget_of(attempt: Attempt) -> Budget | None:
     if limit <= 0 or period <= 0:
         return None
     period_s = min(float(period), MAX_WAIT_S)
-    return Budget(
-        limit, min(remaining, limit), int(min(reset_s, period_s) * 1000), int(period_s * 1000)
-    )
+    reset_ms = int(min(reset_s, period_s) * 1000)
+    if now_s is not None and attempt.received_at is not None:
+        reset_ms = max(0, reset_ms - int((now_s - attempt.received_at) * 1000))
+    return Budget(limit, min(remaining, limit), reset_ms, int(period_s * 1000))
 
 
-def gate_update(attempts: Iterable[Attempt], *, auth_pause_s: float) -> GateUpdate:
+def gate_update(
+    attempts: Iterable[Attempt], *, auth_pause_s: float, now_s: float | None = None
+) -> GateUpdate:
     """Fold a batch of answers into one update of the fleet's gate.
 
     - 401/403: close for ``auth_pause_s`` (reason ``auth``); then one probe goes out. To a
       request that carried the application key (PATCH, DELETE), it refuses that key: only
       those operations pause, as long (POSTs, which need only the API key, go on).
     - 429: close until X-RateLimit-Reset (or -Period, or 10 s), capped (``rate_limit``).
-    - X-RateLimit-* on any answer: the budget left in the window (the smallest seen).
+    - X-RateLimit-* on any answer: the budget left in the window (the smallest seen); its
+      reset counted from ``now_s`` (see ``budget_of``).
     - a 2xx without those headers: the API does not announce limits (send freely).
     - any finished attempt, even a failed one, ends a probe.
     - a PATCH or DELETE answered otherwise than 401/403 (and not as an outage or a 429, which
@@ -110,7 +116,7 @@ def gate_update(attempts: Iterable[Attempt], *, auth_pause_s: float) -> GateUpda
         status = attempt.status
         if status is None:
             continue
-        seen = budget_of(attempt)
+        seen = budget_of(attempt, now_s)
         if attempt.app_key and status not in AUTH_STATUSES and status < 500:
             app_key_works = app_key_works or status not in (408, 429)
         if seen is not None and (budget is None or seen.remaining < budget.remaining):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -339,7 +340,9 @@ class Pump:
 
     async def _settle(self, flight: _Flight, report: PumpReport) -> None:
         batch = flight.batch
-        update = gate_update(batch.answers, auth_pause_s=self._config.policy.auth_pause_s)
+        update = gate_update(
+            batch.answers, auth_pause_s=self._config.policy.auth_pause_s, now_s=time.monotonic()
+        )
         result = await self._store.settle(
             flight.token,
             batch.settlements,

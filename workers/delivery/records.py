@@ -43,6 +43,9 @@ class Attempt:
     app_key: bool = False
     """The request carried the application key (a PATCH or a DELETE): a 401/403 refuses
     that key, and pauses only those operations."""
+    received_at: float | None = None
+    """``time.monotonic()`` when the answer came (None: not known, as in tests). The gate
+    counts X-RateLimit-Reset from then, not from when the answer is settled."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -127,6 +127,7 @@ class DatadogSender:
             body,
             elapsed_s=time.perf_counter() - started,
             app_key=app_key,
+            received_at=time.monotonic(),
         )
 
     async def aclose(self) -> None:

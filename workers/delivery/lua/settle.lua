@@ -294,22 +294,30 @@ if close_ms > 0 then
   end
 end
 if budget_limit > 0 and close_reason ~= 'auth' then
+  -- reset_ms counts from when the answer came (gate.budget_of), so new_end is its window's
+  -- end within the header's rounding (whole seconds), however late it is settled.
   local new_end = now + reset_ms
   local known_end = num(redis.call('HGET', gate_key, 'window_end_ms')) or 0
   local known_at = num(redis.call('HGET', gate_key, 'budget_ms')) or 0
-  if now - known_at >= KNOWLEDGE_MS or new_end > known_end + 1000 then
-    -- A window we did not know about: take the server's count as it is.
-    redis.call('HSET', gate_key, 'window_end_ms', ms(new_end), 'remaining', ms(remaining))
-  elseif new_end >= known_end - 1000 then
-    -- The same window: in-flight answers arrive in any order; the smallest count is current.
-    local known = count(redis.call('HGET', gate_key, 'remaining')) or remaining
-    if remaining < known then redis.call('HSET', gate_key, 'remaining', ms(remaining)) end
+  local known_period = num(redis.call('HGET', gate_key, 'period_ms')) or 0
+  local fresh = now - known_at < KNOWLEDGE_MS
+  if fresh and known_period > 0 and new_end <= known_end - known_period + 1000 then
+    -- An answer of the window before the known one (claim.lua rolled the fleet over to the
+    -- next while it was settled): it says nothing of the current window. Taken, it would
+    -- move the window back, and the next rollover would grant the whole limit again in a
+    -- window already spent (429s). Nothing of it is kept.
+  else
+    if not fresh or math.abs(new_end - known_end) > 1000 then
+      -- A window we did not know about: take the server's count as it is.
+      redis.call('HSET', gate_key, 'window_end_ms', ms(new_end), 'remaining', ms(remaining))
+    else
+      -- The same window: answers settle in any order; the smallest count is current.
+      local known = count(redis.call('HGET', gate_key, 'remaining')) or remaining
+      if remaining < known then redis.call('HSET', gate_key, 'remaining', ms(remaining)) end
+    end
+    redis.call('HSET', gate_key, 'limit', ms(budget_limit), 'period_ms', ms(period_ms),
+      'budget_ms', ms(now))
   end
-  -- Else an answer of a window that ended before the known one began, settled after the fleet
-  -- rolled over (claim.lua): it says nothing of the current window, and moving the window
-  -- back to it would make the next rollover grant the whole limit again in a spent window.
-  redis.call('HSET', gate_key, 'limit', ms(budget_limit), 'period_ms', ms(period_ms),
-    'budget_ms', ms(now))
 end
 if app_key_works == '1' then
   -- Datadog looked past the key (a 404 of a PATCH too): the pause is over, and so is a probe.
