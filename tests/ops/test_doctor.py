@@ -104,6 +104,8 @@ def test_a_healthy_forwarder_passes_every_check() -> None:
         (KeyAnswer(status=429), Level.WARN, "could not be checked"),
         (KeyAnswer(status=503), Level.WARN, "could not be checked"),
         (KeyAnswer(status=404), Level.FAIL, "not Datadog's answer"),
+        # A 200 that is not Datadog's (a captive portal, a proxy's page): not a refused key.
+        (KeyAnswer(status=200), Level.FAIL, "not Datadog's answer"),
         (KeyAnswer(status=200, valid=True), Level.OK, "accepted"),
     ],
 )
@@ -163,6 +165,7 @@ def test_app_key() -> None:
         ({**INFO, "maxmemory_policy": "allkeys-lru"}, "", "redis_eviction", Level.FAIL),
         ({**INFO, "aof_enabled": 0}, "", "redis_persistence", Level.FAIL),
         ({**INFO, "aof_enabled": 0}, "3600 1", "redis_persistence", Level.WARN),
+        ({**INFO, "aof_enabled": 0}, "unknown", "redis_persistence", Level.WARN),
         ({**INFO, "used_memory": 79, "maxmemory": 100}, "", "redis_memory", Level.OK),
         ({**INFO, "used_memory": 85, "maxmemory": 100}, "", "redis_memory", Level.WARN),
         ({**INFO, "used_memory": 96, "maxmemory": 100}, "", "redis_memory", Level.FAIL),
@@ -171,6 +174,14 @@ def test_app_key() -> None:
 def test_redis_configuration(info: dict[str, Any], save: str, name: str, level: Level) -> None:
     """Version, eviction, persistence and memory headroom, each against its bound."""
     assert check(facts(redis=redis_facts(info=info, save=save)), name).level is level
+
+
+def test_persistence_unknown_where_config_is_not_allowed() -> None:
+    """CONFIG refused (managed Redis): AOF is known off, snapshots are not known on."""
+    info = {**INFO, "aof_enabled": 0}
+    found = check(facts(redis=redis_facts(info=info, save="unknown")), "redis_persistence")
+    assert "snapshot settings unknown" in found.detail
+    assert "snapshots only" not in found.detail
 
 
 def test_replicas_and_role() -> None:

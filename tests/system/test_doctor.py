@@ -159,6 +159,39 @@ def test_unreachable_api(
     assert "FORWARDER_API_URL" in checks["api_key"]["fix"]
 
 
+@pytest.mark.parametrize("api_url", ["http://127.0.0.1:abc", "http://bad..host.test"])
+def test_an_api_url_no_request_can_use_is_a_verdict_not_a_crash(
+    env: dict[str, str],
+    own_redis: redis.Redis,
+    monkeypatch: pytest.MonkeyPatch,
+    api_key: str,
+    capsys: pytest.CaptureFixture[str],
+    api_url: str,
+) -> None:
+    """A port that is no number, an empty DNS label: ✘ "cannot reach", exit 1, JSON printed."""
+    monkeypatch.setenv("FORWARDER_API_URL", api_url)
+    code, _, checks = doctor(capsys, secrets=(api_key,))
+    assert code == 1
+    assert checks["api_key"]["status"] == "fail"
+    assert "cannot reach" in checks["api_key"]["detail"]
+
+
+def test_a_proxy_in_the_environment_is_not_used(
+    env: dict[str, str],
+    own_redis: redis.Redis,
+    keys: RedisKeys,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The workers take no proxy from the environment: neither does doctor's key check."""
+    live_worker(own_redis, keys)
+    dead_proxy = f"http://127.0.0.1:{free_port()}"
+    for variable in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy"):
+        monkeypatch.setenv(variable, dead_proxy)
+    _, _, checks = doctor(capsys)
+    assert checks["api_key"]["status"] == "ok", checks["api_key"]
+
+
 def test_government_site(
     env: dict[str, str],
     own_redis: redis.Redis,

@@ -78,11 +78,12 @@ def check_api_key(facts: Facts) -> Check:
             "api_key",
             Level.FAIL,
             f"cannot reach {where}: {answer.error}",
-            "check this host's network and proxy (HTTPS_PROXY), or FORWARDER_API_URL",
+            "check this host's network and firewall, DD_SITE and FORWARDER_API_URL (workers "
+            "use no proxy)",
         )
     if answer.status == 200 and answer.valid is True:
         return Check("api_key", Level.OK, f"accepted by {where}")
-    if answer.status in {200, 401, 403}:
+    if answer.status in {401, 403} or (answer.status == 200 and answer.valid is False):
         return Check(
             "api_key",
             Level.FAIL,

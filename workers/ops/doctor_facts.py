@@ -44,12 +44,19 @@ def ask_api_key(
         return None
     key = settings.dd_api_key.get_secret_value()
     try:
-        with httpx.Client(timeout=VALIDATE_TIMEOUT_S, transport=transport) as client:
+        # No proxy from the environment, as the workers' sender (aiohttp) takes none: doctor
+        # must reach the API the way they do, or its verdict is about another route.
+        with httpx.Client(
+            timeout=VALIDATE_TIMEOUT_S, transport=transport, trust_env=False
+        ) as client:
             response = client.get(
                 settings.api_base_url + VALIDATE_PATH,
                 headers={"DD-API-KEY": key, "Accept": "application/json"},
             )
-    except httpx.HTTPError as exc:
+    except (httpx.HTTPError, httpx.InvalidURL, ValueError) as exc:
+        # InvalidURL and ValueError (UnicodeError among them): a FORWARDER_API_URL or DD_SITE
+        # the settings let through but no URL can be made of (a port that is no number, an
+        # empty label), a verdict of its own rather than a traceback.
         # httpx names the URL, never the headers; scrubbed anyway, as the key must never show.
         reason = str(exc) or "no answer"
         return KeyAnswer(status=None, error=scrub(f"{type(exc).__name__}: {reason}", [key]))

@@ -86,10 +86,14 @@ def _persistence(info: Mapping[str, Any], save: str, appendfsync: str) -> Check:
             nothing,
             "CONFIG SET appendonly yes, and appendonly yes in redis.conf",
         )
+    if save == "unknown":  # CONFIG is not allowed: whether snapshots are taken is not known
+        snapshots = "snapshot settings unknown (CONFIG is not allowed here)"
+    else:
+        snapshots = f"snapshots only (save {save!r})"
     return Check(
         "redis_persistence",
         Level.WARN,
-        f"AOF off, snapshots only (save {save!r}): a crash loses what came since the last one",
+        f"AOF off, {snapshots}: a crash loses what came since the last snapshot, if any",
         "CONFIG SET appendonly yes, and appendonly yes in redis.conf",
     )
 
