@@ -7,6 +7,7 @@ ticks, so a lost, duplicated or dropped tick is harmless.
 
 from __future__ import annotations
 
+import atexit
 import logging
 from typing import Any, Final
 
@@ -14,7 +15,12 @@ import click
 from celery import bootsteps
 from celery.beat import EmbeddedService
 from celery.exceptions import ImproperlyConfigured
-from celery.signals import after_setup_logger, after_setup_task_logger, worker_init
+from celery.signals import (
+    after_setup_logger,
+    after_setup_task_logger,
+    beat_init,
+    worker_init,
+)
 from celery.utils.log import get_multiprocessing_logger
 
 from config import Settings
@@ -30,6 +36,8 @@ from workers.tasks import (
     register,
     start_pumps,
 )
+
+_ROUTINE_UID: Final = "dora_forwarder.routine_logs"
 
 BEAT_THREAD_OPTION: Final = "--beat-thread"
 """``celery worker`` option of ours: run beat as a thread of the worker's main process."""
@@ -125,6 +133,18 @@ def create_app(settings: Settings) -> ForwarderCelery:
     )
     connect_logging(settings)
     routine = DemoteRoutine(PUMP_TASK)
+
+    def in_a_worker(**_: Any) -> None:
+        routine.in_worker = True  # before --beat's process is forked, and before run's thread
+
+    def beat_alone_says_stopped(**_: Any) -> None:
+        # `celery beat` logs its start, not its stop (SIGTERM ends its loop silently).
+        if not routine.in_worker:
+            atexit.register(logging.getLogger("celery.beat").info, "beat: stopped.")
+
+    for signal, receiver in ((worker_init, in_a_worker), (beat_init, beat_alone_says_stopped)):
+        signal.disconnect(dispatch_uid=_ROUTINE_UID)  # one app a process; tests make several
+        signal.connect(receiver, weak=False, dispatch_uid=_ROUTINE_UID)
     for name in ROUTINE_LOGGERS:
         logger = logging.getLogger(name)
         for stale in [f for f in logger.filters if isinstance(f, DemoteRoutine)]:

@@ -36,6 +36,19 @@ def test_a_pause_for_a_refused_key_is_lifted(client: Any, keys: RedisKeys) -> No
     ]
 
 
+@pytest.mark.parametrize("closed_until_ms", [0, 1_000])
+def test_a_pause_that_has_ended_is_not_lifted_again(
+    client: Any, keys: RedisKeys, closed_until_ms: int
+) -> None:
+    """Over (or marked over by a claim, 0): nothing to lift, and no "refused before" line."""
+    client.hset(
+        keys.gate,
+        mapping={GateField.REASON: REASON_AUTH, GateField.CLOSED_UNTIL_MS: closed_until_ms},
+    )
+    assert not lift_auth_pause(client, keys)
+    assert client.hget(keys.gate, GateField.CLOSED_UNTIL_MS) == str(closed_until_ms).encode()
+
+
 def test_a_rate_limit_closure_stays(client: Any, keys: RedisKeys) -> None:
     """A 429's closure is Datadog's to lift, not a restart's."""
     client.hset(

@@ -118,7 +118,7 @@ async def test_the_end_of_a_rate_limit_pause_is_one_line(
     report = await make_pump(client, keys, api).run(2.0)
     reopened = [r for r in caplog.records if " is over" in r.getMessage()]
     assert [r.getMessage() for r in reopened] == [
-        "the pause after Datadog's rate limit (HTTP 429) is over: delivery resumes"
+        "the pause after Datadog's rate limit (HTTP 429) is over: the gate is open"
     ]
     assert reopened[0].levelname == "INFO"
     assert report.outcomes == {"retry": 1, "delivered": 2}

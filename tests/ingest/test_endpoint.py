@@ -26,7 +26,7 @@ from forwarder import to_event
 from forwarder.protocol import KIND_DEPLOYMENT, RedisKeys
 from harness import streams
 from harness.serve import ServeProcess, serve_env
-from harness.stack import REPO, delete_keys
+from harness.stack import REPO, delete_keys, wait_until
 
 INGEST_KEY = f"ingest-key-{uuid.uuid4().hex}"
 OTHER_INGEST_KEY = f"other-ingest-key-{uuid.uuid4().hex}"
@@ -401,10 +401,15 @@ def test_other_methods_are_405_in_json(server: ServeProcess, method: str) -> Non
 
 
 def test_health_is_ok_while_redis_answers(server: ServeProcess) -> None:
-    """GET /health is 200 without a key (for load balancers)."""
+    """GET /health is 200 without a key (for load balancers); a probe every few seconds
+    writes no access line at INFO, while other requests do."""
     response = httpx.get(server.url + "/health")
     assert response.status_code == 200
     assert response.json() == {"status": "ok"}
+    marker = f"/api/v2/dora/failure?after-health={uuid.uuid4().hex}"
+    httpx.get(server.url + marker)  # a 405: an access line, after the probe's would be
+    wait_until(lambda: marker in server.log(), timeout_s=10, what="the next access line")
+    assert '"GET /health HTTP/1.1" 200' not in server.log()
 
 
 # --- 503 -----------------------------------------------------------------------------------

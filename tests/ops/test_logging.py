@@ -370,7 +370,7 @@ def test_worker_writes_json_from_every_process(
 ) -> None:
     """With json, main (checks at start too), pool and beat write JSON; a line per delivery."""
     # A key refused before makes the check at start log a line, before Celery's own setup.
-    sync_redis.hset(keys.gate, mapping={"reason": "auth", "closed_until_ms": 0})
+    sync_redis.hset(keys.gate, mapping={"reason": "auth", "closed_until_ms": 10**13})
     # DEBUG: beat's own lines (its ticks) are routine, written at DEBUG only.
     worker = start_worker(FORWARDER_LOG_FORMAT="json", loglevel="DEBUG")
     with Publisher.from_url(redis_url, key_prefix=prefix) as publisher:

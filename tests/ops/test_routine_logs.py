@@ -10,7 +10,7 @@ import pytest
 
 from config import load_settings
 from workers.celery_app import create_app
-from workers.ops.routine_logs import ROUTINE_LOGGERS, DemoteRoutine
+from workers.ops.routine_logs import ROUTINE_LOGGERS, DemoteRoutine, QuietHealthChecks
 
 TASK = "dora.pump"
 
@@ -23,7 +23,9 @@ def writes() -> Iterator[tuple[logging.Logger, io.StringIO]]:
     handler = logging.StreamHandler(out)
     handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
     logger.addHandler(handler)
-    logger.addFilter(DemoteRoutine(TASK))
+    routine = DemoteRoutine(TASK)
+    routine.in_worker = True  # as in a worker (and its beat); see the standalone beat below
+    logger.addFilter(routine)
     logger.propagate = False
     yield logger, out
     logger.removeHandler(handler)
@@ -40,6 +42,7 @@ ROUTINE = (
     "beat: Shutting down...",
     "mingle: searching for neighbors",
     "mingle: all alone",
+    "sync with celery@other",
 )
 KEPT = (
     f"Task {TASK}[1f2e] raised unexpected: RuntimeError('boom')",
@@ -93,6 +96,26 @@ def test_only_the_first_broker_connection_is_routine(
     assert out.getvalue() == "INFO Connected to redis://:**@127.0.0.1:6379/15\n"
 
 
+@pytest.mark.parametrize("message", ["beat: Starting...", "beat: Shutting down..."])
+def test_a_beat_of_its_own_keeps_its_start_and_stop(
+    writes: tuple[logging.Logger, io.StringIO], message: str
+) -> None:
+    """`celery beat` alone has no "ready." or "stopped." line of a worker to stand for them."""
+    logger, out = writes
+    logger.setLevel(logging.INFO)
+    for each in logger.filters:
+        assert isinstance(each, DemoteRoutine)
+        each.in_worker = False
+    logger.info(message)
+    assert out.getvalue() == f"INFO {message}\n"
+
+
+def test_a_broken_record_is_left_to_the_handler() -> None:
+    """A message that cannot be formatted is not the filter's to raise on."""
+    record = logging.LogRecord("celery.beat", logging.INFO, __file__, 1, "%d", ("x",), None)
+    assert DemoteRoutine(TASK).filter(record) is True
+
+
 def test_warnings_are_never_demoted(writes: tuple[logging.Logger, io.StringIO]) -> None:
     logger, out = writes
     logger.setLevel(logging.INFO)
@@ -107,3 +130,34 @@ def test_the_app_puts_one_filter_on_each_routine_logger(redis_url: str, prefix: 
     for name in ROUTINE_LOGGERS:
         filters = logging.getLogger(name).filters
         assert [type(f) for f in filters].count(DemoteRoutine) == 1, name
+
+
+@pytest.mark.parametrize(
+    ("path", "status", "level"),
+    [
+        ("/health", 200, "DEBUG"),  # a probe's answer: no news
+        ("/health", 503, "INFO"),  # Redis does not answer: news
+        ("/api/v2/dora/failure", 202, "INFO"),
+        ("/health?x=1", 200, "INFO"),  # not what a probe asks
+    ],
+)
+def test_only_healthy_answers_to_probes_leave_the_access_log(
+    path: str, status: int, level: str
+) -> None:
+    logger = logging.getLogger("tests.routine_logs.access")
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    logger.addHandler(handler)
+    logger.addFilter(QuietHealthChecks("/health"))
+    logger.propagate = False
+    try:
+        for debug in (False, True):
+            logger.setLevel(logging.DEBUG if debug else logging.INFO)
+            logger.info('%s - "%s %s HTTP/%s" %d', "127.0.0.1:5", "GET", path, "1.1", status)
+    finally:
+        logger.removeHandler(handler)
+        logger.filters.clear()
+    lines = out.getvalue().splitlines()
+    line = f'{level} 127.0.0.1:5 - "GET {path} HTTP/1.1" {status}'
+    assert lines == ([line] if level == "DEBUG" else [line, line])

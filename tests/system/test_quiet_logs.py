@@ -16,7 +16,7 @@ import redis
 
 from forwarder.protocol import RedisKeys, StatsField
 from harness.run import RunProcess
-from harness.stack import wait_until
+from harness.stack import Worker, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -94,3 +94,15 @@ def test_at_debug_the_routine_lines_are_all_there(
     assert any(m.startswith("Scheduler: Sending due task pump") for m in messages)
     assert any(re.match(r"Task dora\.pump\[[^\]]+\] succeeded in ", m) for m in messages)
     assert any("tick(s) dropped so far by the fleet" in m for m in messages)
+
+
+def test_a_beat_of_its_own_says_when_it_starts_and_stops(
+    start_worker: Callable[..., Worker],
+) -> None:
+    """`celery beat` (compose's, systemd's, Kubernetes' beat) has no worker lines: one line
+    when it starts, one when it stops, and its ticks only at DEBUG."""
+    beat = start_worker("beat", FORWARDER_TICK_S="0.5")
+    wait_until(lambda: "beat: Starting..." in beat.log(), timeout_s=30, what="beat's start")
+    assert beat.stop() == 0
+    info = [m for level, m in _lines(beat.log_path) if level == "INFO"]
+    assert info == ["beat: Starting...", "beat: stopped."], info

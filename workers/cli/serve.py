@@ -91,9 +91,10 @@ def cmd_serve(settings: Settings, args: argparse.Namespace, err: IO[str]) -> int
     certfile, keyfile = settings.ingest_tls_certfile, settings.ingest_tls_keyfile
     import uvicorn  # noqa: PLC0415 - only this command needs the server
 
-    from workers.ingest.app import ROUTES, create_app  # noqa: PLC0415
+    from workers.ingest.app import HEALTH_PATH, ROUTES, create_app  # noqa: PLC0415
     from workers.ingest.guard import UvicornRefusals, guarded_protocol  # noqa: PLC0415
     from workers.ingest.sources.endpoints import enabled_sources  # noqa: PLC0415
+    from workers.ops.routine_logs import QuietHealthChecks  # noqa: PLC0415
 
     host = args.host or settings.ingest_host
     port = args.port or settings.ingest_port
@@ -102,6 +103,8 @@ def cmd_serve(settings: Settings, args: argparse.Namespace, err: IO[str]) -> int
     refusals = app.state.ingest.refusals
     # uvicorn's own WARNING per unparsable request goes through the same counts.
     logging.getLogger("uvicorn.error").addFilter(UvicornRefusals(refusals))
+    # Probes every few seconds: a healthy answer is no news at INFO.
+    logging.getLogger("uvicorn.access").addFilter(QuietHealthChecks(HEALTH_PATH))
     config = uvicorn.Config(
         app,
         # The header deadline and the connection cap uvicorn lacks (see workers.ingest.guard).

@@ -84,10 +84,11 @@ def log_breaker(result: SettleResult, policy: BreakerPolicy) -> None:
 def log_gate_reopened(reason: str) -> None:
     """One line for the fleet when a pause of the whole fleet is over (``reason``: why it was
     closed); the line that closed it said until when."""
+    # Not "delivery resumes": the circuit breaker, or a budget, may still hold the fleet back.
     if reason == REASON_AUTH:
         what = "the pause after a refused API key is over: one request probes the key"
     elif reason == REASON_RATE_LIMIT:
-        what = "the pause after Datadog's rate limit (HTTP 429) is over: delivery resumes"
+        what = "the pause after Datadog's rate limit (HTTP 429) is over: the gate is open"
     else:
-        what = f"the fleet's pause ({reason}) is over: delivery resumes"
+        what = f"the fleet's pause ({reason}) is over: the gate is open"
     log.info("%s", what, extra={"gate": "open", "closed_for": reason})

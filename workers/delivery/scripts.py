@@ -135,6 +135,8 @@ class LiftAuthPauseArgs:
 
     auth_reason: str
     """The gate reason a refused key closes it with."""
+    now_ms: int | None = None
+    """Redis' clock when None; tests pin it."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,23 +22,27 @@ ROUTINE_LOGGERS: Final = (
     "celery.app.trace",
     "celery.worker.consumer.connection",
     "celery.worker.consumer.mingle",
+    "celery.worker.control",
 )
 """The loggers whose routine INFO lines ``DemoteRoutine`` moves to DEBUG."""
 
 _ROUTINE_PREFIXES: Final = (
     "Scheduler: Sending due task ",  # beat, every tick
-    "beat: Starting...",  # beat's start and stop: the worker's own lines say it
-    "beat: Shutting down...",
     "mingle: ",  # the neighbour search at start ("searching", "all alone")
+    "sync with ",  # its other side: a running worker answering a new one's search
 )
+_BEAT_START_STOP: Final = ("beat: Starting...", "beat: Shutting down...")
+"""Routine only for a beat inside a worker (``--beat``, ``run``), whose "ready." and
+"stopped." lines say it; a beat of its own (``celery beat``) has no other."""
 
 
 class DemoteRoutine(logging.Filter):
     """Move routine INFO lines about ``task``'s runs and beat's ticks to DEBUG.
 
     Routine: beat sending a tick, a pump run received or succeeded (its outcomes have lines
-    of their own), beat's start and stop, mingle's neighbour search, and the first broker
-    connection of the process (the worker's "ready." line follows it). A later "Connected
+    of their own), an embedded beat's start and stop, mingle's neighbour search (on both
+    sides), and the first broker connection of the process (the worker's "ready." line
+    follows it). A later "Connected
     to" says the broker is back after an outage, and stays at INFO; so does anything else,
     such as a failed run or a discarded tick.
     """
@@ -47,6 +51,8 @@ class DemoteRoutine(logging.Filter):
         super().__init__()
         self._task_line = f"Task {task}["
         self._connected_before = False
+        self.in_worker = False
+        """Set once this process is (or was forked from) a worker: its beat is embedded."""
 
     def _routine(self, message: str) -> bool:
         if message.startswith(self._task_line):
@@ -54,11 +60,43 @@ class DemoteRoutine(logging.Filter):
         if message.startswith("Connected to "):
             first, self._connected_before = not self._connected_before, True
             return first
+        if message.startswith(_BEAT_START_STOP):
+            return self.in_worker
         return message.startswith(_ROUTINE_PREFIXES)
 
     def filter(self, record: logging.LogRecord) -> bool:
         """Demote ``record`` if routine; keep it if its logger writes at its level now."""
-        if record.levelno != logging.INFO or not self._routine(record.getMessage()):
+        if record.levelno != logging.INFO:
+            return True
+        try:
+            message = record.getMessage()
+        except Exception:  # a broken record: the handler reports it, as it would without us
+            return True
+        if not self._routine(message):
+            return True
+        record.levelno, record.levelname = logging.DEBUG, logging.getLevelName(logging.DEBUG)
+        return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+
+
+class QuietHealthChecks(logging.Filter):
+    """uvicorn's access line of a successful ``GET <path>`` (a probe, every few seconds from
+    Kubernetes or compose) moved to DEBUG; a failing one (503: Redis does not answer) stays.
+
+    On the ``uvicorn.access`` logger, whose records carry (client, method, path with its
+    query, HTTP version, status) as their arguments.
+    """
+
+    def __init__(self, path: str) -> None:
+        super().__init__()
+        self._path = path
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Demote a 2xx access line of the health path; keep it if DEBUG is on."""
+        args = record.args
+        if record.levelno != logging.INFO or not isinstance(args, tuple) or len(args) != 5:
+            return True
+        path, status = args[2], args[4]
+        if path != self._path or not isinstance(status, int) or not 200 <= status < 300:
             return True
         record.levelno, record.levelname = logging.DEBUG, logging.getLevelName(logging.DEBUG)
         return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
