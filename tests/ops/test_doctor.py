@@ -261,3 +261,17 @@ def test_unreachable_redis_is_one_failure_and_skips_what_needs_it() -> None:
     assert names == ["api_key", "site", "app_key", "data_source", "redis"]
     assert "redis://:***@redis:6379/0" in checks[-1].detail
     assert not checks[-1].ok
+
+
+def test_a_user_without_permission_is_told_so_not_to_start_redis() -> None:
+    """An ACL user that may not run INFO: Redis answered, so the fix is the user, not Redis."""
+    found = check(
+        facts(
+            redis=None,
+            redis_error="NoPermissionError: this user has no permissions to run the 'info' command",
+        ),
+        "redis",
+    )
+    assert found.level is Level.FAIL
+    assert "Redis user" in (found.fix or "")
+    assert "start Redis" not in (found.fix or "")

@@ -31,13 +31,20 @@ def check_redis(facts: Facts) -> list[Check]:
     """Redis reachable, new enough, persistent, not evicting, with room and its replicas."""
     data = facts.redis
     if data is None:
+        error = facts.redis_error or ""
+        fix = "start Redis, or set FORWARDER_REDIS_URL to yours (password included)"
+        if "NoPermission" in error or "NOPERM" in error:  # an ACL user: Redis did answer
+            fix = (
+                "run doctor as a Redis user that may run INFO, TIME, XRANGE, ZRANGE and "
+                "HGETALL on the forwarder's keys (the workers' own user may)"
+            )
         return [
             Check(
                 "redis",
                 Level.FAIL,
-                f"cannot read Redis at {facts.redis_url}: {facts.redis_error} "
+                f"cannot read Redis at {facts.redis_url}: {error} "
                 "(the checks of Redis, workers and backlog need it)",
-                "start Redis, or set FORWARDER_REDIS_URL to yours (password included)",
+                fix,
             )
         ]
     info, replication = data.info, data.status.replication
