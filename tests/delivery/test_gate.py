@@ -84,15 +84,47 @@ def test_any_finished_attempt_ends_a_probe() -> None:
 
 
 def test_a_reset_counts_from_when_the_answer_came() -> None:
-    """Settled 2.5 s after it came, an answer's window ends 2.5 s sooner; never below 0."""
+    """Settled 2.5 s after it came, an answer's window ends 2.5 s sooner."""
     came = Attempt(202, httpx.Headers(HEADERS), "", received_at=100.0)
     assert budget_of(came) == Budget(100, 40, 12_000, 60_000)  # no clock: as announced
     assert budget_of(came, now_s=102.5) == Budget(100, 40, 9_500, 60_000)
-    assert budget_of(came, now_s=130.0) == Budget(100, 40, 0, 60_000)
+    assert budget_of(came, now_s=130.0) == Budget(100, 40, -18_000, 60_000)  # ended 18 s ago
     update = gate_update([came], auth_pause_s=60, now_s=102.5)
     assert update.budget == Budget(100, 40, 9_500, 60_000)
+    over = gate_update([came], auth_pause_s=60, now_s=130.0)
+    assert (over.budget, over.unlimited) == (None, False)  # a window over is no budget
     unknown = Attempt(202, httpx.Headers(HEADERS), "")  # no receipt time: as announced
     assert budget_of(unknown, now_s=130.0) == Budget(100, 40, 12_000, 60_000)
+
+
+def _came(remaining: int, reset_s: int, at_s: float, status: int = 202) -> Attempt:
+    headers = {
+        **HEADERS,
+        "X-RateLimit-Remaining": str(remaining),
+        "X-RateLimit-Reset": str(reset_s),
+    }
+    return Attempt(status, httpx.Headers(headers), "", received_at=at_s)
+
+
+def test_a_batch_across_a_reset_keeps_the_later_windows_count() -> None:
+    """Answers from both sides of a reset in one batch: the new window's count, not the
+    old window's 0 (its rollover would grant the whole limit in a window being spent)."""
+    update = gate_update(
+        [_came(0, 1, at_s=100.0), _came(37, 60, at_s=100.25), _came(39, 59, at_s=100.375)],
+        auth_pause_s=60,
+        now_s=100.5,
+    )
+    assert update.budget == Budget(100, 37, 59_750, 60_000)
+
+
+def test_a_429_settled_late_closes_only_until_its_reset() -> None:
+    """Counted from when it came: past its reset it closes nothing; before, the rest."""
+    assert (
+        gate_update([_came(0, 2, at_s=100.0, status=429)], auth_pause_s=60, now_s=110.0).close_ms
+        == 0
+    )
+    late = gate_update([_came(0, 2, at_s=100.0, status=429)], auth_pause_s=60, now_s=101.5)
+    assert (late.close_ms, late.close_reason) == (500, REASON_RATE_LIMIT)
 
 
 def test_broken_budget_headers_are_ignored() -> None:

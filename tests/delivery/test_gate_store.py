@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import httpx
 import pytest
 
 from forwarder.protocol import RedisKeys
 from tests.delivery.events import START, publish
 from workers.delivery.fold import plan_fold
-from workers.delivery.gate import Budget, GateUpdate
-from workers.delivery.records import Settlement, Verdict
+from workers.delivery.gate import Budget, GateUpdate, gate_update
+from workers.delivery.records import Attempt, Settlement, Verdict
 from workers.delivery.store import Store
 
 pytestmark = pytest.mark.anyio
@@ -117,6 +118,69 @@ async def test_a_late_answer_from_an_ended_window_cannot_grant_the_limit_twice(
     assert spent.wait_ms == 6_000 - 2_100  # until the current window ends
     nxt = await store.claim(10, 60_000, "d", probe_ms=1_000, now_ms=t0 + 6_000)
     assert len(nxt.claims) == 5
+
+
+def _came(remaining: int, reset_s: int, at_s: float) -> Attempt:
+    """An answer of a window of 5 per 10 s, received at ``at_s`` (monotonic 100.0 is t0)."""
+    headers = {
+        "X-RateLimit-Limit": "5",
+        "X-RateLimit-Period": "10",
+        "X-RateLimit-Remaining": str(remaining),
+        "X-RateLimit-Reset": str(reset_s),
+    }
+    return Attempt(202, httpx.Headers(headers), "", received_at=at_s)
+
+
+async def _spent_two_windows(store: Store, client: Any, keys: RedisKeys) -> int:
+    """Window [.., t0 + 1000) spent (5 claims), the fleet rolled over to [.., t0 + 11000)
+    and spent it too; t0."""
+    t0 = await due_incidents(store, client, keys, 20)
+    known = Budget(limit=5, remaining=5, reset_ms=1_000, period_ms=10_000)
+    await store.settle("t", [], GateUpdate(budget=known, answered=True), now_ms=t0)
+    assert len((await store.claim(5, 60_000, "a", probe_ms=1_000, now_ms=t0 + 10)).claims) == 5
+    assert len((await store.claim(10, 60_000, "b", probe_ms=1_000, now_ms=t0 + 1_000)).claims) == 5
+    return t0
+
+
+@pytest.mark.parametrize(
+    ("came_at_s", "reset_s", "settled_at_ms"),
+    [
+        (100.5, 1, 2_500),  # settled 2 s late, after its window ended: none
+        (101.15, 1, 1_200),  # Reset rounded up to 1 s as the old window ended, 50 ms late
+    ],
+)
+async def test_an_answer_of_the_spent_window_never_grants_the_limit_again(
+    store: Store,
+    client: Any,
+    keys: RedisKeys,
+    came_at_s: float,
+    reset_s: int,
+    settled_at_ms: int,
+) -> None:
+    """Through the pure policy as the pump calls it, settled after the rollover: the window
+    the fleet is in stays spent until it ends."""
+    t0 = await _spent_two_windows(store, client, keys)
+    update = gate_update(
+        [_came(0, reset_s, came_at_s)], auth_pause_s=60, now_s=100 + settled_at_ms / 1000
+    )
+    await store.settle("a", [], update, now_ms=t0 + settled_at_ms)
+    again = await store.claim(10, 60_000, "c", probe_ms=1_000, now_ms=t0 + 2_600)
+    assert (len(again.claims), again.gate_reason) == (0, "budget")
+
+
+async def test_a_batch_across_the_reset_keeps_the_new_windows_count(
+    store: Store, client: Any, keys: RedisKeys
+) -> None:
+    """One settle with the old window's last answer and the new window's first: the fleet
+    gets what Datadog has left in the new one, not the whole limit."""
+    t0 = await due_incidents(store, client, keys, 20)
+    known = Budget(limit=5, remaining=5, reset_ms=1_000, period_ms=10_000)
+    await store.settle("t", [], GateUpdate(budget=known, answered=True), now_ms=t0)
+    assert len((await store.claim(5, 60_000, "a", probe_ms=1_000, now_ms=t0 + 10)).claims) == 5
+    update = gate_update([_came(0, 0, 100.99), _came(3, 10, 101.02)], auth_pause_s=60, now_s=101.03)
+    await store.settle("a", [], update, now_ms=t0 + 1_030)
+    nxt = await store.claim(10, 60_000, "b", probe_ms=1_000, now_ms=t0 + 1_040)
+    assert len(nxt.claims) == 3
 
 
 async def test_an_answer_of_the_current_window_settled_early_still_lowers_what_is_left(

@@ -68,13 +68,21 @@ def _count_header(attempt: Attempt, name: str) -> int | None:
     return int(min(values[0], MAX_BUDGET_REQUESTS)) if values else None
 
 
+def _age_ms(attempt: Attempt, now_s: float | None) -> int:
+    """How long ago the answer came (0 when either time is unknown, as in tests)."""
+    if now_s is None or attempt.received_at is None:
+        return 0
+    return max(0, int((now_s - attempt.received_at) * 1000))
+
+
 def budget_of(attempt: Attempt, now_s: float | None = None) -> Budget | None:
     """The window described by one answer's X-RateLimit-* headers, if complete and sane.
 
     Every figure is clamped: limit and remaining to ``MAX_BUDGET_REQUESTS``, the period and
     the reset to ``MAX_WAIT_S`` (and the reset to the period). With ``now_s`` (the clock of
-    ``Attempt.received_at``), the reset is counted from now: less the answer's age, never
-    below 0, so that an answer settled late does not push its window's end later.
+    ``Attempt.received_at``) the reset counts from now, less the answer's age, so that an
+    answer settled late does not push its window's end later. Negative: that window ended
+    so long ago (``gate_update`` keeps no such budget).
     """
     limit = _count_header(attempt, "x-ratelimit-limit")
     remaining = _count_header(attempt, "x-ratelimit-remaining")
@@ -85,10 +93,22 @@ def budget_of(attempt: Attempt, now_s: float | None = None) -> Budget | None:
     if limit <= 0 or period <= 0:
         return None
     period_s = min(float(period), MAX_WAIT_S)
-    reset_ms = int(min(reset_s, period_s) * 1000)
-    if now_s is not None and attempt.received_at is not None:
-        reset_ms = max(0, reset_ms - int((now_s - attempt.received_at) * 1000))
+    reset_ms = int(min(reset_s, period_s) * 1000) - _age_ms(attempt, now_s)
     return Budget(limit, min(remaining, limit), reset_ms, int(period_s * 1000))
+
+
+def _replaces(seen: Budget, kept: Budget | None) -> bool:
+    """Whether ``seen`` is the batch's budget rather than ``kept``: a later window (its end
+    half a period or more later: the headers count whole seconds), or the same window with
+    fewer requests left. A batch may hold answers from both sides of a reset."""
+    if kept is None:
+        return True
+    half_period = max(seen.period_ms, kept.period_ms) // 2
+    if seen.reset_ms >= kept.reset_ms + half_period:
+        return True
+    if seen.reset_ms <= kept.reset_ms - half_period:
+        return False
+    return seen.remaining < kept.remaining
 
 
 def gate_update(
@@ -100,8 +120,9 @@ def gate_update(
       request that carried the application key (PATCH, DELETE), it refuses that key: only
       those operations pause, as long (POSTs, which need only the API key, go on).
     - 429: close until X-RateLimit-Reset (or -Period, or 10 s), capped (``rate_limit``).
-    - X-RateLimit-* on any answer: the budget left in the window (the smallest seen); its
-      reset counted from ``now_s`` (see ``budget_of``).
+    - X-RateLimit-* on any answer: the budget left in the latest window the batch saw (the
+      smallest count of it); resets and 429 waits count from when each answer came
+      (``now_s``, the clock of ``Attempt.received_at``), and a window already over is none.
     - a 2xx without those headers: the API does not announce limits (send freely).
     - any finished attempt, even a failed one, ends a probe.
     - a PATCH or DELETE answered otherwise than 401/403 (and not as an outage or a 429, which
@@ -119,7 +140,7 @@ def gate_update(
         seen = budget_of(attempt, now_s)
         if attempt.app_key and status not in AUTH_STATUSES and status < 500:
             app_key_works = app_key_works or status not in (408, 429)
-        if seen is not None and (budget is None or seen.remaining < budget.remaining):
+        if seen is not None and seen.reset_ms >= 0 and _replaces(seen, budget):
             budget = seen
         if status in AUTH_STATUSES and attempt.app_key:
             app_key_close_ms = int(auth_pause_s * 1000)
@@ -133,8 +154,10 @@ def gate_update(
                 detail = f"HTTP {status}: Datadog refused the API key"
         elif status == 429 and reason != REASON_AUTH:
             wait_s = retry_after_s(attempt.headers) or DEFAULT_RATE_LIMIT_WAIT_S
-            if int(wait_s * 1000) > close_ms:
-                close_ms, reason = int(wait_s * 1000), REASON_RATE_LIMIT
+            # Counted from when the 429 came: one settled after its reset closes nothing.
+            wait_ms = int(wait_s * 1000) - _age_ms(attempt, now_s)
+            if wait_ms > close_ms:
+                close_ms, reason = wait_ms, REASON_RATE_LIMIT
                 detail = "HTTP 429: Datadog's rate limit"
         elif 200 <= status < 300 and seen is None:
             unlimited = True

@@ -103,7 +103,8 @@ def check_api_key(facts: Facts) -> Check:
         "api_key",
         Level.FAIL,
         f"{where} answered HTTP {answer.status}, not Datadog's answer",
-        "check that FORWARDER_API_URL (or a proxy) leads to Datadog's API",
+        "check that FORWARDER_API_URL and DD_SITE lead to Datadog's API, and that nothing "
+        "on the way (a captive portal, an intercepting proxy) answers in its place",
     )
 
 

@@ -44,10 +44,14 @@ def ask_api_key(
         return None
     key = settings.dd_api_key.get_secret_value()
     try:
-        # No proxy from the environment, as the workers' sender (aiohttp) takes none: doctor
-        # must reach the API the way they do, or its verdict is about another route.
+        # No proxy from the environment, as the workers' sender (aiohttp) takes none, but the
+        # CAs they trust (httpx's context: SSL_CERT_FILE, SSL_CERT_DIR): doctor must reach
+        # the API the way they do, or its verdict is about another route.
         with httpx.Client(
-            timeout=VALIDATE_TIMEOUT_S, transport=transport, trust_env=False
+            timeout=VALIDATE_TIMEOUT_S,
+            transport=transport,
+            trust_env=False,
+            verify=httpx.create_ssl_context(),
         ) as client:
             response = client.get(
                 settings.api_base_url + VALIDATE_PATH,

@@ -35,8 +35,8 @@ def check_redis(facts: Facts) -> list[Check]:
         fix = "start Redis, or set FORWARDER_REDIS_URL to yours (password included)"
         if "NoPermission" in error or "NOPERM" in error:  # an ACL user: Redis did answer
             fix = (
-                "run doctor as a Redis user that may run INFO, TIME, XRANGE, ZRANGE and "
-                "HGETALL on the forwarder's keys (the workers' own user may)"
+                "run doctor as a Redis user that may run the command named above, and read "
+                "every key under FORWARDER_KEY_PREFIX (INFO, TIME and the reads of `status`)"
             )
         return [
             Check(

@@ -294,27 +294,31 @@ if close_ms > 0 then
   end
 end
 if budget_limit > 0 and close_reason ~= 'auth' then
-  -- reset_ms counts from when the answer came (gate.budget_of), so new_end is its window's
-  -- end within the header's rounding (whole seconds), however late it is settled.
+  -- reset_ms counts from when the answer came (gate.budget_of): new_end is its window's end
+  -- however late it is settled, give or take the headers' whole seconds and the network.
+  -- Windows are fixed and back to back, so with the period unchanged an end half a period
+  -- or more from the known one is another window: a later one is taken as it is, an earlier
+  -- one (settled after claim.lua rolled the fleet over to the next) says nothing of the
+  -- current window. Taken, it would move the window back, and the next rollover would
+  -- grant the whole limit again in a window already spent (429s).
   local new_end = now + reset_ms
   local known_end = num(redis.call('HGET', gate_key, 'window_end_ms')) or 0
   local known_at = num(redis.call('HGET', gate_key, 'budget_ms')) or 0
   local known_period = num(redis.call('HGET', gate_key, 'period_ms')) or 0
-  local fresh = now - known_at < KNOWLEDGE_MS
-  if fresh and known_period > 0 and new_end <= known_end - known_period + 1000 then
-    -- An answer of the window before the known one (claim.lua rolled the fleet over to the
-    -- next while it was settled): it says nothing of the current window. Taken, it would
-    -- move the window back, and the next rollover would grant the whole limit again in a
-    -- window already spent (429s). Nothing of it is kept.
+  local half_period = period_ms / 2
+  local learnt = true
+  if now - known_at >= KNOWLEDGE_MS or known_period ~= period_ms
+      or new_end >= known_end + half_period then
+    -- Nothing known (or long ago), another period, or a later window: the server's count.
+    redis.call('HSET', gate_key, 'window_end_ms', ms(new_end), 'remaining', ms(remaining))
+  elseif new_end > known_end - half_period then
+    -- The same window: answers settle in any order; the smallest count is current.
+    local known = count(redis.call('HGET', gate_key, 'remaining')) or remaining
+    if remaining < known then redis.call('HSET', gate_key, 'remaining', ms(remaining)) end
   else
-    if not fresh or math.abs(new_end - known_end) > 1000 then
-      -- A window we did not know about: take the server's count as it is.
-      redis.call('HSET', gate_key, 'window_end_ms', ms(new_end), 'remaining', ms(remaining))
-    else
-      -- The same window: answers settle in any order; the smallest count is current.
-      local known = count(redis.call('HGET', gate_key, 'remaining')) or remaining
-      if remaining < known then redis.call('HSET', gate_key, 'remaining', ms(remaining)) end
-    end
+    learnt = false  -- an earlier window: nothing of it is kept
+  end
+  if learnt then
     redis.call('HSET', gate_key, 'limit', ms(budget_limit), 'period_ms', ms(period_ms),
       'budget_ms', ms(now))
   end
