@@ -131,13 +131,18 @@ def _came(remaining: int, reset_s: int, at_s: float) -> Attempt:
     return Attempt(202, httpx.Headers(headers), "", received_at=at_s)
 
 
-async def _spent_two_windows(store: Store, client: Any, keys: RedisKeys) -> int:
-    """Window [.., t0 + 1000) spent (5 claims), the fleet rolled over to [.., t0 + 11000)
-    and spent it too; t0."""
+async def _spent_window(store: Store, client: Any, keys: RedisKeys) -> int:
+    """Window [.., t0 + 1000) of 5 per 10 s known and spent (5 claims); t0."""
     t0 = await due_incidents(store, client, keys, 20)
     known = Budget(limit=5, remaining=5, reset_ms=1_000, period_ms=10_000)
     await store.settle("t", [], GateUpdate(budget=known, answered=True), now_ms=t0)
     assert len((await store.claim(5, 60_000, "a", probe_ms=1_000, now_ms=t0 + 10)).claims) == 5
+    return t0
+
+
+async def _spent_two_windows(store: Store, client: Any, keys: RedisKeys) -> int:
+    """The same, then the fleet rolled over to [.., t0 + 11000) and spent it too; t0."""
+    t0 = await _spent_window(store, client, keys)
     assert len((await store.claim(10, 60_000, "b", probe_ms=1_000, now_ms=t0 + 1_000)).claims) == 5
     return t0
 
@@ -173,10 +178,7 @@ async def test_a_batch_across_the_reset_keeps_the_new_windows_count(
 ) -> None:
     """One settle with the old window's last answer and the new window's first: the fleet
     gets what Datadog has left in the new one, not the whole limit."""
-    t0 = await due_incidents(store, client, keys, 20)
-    known = Budget(limit=5, remaining=5, reset_ms=1_000, period_ms=10_000)
-    await store.settle("t", [], GateUpdate(budget=known, answered=True), now_ms=t0)
-    assert len((await store.claim(5, 60_000, "a", probe_ms=1_000, now_ms=t0 + 10)).claims) == 5
+    t0 = await _spent_window(store, client, keys)
     update = gate_update([_came(0, 0, 100.99), _came(3, 10, 101.02)], auth_pause_s=60, now_s=101.03)
     await store.settle("a", [], update, now_ms=t0 + 1_030)
     nxt = await store.claim(10, 60_000, "b", probe_ms=1_000, now_ms=t0 + 1_040)
