@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import IO, Final
+from typing import IO
 
 from config import Settings
 from workers.cli.common import EXIT_FAILURE, missing_key_message
@@ -23,10 +23,6 @@ def cmd_worker(
     return run_celery_worker(concurrency, loglevel, list(extra))
 
 
-ONE_PROCESS_ARGS: Final = ("--pool=threads", "--beat-thread")
-"""``run``'s worker: the pump in a thread, beat in another, one process in all."""
-
-
 def run_celery_worker(
     concurrency: int | None,
     loglevel: str | None,
@@ -40,13 +36,15 @@ def run_celery_worker(
     thread. Otherwise a prefork pool, one process per core, and beat in a process of its own.
     """
     import workers  # noqa: PLC0415 - Celery is only loaded for the worker
+    from workers.celery_app import BEAT_THREAD_OPTION  # noqa: PLC0415 - the same
 
     settings = workers.app.settings
     # A dry run's standard output is its requests, one JSON line each: no banner there.
     quiet = ["--quiet"] if settings.dry_run else []
     argv = [*quiet, "worker", f"--loglevel={loglevel or settings.log_level}"]
     if one_process:
-        argv += [*ONE_PROCESS_ARGS, f"--concurrency={concurrency or 1}"]
+        # The pump in a thread, beat in another: one process in all.
+        argv += ["--pool=threads", BEAT_THREAD_OPTION, f"--concurrency={concurrency or 1}"]
     else:
         argv.append("--beat")
         if concurrency:

@@ -151,7 +151,7 @@ class Store:
         except ResponseError as exc:
             await self._without_group(exc)
             return "0-0", []
-        cursor = reply[0].decode() if isinstance(reply[0], bytes) else str(reply[0])
+        cursor = reply_text(reply[0])
         entries = [(eid, fields) for eid, fields in reply[1] if eid is not None and fields]
         # Redis 7 drops deleted entries from the pending list itself (and lists their ids
         # third); Redis 6.2 hands them out as empty entries, forever unless acknowledged.
