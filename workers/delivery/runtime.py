@@ -11,6 +11,7 @@ import asyncio
 import os
 import socket
 import threading
+from dataclasses import dataclass
 
 from config import Settings
 from forwarder.connection import async_redis_client
@@ -34,9 +35,24 @@ class MissingApiKeyError(RuntimeError):
     """Workers need DD_API_KEY to deliver."""
 
 
-_pumps_made: dict[int, int] = {}
-"""Pumps made so far in each process (by pid): a threads pool runs several in one."""
-_made_lock = threading.Lock()  # a threads pool's first ticks come to every thread at once
+@dataclass
+class _ProcessPumps:
+    """What the pumps of one process share: a threads pool runs several in one."""
+
+    made: int = 0
+    """Pumps made so far (each one's number is part of its consumer name)."""
+    observer: PumpObserver | None = None
+    """The metrics observer, made by the first pump that needs one."""
+
+
+_per_process: dict[int, _ProcessPumps] = {}
+"""By pid: a forked child inherits its parent's entry, and starts its own."""
+_per_process_lock = threading.Lock()  # a threads pool's first ticks come to every thread at once
+
+
+def _this_process() -> _ProcessPumps:
+    """This process' record (call with ``_per_process_lock`` held)."""
+    return _per_process.setdefault(os.getpid(), _ProcessPumps())
 
 
 def consumer_name() -> str:
@@ -45,10 +61,11 @@ def consumer_name() -> str:
 
     The host is everything before the last ``:`` (``status`` counts live workers by host).
     """
-    pid = os.getpid()
-    with _made_lock:
-        made = _pumps_made[pid] = _pumps_made.get(pid, 0) + 1
-    return f"{socket.gethostname()}:{pid}" + (f"-{made}" if made > 1 else "")
+    with _per_process_lock:
+        shared = _this_process()
+        shared.made += 1
+        made = shared.made
+    return f"{socket.gethostname()}:{os.getpid()}" + (f"-{made}" if made > 1 else "")
 
 
 def pump_config(settings: Settings) -> PumpConfig:
@@ -98,10 +115,6 @@ def datadog_sender(settings: Settings) -> Sender:
     )
 
 
-_observers: dict[int, PumpObserver] = {}
-_observers_lock = threading.Lock()
-
-
 def _observer(settings: Settings) -> PumpObserver:
     """Prometheus counters when the worker serves metrics; nothing otherwise.
 
@@ -114,11 +127,11 @@ def _observer(settings: Settings) -> PumpObserver:
     # directory that the worker's start-up hook set before the pool forked.
     from workers.ops.metrics import PrometheusObserver  # noqa: PLC0415
 
-    with _observers_lock:
-        pid = os.getpid()
-        if pid not in _observers:
-            _observers[pid] = PrometheusObserver()
-        return _observers[pid]
+    with _per_process_lock:
+        shared = _this_process()
+        if shared.observer is None:
+            shared.observer = PrometheusObserver()
+        return shared.observer
 
 
 class Runtime:
