@@ -11,9 +11,9 @@ import httpx
 from config import Settings
 from workers.cli.common import redis_client
 from workers.ops.doctor import diagnose
-from workers.ops.doctor_facts import gather, scrub
+from workers.ops.doctor_facts import gather
 from workers.ops.doctor_records import Check, Level
-from workers.ops.logs import secrets_of
+from workers.ops.logs import redact, secrets_of
 
 EXIT_PROBLEMS: Final = 1
 """At least one check failed (✘). Warnings and reminders leave the exit code 0."""
@@ -68,11 +68,7 @@ def cmd_doctor(
     secrets = secrets_of(settings)
     client = redis_client(settings)
     try:
-        facts = (
-            gather(settings, client, secrets, transport)
-            if host_ms is None
-            else gather(settings, client, secrets, transport, host_ms)
-        )
+        facts = gather(settings, client, secrets, transport, host_ms)
     finally:
         client.close()
     checks = diagnose(facts)
@@ -80,5 +76,5 @@ def cmd_doctor(
         json.dumps(checks_as_dict(checks), ensure_ascii=False) if as_json else format_checks(checks)
     )
     # The facts hold no secret by construction; this is the last guard of what is printed.
-    print(scrub(text, secrets), file=out)
+    print(redact(text, secrets), file=out)
     return 0 if all(check.ok for check in checks) else EXIT_PROBLEMS

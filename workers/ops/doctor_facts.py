@@ -19,6 +19,7 @@ from config import Settings
 from config.redis_url import mask_url_password
 from forwarder.protocol import RedisKeys
 from workers.ops.doctor_records import ClockReading, Facts, KeyAnswer, RedisFacts
+from workers.ops.logs import redact
 from workers.ops.status import live_window_ms, read_status
 
 VALIDATE_PATH: Final = "/api/v1/validate"
@@ -26,14 +27,6 @@ VALIDATE_PATH: Final = "/api/v1/validate"
 VALIDATE_TIMEOUT_S: Final = 5.0
 """How long doctor waits for that answer (connect, and each read): long enough for a far
 site through a proxy, short enough that a black-holed route does not look like a hang."""
-REDACTED: Final = "***"
-
-
-def scrub(text: str, secrets: Iterable[str]) -> str:
-    """``text`` with every secret replaced by ``***`` (longest first)."""
-    for secret in sorted((s for s in secrets if s), key=len, reverse=True):
-        text = text.replace(secret, REDACTED)
-    return text
 
 
 def ask_api_key(
@@ -63,7 +56,7 @@ def ask_api_key(
         # empty label), a verdict of its own rather than a traceback.
         # httpx names the URL, never the headers; scrubbed anyway, as the key must never show.
         reason = str(exc) or "no answer"
-        return KeyAnswer(status=None, error=scrub(f"{type(exc).__name__}: {reason}", [key]))
+        return KeyAnswer(status=None, error=redact(f"{type(exc).__name__}: {reason}", [key]))
     valid = None
     try:
         body: Any = response.json()
@@ -124,14 +117,18 @@ def gather(
     client: redis.Redis,
     secrets: Iterable[str],
     transport: httpx.BaseTransport | None = None,
-    host_ms: Callable[[], float] = _host_ms,
+    host_ms: Callable[[], float] | None = None,
 ) -> Facts:
-    """Ask the API and Redis; an error of either becomes a fact (secrets scrubbed)."""
+    """Ask the API and Redis; an error of either becomes a fact (secrets redacted).
+
+    ``secrets`` longest first, as ``secrets_of`` gives them; ``host_ms`` is this host's clock
+    (tests replace it).
+    """
     redis_facts, redis_error = None, None
     try:
-        redis_facts = read_redis(client, settings, host_ms)
+        redis_facts = read_redis(client, settings, host_ms or _host_ms)
     except redis.RedisError as exc:
-        redis_error = scrub(f"{type(exc).__name__}: {exc}", secrets)
+        redis_error = redact(f"{type(exc).__name__}: {exc}", secrets)
     return Facts(
         site=settings.dd_site,
         api_url=mask_url_password(settings.api_base_url),

@@ -46,6 +46,15 @@ def secrets_of(settings: Settings) -> tuple[str, ...]:
     return tuple(sorted((s for s in found if s), key=len, reverse=True))
 
 
+def redact(text: str, secrets: Iterable[str]) -> str:
+    """``text`` with each of ``secrets`` replaced by ``***``, in their order (longest first,
+    as ``secrets_of`` gives them, hides a secret containing another whole)."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, REDACTED)
+    return text
+
+
 class RedactSecrets(logging.Filter):
     """Replace each secret by ``***`` in a record's message, exception, stack and extra fields.
 
@@ -58,9 +67,7 @@ class RedactSecrets(logging.Filter):
         self.secrets = tuple(s for s in secrets if s)
 
     def _redact(self, text: str) -> str:
-        for secret in self.secrets:
-            text = text.replace(secret, REDACTED)
-        return text
+        return redact(text, self.secrets)
 
     def _leaks(self, text: str) -> bool:
         return any(secret in text for secret in self.secrets)
