@@ -36,15 +36,20 @@ _BEAT_START_STOP: Final = ("beat: Starting...", "beat: Shutting down...")
 "stopped." lines say it; a beat of its own (``celery beat``) has no other."""
 
 
+def _demoted(record: logging.LogRecord) -> bool:
+    """Mark ``record`` DEBUG; whether its logger writes DEBUG now (a filter's answer)."""
+    record.levelno, record.levelname = logging.DEBUG, logging.getLevelName(logging.DEBUG)
+    return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+
+
 class DemoteRoutine(logging.Filter):
     """Move routine INFO lines about ``task``'s runs and beat's ticks to DEBUG.
 
     Routine: beat sending a tick, a pump run received or succeeded (its outcomes have lines
     of their own), an embedded beat's start and stop, mingle's neighbour search (on both
     sides), and the first broker connection of the process (the worker's "ready." line
-    follows it). A later "Connected
-    to" says the broker is back after an outage, and stays at INFO; so does anything else,
-    such as a failed run or a discarded tick.
+    follows it). A later "Connected to" says the broker is back after an outage, and stays
+    at INFO; so does anything else, such as a failed run or a discarded tick.
     """
 
     def __init__(self, task: str) -> None:
@@ -74,8 +79,7 @@ class DemoteRoutine(logging.Filter):
             return True
         if not self._routine(message):
             return True
-        record.levelno, record.levelname = logging.DEBUG, logging.getLevelName(logging.DEBUG)
-        return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+        return _demoted(record)
 
 
 class QuietHealthChecks(logging.Filter):
@@ -98,5 +102,4 @@ class QuietHealthChecks(logging.Filter):
         path, status = args[2], args[4]
         if path != self._path or not isinstance(status, int) or not 200 <= status < 300:
             return True
-        record.levelno, record.levelname = logging.DEBUG, logging.getLevelName(logging.DEBUG)
-        return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+        return _demoted(record)
