@@ -17,6 +17,7 @@ import redis
 from forwarder.protocol import RedisKeys, StatsField
 from harness.run import RunProcess
 from harness.stack import Worker, wait_until
+from workers.tasks import QUEUE
 
 pytestmark = pytest.mark.integration
 
@@ -97,12 +98,18 @@ def test_at_debug_the_routine_lines_are_all_there(
 
 
 def test_a_beat_of_its_own_says_when_it_starts_and_stops(
-    start_worker: Callable[..., Worker],
+    start_worker: Callable[..., Worker], sync_redis: redis.Redis, keys: RedisKeys
 ) -> None:
     """`celery beat` (compose's, systemd's, Kubernetes' beat) has no worker lines: one line
     when it starts, one when it stops, and its ticks only at DEBUG."""
     beat = start_worker("beat", FORWARDER_TICK_S="0.5")
-    wait_until(lambda: "beat: Starting..." in beat.log(), timeout_s=30, what="beat's start")
+    # Its first tick in the queue (no worker takes it): beat is past its start-up, whose
+    # "Starting..." line comes a moment before the hook that prepares the stop line.
+    wait_until(
+        lambda: sync_redis.llen(f"{keys.celery_prefix}{QUEUE}") > 0,
+        timeout_s=30,
+        what="beat's first tick",
+    )
     assert beat.stop() == 0
     info = [m for level, m in _lines(beat.log_path) if level == "INFO"]
     assert info == ["beat: Starting...", "beat: stopped."], info
